@@ -1,0 +1,1 @@
+"""Invoke tasks: thin wrappers that parse flags, call the library, print, and exit."""

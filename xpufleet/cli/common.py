@@ -1,0 +1,111 @@
+"""What every node-touching task shares: flags -> settings -> inventory -> hosts -> exit code."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from ..config import Settings
+from ..errors import EXIT_INTERRUPTED, XpufleetError
+from ..host import Host
+from ..inventory import Inventory, load_inventory
+from ..report import render
+from ..results import TaskReport
+from ..transport import SSHOptions
+
+#: help texts of the flags every node-touching task takes
+HOST_FLAGS_HELP = {
+    "hosts": "inventory file (default from invoke.yaml: inventory/lab.yaml)",
+    "limit": "host or group names/globs, Ansible patterns: a:b, a:&b, !a",
+    "forks": "hosts worked on in parallel (default 32)",
+    "json": "machine-readable result on stdout; human output goes to stderr",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console(stderr=True)
+
+
+@dataclass
+class TaskContext:
+    settings: Settings
+    inventory: Inventory
+    hosts: list[Host]
+    options: SSHOptions
+    as_json: bool
+
+
+def settings_from(c: Any, **flags: Any) -> Settings:
+    return Settings.from_config(c.config.get("xpufleet", {}), **flags)
+
+
+def ssh_options(settings: Settings) -> SSHOptions:
+    return SSHOptions(
+        known_hosts=settings.path(settings.known_hosts),
+        key_file=str(settings.path(settings.key_file)) if settings.key_file else None,
+        connect_timeout=float(settings.connect_timeout),
+        command_timeout=float(settings.command_timeout),
+    )
+
+
+def open_context(
+    c: Any,
+    *,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    as_json: bool = False,
+) -> TaskContext:
+    """Validate every input before any host is touched (errors here exit 2)."""
+    settings = settings_from(c, hosts=hosts, forks=forks)
+    inventory = load_inventory(settings.path(settings.hosts))
+    selected = inventory.select(limit)
+    return TaskContext(settings, inventory, selected, ssh_options(settings), as_json)
+
+
+def emit(
+    report: TaskReport, *, as_json: bool, strict: bool = False, title: str | None = None
+) -> int:
+    """Print the report (table to stderr; JSON to stdout if asked) and return the exit code."""
+    if as_json:
+        json.dump(report.to_json(), sys.stdout, indent=2, sort_keys=False)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    else:
+        render(report, console, title=title)
+    return report.exit_code(strict=strict)
+
+
+def exits(func: F) -> F:
+    """Turn xpufleet errors and Ctrl-C into the SPEC's exit codes with a clear message."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            code = func(*args, **kwargs)
+        except XpufleetError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[bold red]interrupted[/]")
+            raise Exit(code=EXIT_INTERRUPTED) from None
+        if code:
+            raise Exit(code=int(code))
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

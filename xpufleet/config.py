@@ -1,0 +1,48 @@
+"""One settings tree: invoke.yaml's `xpufleet:` section, overridden by task flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option a task can take; flags and invoke.yaml map onto these names."""
+
+    hosts: str = "inventory/lab.yaml"
+    forks: int = 32
+    known_hosts: str = "~/.ssh/known_hosts"
+    key_file: str | None = None
+    connect_timeout: float = 10.0
+    command_timeout: float = 600.0
+    runs_dir: str = "runs"
+    wheels_dir: str = "files/wheels"
+    lab_dir: str = ".lab"
+
+    @classmethod
+    def from_config(cls, section: Any, **flags: Any) -> Settings:
+        """Build from invoke's config section (a mapping) plus non-None flags."""
+        values: dict[str, Any] = {}
+        known = {f.name for f in fields(cls)}
+        for name, value in dict(section or {}).items():
+            if name not in known:
+                raise InputError(f"unknown setting '{name}'", file="invoke.yaml", key=name)
+            values[name] = value
+        for name, value in flags.items():
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        if int(settings.forks) < 1:
+            raise InputError("--forks must be at least 1", key="forks")
+        return settings
+
+    def path(self, value: str) -> Path:
+        """A configured path: ~ expanded, relative to the project root."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else PROJECT_ROOT / p

@@ -1,0 +1,136 @@
+"""One exception tree for xpufleet; every low-level error is mapped into it in one place.
+
+Each class carries the process exit code the SPEC assigns to it, so tasks never
+guess: bad input is 2, an unreachable host is 3, anything else that failed is 1.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+
+class XpufleetError(Exception):
+    """Root of every error xpufleet raises on purpose."""
+
+    exit_code = EXIT_FAILED
+
+
+class InputError(XpufleetError):
+    """Bad input (inventory, flags, profile, plan): refused before any host is touched."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file
+            if self.line is not None:
+                where += f":{self.line}"
+            where += ": "
+        key = f"key '{self.key}': " if self.key else ""
+        return f"{where}{key}{self.message}"
+
+
+class InventoryError(InputError):
+    """The inventory (or its group_vars/host_vars) is malformed or inconsistent."""
+
+
+class PlanError(InputError):
+    """The requested launch plan cannot work on this inventory."""
+
+
+class HostError(XpufleetError):
+    """Something went wrong on one host; carries the host's name."""
+
+    #: short machine-readable kind, e.g. "refused", "auth", "command"
+    kind = "error"
+
+    def __init__(self, host: str, message: str) -> None:
+        self.host = host
+        self.message = message
+        super().__init__(f"{host}: {message}")
+
+
+class UnreachableError(HostError):
+    """The host could not be reached or authenticated; exit code 3 if nothing else failed."""
+
+    exit_code = EXIT_UNREACHABLE
+    kind = "unreachable"
+
+
+class NameNotResolved(UnreachableError):
+    kind = "dns"
+
+
+class ConnectionRefused(UnreachableError):
+    kind = "refused"
+
+
+class ConnectTimeout(UnreachableError):
+    kind = "timeout"
+
+
+class AuthenticationFailed(UnreachableError):
+    kind = "auth"
+
+
+class HostKeyUnknown(UnreachableError):
+    kind = "hostkey-unknown"
+
+
+class HostKeyChanged(UnreachableError):
+    kind = "hostkey-changed"
+
+
+class ConnectionLost(HostError):
+    """The connection dropped while a command or transfer was running."""
+
+    kind = "lost"
+
+
+class CommandFailed(HostError):
+    """A remote command exited non-zero (or timed out)."""
+
+    kind = "command"
+
+    def __init__(self, host: str, command: str, exit_status: int, stderr: str) -> None:
+        self.command = command
+        self.exit_status = exit_status
+        self.stderr = stderr
+        tail = stderr_tail(stderr)
+        detail = f": {tail}" if tail else ""
+        super().__init__(host, f"command exited {exit_status}{detail}")
+
+
+class CommandTimeout(CommandFailed):
+    kind = "command-timeout"
+
+
+class LockHeld(HostError):
+    """Another xpufleet run holds the node's lock."""
+
+    kind = "locked"
+
+
+def stderr_tail(text: str, lines: int = 5, limit: int = 600) -> str:
+    """Last few non-empty lines of stderr, for one-line messages."""
+    kept = [ln for ln in text.strip().splitlines() if ln.strip()][-lines:]
+    return " | ".join(kept)[-limit:]

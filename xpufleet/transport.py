@@ -1,0 +1,294 @@
+"""SSH to one host: a Fabric connection with verified host keys and mapped errors.
+
+Commands go through raw Paramiko channels of the Fabric connection, so stdin (the
+doctor probe, wheel bytes) is written in large chunks instead of Invoke's slow
+byte-wise in_stream (REFERENCE §8). Every low-level error becomes an xpufleet
+HostError here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import paramiko
+from fabric import Config, Connection
+
+from . import shell
+from .errors import (
+    AuthenticationFailed,
+    CommandFailed,
+    CommandTimeout,
+    ConnectionLost,
+    ConnectionRefused,
+    ConnectTimeout,
+    HostError,
+    HostKeyChanged,
+    HostKeyUnknown,
+    NameNotResolved,
+    UnreachableError,
+)
+from .host import Host
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """How to reach hosts; one per task, shared by all sessions."""
+
+    known_hosts: Path
+    key_file: str | None = None
+    connect_timeout: float = 10.0
+    command_timeout: float | None = 600.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    host: str
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def _fabric_config() -> Config:
+    """A Fabric config that reads nothing from ~/.ssh and no user config files."""
+    config = Config(lazy=True)
+    config.load_ssh_configs = False
+    return config
+
+
+def map_connect_error(host: Host, exc: BaseException) -> HostError:
+    """Translate what paramiko/socket raise while connecting into one xpufleet error."""
+    where = f"{host.address}:{host.port}"
+    if isinstance(exc, HostError):
+        return exc
+    if isinstance(exc, socket.gaierror):
+        return NameNotResolved(host.name, f"name does not resolve: {host.address} ({exc})")
+    if isinstance(exc, paramiko.BadHostKeyException):
+        return HostKeyChanged(
+            host.name,
+            f"host key CHANGED for {where}: got {exc.key.get_name()} "
+            f"{exc.key.fingerprint}, known_hosts has {exc.expected_key.fingerprint}; "
+            "refusing to connect (if the node was reinstalled, remove the old key and "
+            "run `invoke trust`)",
+        )
+    if isinstance(exc, paramiko.AuthenticationException):
+        return AuthenticationFailed(
+            host.name, f"authentication failed for {host.user}@{where}: {exc}"
+        )
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        errnos = {getattr(e, "errno", None) for e in exc.errors.values()}
+        if errnos <= {111}:
+            return ConnectionRefused(host.name, f"connection refused: {where}")
+        return UnreachableError(host.name, f"cannot connect to {where}: {exc}")
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectionRefused(host.name, f"connection refused: {where}")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return ConnectTimeout(host.name, f"connection to {where} timed out")
+    if isinstance(exc, paramiko.SSHException) and "known_hosts" in str(exc):
+        return HostKeyUnknown(
+            host.name,
+            f"host key UNKNOWN for {where}: not in the known_hosts file; "
+            "check the fingerprint and run `invoke trust`",
+        )
+    if isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+        return UnreachableError(host.name, f"SSH to {where} failed: {exc or type(exc).__name__}")
+    raise exc
+
+
+class Session:
+    """One open SSH connection to one host, reused for every command of a task."""
+
+    def __init__(self, host: Host, options: SSHOptions) -> None:
+        self.host = host
+        self.options = options
+        self.round_trips = 0
+        self._conn: Connection | None = None
+
+    # -- connection -------------------------------------------------------
+    def open(self) -> Session:
+        if self._conn is not None:
+            return self
+        host, options = self.host, self.options
+        key_file = host.key_file or options.key_file
+        connect_kwargs: dict[str, object] = {
+            "look_for_keys": False,
+            "allow_agent": False,
+            "banner_timeout": options.connect_timeout,
+            "auth_timeout": options.connect_timeout,
+        }
+        if key_file:
+            connect_kwargs["key_filename"] = [str(key_file)]
+        conn = Connection(
+            host.address,
+            user=host.user,
+            port=host.port,
+            config=_fabric_config(),
+            connect_timeout=int(max(1, options.connect_timeout)),
+            connect_kwargs=connect_kwargs,
+        )
+        client = paramiko.SSHClient()
+        if options.known_hosts.exists():
+            client.load_host_keys(str(options.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        conn.client = client
+        try:
+            conn.open()
+        except Exception as exc:  # noqa: BLE001 - mapped into our tree right here
+            conn.close()
+            raise map_connect_error(host, exc) from exc
+        self._conn = conn
+        return self
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        self.open()
+        assert self._conn is not None
+        transport = self._conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ConnectionLost(self.host.name, "SSH connection is closed")
+        return transport
+
+    # -- commands ---------------------------------------------------------
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        """Run a shell command; stdin is sent in large chunks; env values are quoted."""
+        full = shell.env_assignments(env or {}) + command
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        timeout = self.options.command_timeout if timeout is None else timeout
+        try:
+            channel = self.transport.open_session()
+        except paramiko.SSHException as exc:
+            raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
+        self.round_trips += 1
+        try:
+            channel.exec_command(full)
+            if data:
+                channel.sendall(data)
+            channel.shutdown_write()
+            stdout, stderr, status = _drain(channel, timeout)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(self.host.name, f"connection lost: {exc}") from exc
+        finally:
+            channel.close()
+        out = stdout.decode(errors="replace")
+        err = stderr.decode(errors="replace")
+        if status is None:
+            raise CommandTimeout(self.host.name, command, -1, err + f"\ntimed out after {timeout}s")
+        result = CommandResult(self.host.name, command, status, out, err)
+        if check and status != 0:
+            raise CommandFailed(self.host.name, command, status, err or out)
+        return result
+
+    def stream_to(
+        self,
+        source: BinaryIO,
+        command: str,
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
+        timeout = self.options.command_timeout if timeout is None else timeout
+        channel = self.transport.open_session()
+        self.round_trips += 1
+        try:
+            channel.exec_command(command)
+            while True:
+                block = source.read(CHUNK)
+                if not block:
+                    break
+                channel.sendall(block)
+                if progress:
+                    progress(len(block))
+            channel.shutdown_write()
+            stdout, stderr, status = _drain(channel, timeout)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(self.host.name, f"transfer cut off: {exc}") from exc
+        finally:
+            channel.close()
+        err = stderr.decode(errors="replace")
+        if status is None:
+            raise CommandTimeout(self.host.name, command, -1, err)
+        if status != 0:
+            raise CommandFailed(self.host.name, command, status, err)
+        return CommandResult(self.host.name, command, status, stdout.decode(errors="replace"), err)
+
+
+def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes, int | None]:
+    """Read stdout and stderr until the command exits; None status on timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    out: list[bytes] = []
+    err: list[bytes] = []
+    while True:
+        if channel.recv_ready():
+            out.append(channel.recv(CHUNK))
+            continue
+        if channel.recv_stderr_ready():
+            err.append(channel.recv_stderr(CHUNK))
+            continue
+        if channel.exit_status_ready() and not channel.recv_ready():
+            if not channel.recv_stderr_ready():
+                break
+            continue
+        if deadline is not None and time.monotonic() > deadline:
+            return b"".join(out), b"".join(err), None
+        if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        select.select([channel], [], [], 0.2)
+    # flush whatever arrived together with the exit status
+    while channel.recv_ready():
+        out.append(channel.recv(CHUNK))
+    while channel.recv_stderr_ready():
+        err.append(channel.recv_stderr(CHUNK))
+    return b"".join(out), b"".join(err), channel.recv_exit_status()
+
+
+def scan_host_key(host: Host, timeout: float = 10.0) -> paramiko.PKey:
+    """Fetch a host's public key without authenticating (for `invoke trust`)."""
+    try:
+        sock = socket.create_connection((host.address, host.port), timeout=timeout)
+    except Exception as exc:  # noqa: BLE001
+        raise map_connect_error(host, exc) from exc
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except Exception as exc:  # noqa: BLE001
+        raise map_connect_error(host, exc) from exc
+    finally:
+        transport.close()
+
+
+def known_hosts_name(host: Host) -> str:
+    """The name a host is filed under in known_hosts (OpenSSH's `[addr]:port` form)."""
+    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"

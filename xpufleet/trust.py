@@ -1,0 +1,68 @@
+"""`invoke trust`: fetch host keys, show fingerprints, append unknown ones to known_hosts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sys
+from pathlib import Path
+
+import paramiko
+
+from .errors import HostError
+from .host import Host
+from .results import CHANGED, FAIL, OK, HostReport, Result, TaskReport
+from .transport import SSHOptions, known_hosts_name, scan_host_key
+
+
+def sha256_fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's `SHA256:...` form, the one `ssh-keygen -lf` prints."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_for(host: Host, options: SSHOptions) -> Path:
+    return Path(host.vars.get("known_hosts") or options.known_hosts).expanduser()
+
+
+def trust_hosts(hosts: list[Host], options: SSHOptions, *, assume_yes: bool) -> TaskReport:
+    """Add each unknown host key after showing it; a changed key is reported, never replaced."""
+    report = TaskReport("trust")
+    for host in hosts:
+        path = known_hosts_for(host, options)
+        known = paramiko.HostKeys()
+        if path.exists():
+            known.load(str(path))
+        name = known_hosts_name(host)
+        try:
+            key = scan_host_key(host, options.connect_timeout)
+        except HostError as exc:
+            report.hosts[host.name] = HostReport(
+                reachable=False, error=exc.message, error_kind=exc.kind
+            )
+            continue
+        fingerprint = sha256_fingerprint(key)
+        entry = known.lookup(name) or {}
+        existing = entry.get(key.get_name())
+        if existing is not None and existing == key:
+            result = Result("trust.hostkey", OK, f"{key.get_name()} {fingerprint} already trusted")
+        elif existing is not None:
+            result = Result(
+                "trust.hostkey",
+                FAIL,
+                f"host key CHANGED: {fingerprint} differs from known_hosts; "
+                f"remove the old entry for {name} by hand if the node was reinstalled",
+            )
+        else:
+            question = f"{host.name} ({name}) {key.get_name()} {fingerprint} - trust? [y/N] "
+            if assume_yes or (sys.stdin.isatty() and input(question).strip().lower() == "y"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a") as fh:
+                    fh.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+                result = Result("trust.hostkey", CHANGED, f"added {key.get_name()} {fingerprint}")
+            else:
+                result = Result(
+                    "trust.hostkey", FAIL, f"not trusted: {key.get_name()} {fingerprint}"
+                )
+        report.hosts[host.name] = HostReport(results=[result])
+    return report

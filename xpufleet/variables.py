@@ -1,0 +1,117 @@
+"""xpufleet's own inventory variables: name, type, default, and why it exists.
+
+This is the single registry: the inventory validates against it, roles and the
+launch planner read defaults from it, and inventory/README.md documents it.
+A variable whose name is close to one of these but not equal (a typo) is refused;
+other names are left alone, so an existing Ansible inventory works unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    choices: tuple[Any, ...] = ()
+
+
+def _v(
+    name: str, typ: type | tuple[type, ...], default: Any, doc: str, choices: tuple = ()
+) -> Variable:
+    return Variable(name, typ, default, doc, choices)
+
+
+VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        # connection / security
+        _v(
+            "known_hosts",
+            str,
+            None,
+            "known_hosts file for this host (relative to the inventory file)",
+        ),
+        # hardware expectations
+        _v("gpu_model", str, "max1550", "expected card model", ("max1550", "max1100", "max1450")),
+        _v("cards", int, 4, "expected number of GPU cards on the node"),
+        _v(
+            "tiles",
+            int,
+            8,
+            "expected number of devices the node exposes (FLAT: cards x tiles per card)",
+        ),
+        _v("device_hierarchy", str, "FLAT", "ZE_FLAT_DEVICE_HIERARCHY", ("FLAT", "COMPOSITE")),
+        _v(
+            "nic",
+            str,
+            None,
+            "network interface for rendezvous and collectives (GLOO/CCL/FI ifaces)",
+        ),
+        # software locations
+        _v("oneapi_root", str, "/opt/intel/oneapi", "oneAPI install root"),
+        _v("oneapi_min_version", str, "2025.0", "oldest oneAPI release doctor accepts"),
+        _v("python", str, "python3", "interpreter used to create the environment"),
+        _v("python_env", str, "venv", "kind of Python environment", ("venv", "conda")),
+        _v("conda_root", str, "/opt/conda", "conda installation when python_env is conda"),
+        _v(
+            "venv",
+            str,
+            "/opt/xpufleet/venv",
+            "the environment xpufleet installs into and runs from",
+        ),
+        _v(
+            "base_site_packages",
+            list,
+            [],
+            "site-packages directories the env inherits (shared frameworks)",
+        ),
+        _v(
+            "state_dir",
+            str,
+            "/var/lib/xpufleet",
+            "xpufleet's state on the node: lock, manifests, runs",
+        ),
+        _v("install_dir", str, "/opt/xpufleet", "scripts and environment files xpufleet renders"),
+        # model and serving
+        _v("model_path", str, "/models/DeepSeek-R1", "model weights directory on the node"),
+        _v("model_name", str, "deepseek-ai/DeepSeek-R1", "served model id"),
+        _v("model_size_gb", (int, float), 690, "weights size on disk, for the fit check"),
+        _v("min_free_disk_gb", (int, float), 50, "free space needed where the model lives"),
+        _v("min_free_mem_gb", (int, float), 64, "free host memory needed"),
+        _v("rendezvous_port", int, 29500, "torch.distributed rendezvous port on node 0"),
+        _v("sglang_port", int, 30000, "SGLang HTTP port on node 0"),
+        _v("sglang_host", str, "0.0.0.0", "address SGLang's HTTP server binds on node 0"),
+        _v("device", str, "xpu", "SGLang --device", ("xpu", "cpu")),
+        _v("dist_backend", str, "xccl", "collective backend of the preflight", ("xccl", "gloo")),
+        _v("mem_fraction_static", (int, float), None, "SGLang --mem-fraction-static"),
+        _v("sglang_extra_args", list, [], "extra arguments appended to sglang.launch_server"),
+        _v("ready_timeout", (int, float), 1800, "seconds to wait for /health_generate after start"),
+        _v("preflight_timeout", (int, float), 60, "hard timeout of the preflight collective"),
+        # oneCCL / libfabric
+        _v("ccl_atl_transport", str, "ofi", "CCL_ATL_TRANSPORT", ("ofi", "mpi")),
+        _v("fi_provider", str, "tcp", "FI_PROVIDER (tcp, cxi on Slingshot, ...)"),
+        _v(
+            "ccl_ze_ipc_exchange",
+            str,
+            "pidfd",
+            "CCL_ZE_IPC_EXCHANGE",
+            ("pidfd", "drmfd", "sockets"),
+        ),
+        _v("ccl_allreduce", str, None, "CCL_ALLREDUCE algorithm (ring works around warm-up hangs)"),
+        _v("ccl_env", dict, {}, "extra oneCCL/libfabric environment variables"),
+        # clocks
+        _v("max_clock_offset_s", (int, float), 1.0, "largest clock offset from the control node"),
+        # secrets: names of environment variables read on the control node, never values
+        _v("secret_env", list, [], "control-node env vars (e.g. HF_TOKEN) written to a 0600 file"),
+    ]
+}
+
+
+def default(name: str) -> Any:
+    return VARIABLES[name].default
