@@ -139,8 +139,10 @@ class Session:
             connect_kwargs=connect_kwargs,
         )
         client = paramiko.SSHClient()
-        if options.known_hosts.exists():
-            client.load_host_keys(str(options.known_hosts))
+        # the inventory's per-host `known_hosts` (already absolute) beats the setting
+        known_hosts = Path(host.vars.get("known_hosts") or options.known_hosts).expanduser()
+        if known_hosts.exists():
+            client.load_host_keys(str(known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         conn.client = client
         try:
@@ -264,7 +266,7 @@ def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, byt
             return b"".join(out), b"".join(err), None
         if channel.closed and not channel.recv_ready() and not channel.recv_stderr_ready():
             break
-        select.select([channel], [], [], 0.2)
+        select.select([channel], [], [], 0.05)
     # flush whatever arrived together with the exit status
     while channel.recv_ready():
         out.append(channel.recv(CHUNK))

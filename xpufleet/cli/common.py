@@ -92,7 +92,7 @@ def exits(func: F) -> F:
         try:
             code = func(*args, **kwargs)
         except XpufleetError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             console.print("[bold red]interrupted[/]")
