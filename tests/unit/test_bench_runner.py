@@ -1,0 +1,241 @@
+"""The bench runner's node side, run for real through a local shell instead of SSH.
+
+The remote commands (quoting, cd into the run dir, sourcing oneAPI, the venv's python,
+reading result.jsonl back) execute in `sh -c` against a tiny `sglang.bench_one_batch`
+that prints SGLang's fork format; SSH itself is the core's business and tested there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from xpufleet import shell
+from xpufleet.bench.configs import plan_bench, select_configs
+from xpufleet.bench.results import BenchRun, read_run, write_run
+from xpufleet.bench.runner import execute_plan
+from xpufleet.errors import CommandFailed
+from xpufleet.host import Host
+from xpufleet.transport import CommandResult
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+FAKE_BENCH = r"""
+import argparse, itertools, json, os, sys
+p = argparse.ArgumentParser()
+p.add_argument("--batch-size", type=int, nargs="+")
+p.add_argument("--input-len", type=int, nargs="+")
+p.add_argument("--output-len", type=int, nargs="+")
+p.add_argument("--model-path")
+p.add_argument("--trust-remote-code", action="store_true")
+p.add_argument("--device")
+p.add_argument("--tp-size", type=int, default=1)
+p.add_argument("--profile", action="store_true")
+a = p.parse_args()
+if a.tp_size == 8:
+    print("RuntimeError: XPU out of memory", file=sys.stderr)
+    sys.exit(1)
+with open("env.txt", "w") as fh:
+    fh.write(os.environ.get("FAKE_ONEAPI", "") + " " + os.environ["ZE_FLAT_DEVICE_HIERARCHY"])
+print("max_total_num_tokens=4096")
+print("Benchmark ...")
+with open("result.jsonl", "a") as out:
+    for bs, il, ol in itertools.product(a.batch_size, a.input_len, a.output_len):
+        if bs * (il + ol) > 4096:
+            print(f"skipping ({bs}, {il}, {ol}) due to max batch size limit")
+            continue
+        prefill = il * bs / 100000.0
+        total = prefill + ol * 0.01
+        print(f"Prefill. latency: {prefill:6.5f} s, throughput: {il * bs / prefill:9.2f} token/s")
+        print(f"Decode.  latency: {0.01:6.5f} s, throughput: {bs / 0.01:9.2f} token/s")
+        print(f"Decode.  median latency: {0.01:6.5f} s, "
+              f"median throughput: {bs / 0.01:9.2f} token/s")
+        print(f"Total. latency: {total:6.3f} s, throughput: {(il + ol) * bs / total:9.2f} token/s")
+        out.write(json.dumps({"run_name": "before", "batch_size": bs, "input_len": il,
+            "output_len": ol, "prefill_latency": prefill, "prefill_throughput": il * bs / prefill,
+            "median_decode_latency": 0.01, "median_decode_throughput": bs / 0.01,
+            "total_latency": total, "overall_throughput": (il + ol) * bs / total}) + "\n")
+"""
+
+
+class LocalShellSession:
+    """Session.run's contract (quoted env, stdin, check) over a local `sh -c`."""
+
+    def __init__(self, host: Host, pythonpath: Path) -> None:
+        self.host = host
+        self.pythonpath = pythonpath
+        self.commands: list[str] = []
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | str | None = None,
+        env: dict[str, object] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        self.commands.append(command)
+        full = shell.env_assignments(env or {}) + command
+        proc = subprocess.run(
+            ["sh", "-c", full],
+            input=stdin.encode() if isinstance(stdin, str) else stdin,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(self.pythonpath)},
+        )
+        result = CommandResult(
+            self.host.name, command, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        )
+        if check and proc.returncode != 0:
+            raise CommandFailed(self.host.name, command, proc.returncode, result.stderr)
+        return result
+
+
+def make_node(tmp_path: Path) -> tuple[Host, Path]:
+    venv_bin = tmp_path / "node dir" / "venv" / "bin"  # a space: quoting must hold
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python3").symlink_to(sys.executable)
+    oneapi = tmp_path / "node dir" / "oneapi"
+    oneapi.mkdir()
+    (oneapi / "setvars.sh").write_text("export FAKE_ONEAPI=sourced\n")
+    package = tmp_path / "pkgs" / "sglang"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "bench_one_batch.py").write_text(FAKE_BENCH)
+    state = tmp_path / "node dir" / "state"
+    host = Host(
+        "node1",
+        "127.0.0.1",
+        vars={
+            "venv": str(venv_bin.parent),
+            "oneapi_root": str(oneapi),
+            "state_dir": str(state),
+            "model_path": "/models/it's here",
+        },
+    )
+    return host, tmp_path / "pkgs"
+
+
+def test_sweep_and_failure_run_through_a_real_shell(tmp_path: Path) -> None:
+    host, pythonpath = make_node(tmp_path)
+    session = LocalShellSession(host, pythonpath)
+    configs = select_configs(["tp8"], batch_sizes=[1, 64], input_lens=[32, 128])
+    plan = plan_bench(configs, tiles_per_node=8, nodes=["node1"], model_path="/m")
+    rows, env, warnings = execute_plan(
+        session,  # type: ignore[arg-type]
+        plan,
+        run_id="bench-test",
+        logs_dir=tmp_path / "run" / "logs",
+    )
+    assert warnings == []
+    assert env.versions["python"] == sys.version.split()[0]
+    assert env.simulated is None or "stand-in" in env.simulated
+    by_name = {r.config.name: r for r in rows}
+    assert by_name["bs1-in32-out32-tp1"].status == "ok"
+    assert by_name["bs1-in32-out32-tp1"].metrics["total_latency"] == 0.32032
+    assert by_name["bs1-in128-out32-tp1"].metrics["prefill_latency"] == 0.00128
+    assert by_name["bs64-in32-out32-tp1"].metrics["median_decode_throughput"] == 6400.0
+    assert by_name["bs64-in128-out32-tp1"].status == "skipped"
+    assert by_name["tp8"].status == "failed"
+    assert "out of memory" in by_name["tp8"].message
+    # tp8 ran first (alone, and failed), then one process for the whole tp1 sweep;
+    # setvars sourced, device hierarchy passed
+    workdir = tmp_path / "node dir" / "state" / "runs" / "bench-test" / "bench" / "1"
+    assert (workdir / "env.txt").read_text() == "sourced FLAT"
+    assert len((workdir / "result.jsonl").read_text().splitlines()) == 3
+    bench_commands = [c for c in session.commands if "sglang.bench_one_batch" in c]
+    assert len(bench_commands) == 2
+    assert "'/models/it'\"'\"'s here'" in bench_commands[0]
+    logs = sorted(p.name for p in (tmp_path / "run" / "logs").iterdir())
+    assert logs == ["00-one_batch.stderr", "01-one_batch.stdout"]  # empty stderr not kept
+    # and the rows make a run on disk that reads back
+    run = BenchRun("bench-test", rows, plan.to_json(), env.versions, env.wheels)
+    write_run(run, tmp_path / "run")
+    assert [r.status for r in read_run(tmp_path / "run").rows] == [r.status for r in rows]
+
+
+FAKE_SERVING = r"""
+import argparse, pathlib, sys
+p = argparse.ArgumentParser()
+for flag in ("--backend", "--dataset-name", "--random-input-len", "--random-output-len",
+             "--num-prompts", "--host", "--port"):
+    p.add_argument(flag)
+a = p.parse_args()
+assert a.dataset_name == "random" and a.backend == "sglang", a
+print("Namespace(...)")
+print(pathlib.Path(sys.argv[0]).with_name("block.txt").read_text())
+"""
+
+
+def serve_server_info(tp_size: int) -> tuple[ThreadingHTTPServer, int]:
+    """A local HTTP server answering /get_server_info like SGLang's node 0."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = json.dumps({"tp_size": tp_size}).encode()
+            self.send_response(200 if self.path == "/get_server_info" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> None:
+    host, pythonpath = make_node(tmp_path)
+    (pythonpath / "sglang" / "bench_serving.py").write_text(FAKE_SERVING)
+    block = next(p for p in FIXTURES.glob("13b_*") if not p.name.endswith(".source.txt"))
+    (pythonpath / "sglang" / "block.txt").write_text(block.read_text())
+    configs = select_configs(batch_sizes=[10], input_lens=[1024], tps=[16])
+    plan = plan_bench(configs, tiles_per_node=8, nodes=["node1", "node2"], model_path="/m")
+
+    server, port = serve_server_info(tp_size=16)
+    try:
+        node = Host(host.name, host.address, vars={**host.vars, "sglang_port": port})
+        rows, _, _ = execute_plan(
+            LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
+            plan,
+            run_id="r1",
+            logs_dir=tmp_path / "logs1",
+        )
+        (row,) = rows
+        assert row.status == "ok", row.message
+        assert row.kind == "serving"
+        assert row.metrics["total_throughput"] == 361.01
+        assert row.metrics["median_e2e_latency"] == 7886.13
+        # a server of another tp is not measured
+        wrong = select_configs(batch_sizes=[10], input_lens=[1024], tps=[24])
+        wrong_plan = plan_bench(wrong, tiles_per_node=8, nodes=["a", "b", "c"], model_path="/m")
+        (row,) = execute_plan(
+            LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
+            wrong_plan,
+            run_id="r2",
+            logs_dir=tmp_path / "logs2",
+        )[0]
+        assert row.status == "failed" and "runs tp 16, this config needs tp 24" in row.message
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # nothing listens any more on that port
+    node = Host(host.name, host.address, vars={**host.vars, "sglang_port": port})
+    (row,) = execute_plan(
+        LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
+        plan,
+        run_id="r3",
+        logs_dir=tmp_path / "logs3",
+    )[0]
+    assert row.status == "failed"
+    assert f"no SGLang server answers on node1:{port}" in row.message
+    assert "invoke launch --tp 16" in row.message

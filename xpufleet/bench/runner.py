@@ -1,0 +1,364 @@
+"""Runs a BenchPlan over SSH: bench_one_batch on node 0 for single-node configs,
+bench_serving from node 0 against the server `invoke launch` started for the others.
+
+Everything that decides (configs, argv, parsing, rows, files) is pure and lives in the
+sibling modules; this is the edge that talks to the node.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import shell
+from ..errors import CommandFailed, HostError, UnreachableError
+from ..executor import SessionPool
+from ..host import Host
+from ..launch.plan import url_host, var
+from ..results import FAILED, OK, SKIP, WARN, HostReport, Result, TaskReport
+from ..transport import Session, SSHOptions
+from .configs import (
+    ONE_BATCH,
+    SERVING,
+    BenchPlan,
+    Invocation,
+    invocations,
+    one_batch_argv,
+    serving_argv,
+)
+from .parsers import BenchOutputError, parse_one_batch, parse_one_batch_jsonl, parse_serving
+from .results import (
+    ROW_FAILED,
+    ROW_OK,
+    BenchRow,
+    BenchRun,
+    failed_rows,
+    row_from_serving,
+    rows_from_one_batch,
+    write_run,
+)
+
+#: bench_one_batch loads the whole model; DeepSeek-R1 from a cold cache takes minutes
+DEFAULT_TIMEOUT_S = 7200.0
+
+#: one remote command: versions in the node's environment, its wheel state, the lab marker
+_FACTS_SCRIPT = r"""
+import json, sys
+from importlib import metadata
+out = {"python": sys.version.split()[0], "packages": {}}
+for name in ("torch", "triton", "pytorch-triton-xpu", "vllm", "sglang"):
+    try:
+        out["packages"][name] = metadata.version(name)
+    except Exception:
+        pass
+for key, path in (("wheels_json", sys.argv[1]), ("lab_json", "/opt/intel/.lab/node.json")):
+    try:
+        with open(path) as fh:
+            out[key] = fh.read()
+    except OSError:
+        out[key] = None
+print(json.dumps(out))
+"""
+
+#: what the server launched by `invoke launch` says about itself
+_SERVER_INFO_SCRIPT = r"""
+import json, sys, urllib.request
+url = "http://%s/get_server_info" % sys.argv[1]
+try:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        print(response.read().decode())
+except Exception as exc:
+    print(json.dumps({"error": "%s: %s" % (type(exc).__name__, exc)}))
+"""
+
+
+@dataclass
+class NodeEnvironment:
+    """What produced the numbers: versions, wheel hashes, and whether it is the lab."""
+
+    versions: dict[str, Any] = field(default_factory=dict)
+    wheels: dict[str, Any] = field(default_factory=dict)
+    simulated: str | None = None
+
+
+@dataclass
+class BenchOutcome:
+    report: TaskReport
+    run: BenchRun
+    run_dir: Path
+    paths: dict[str, Path]
+
+
+def environment_from_facts(doc: dict[str, Any]) -> NodeEnvironment:
+    """Pure: the facts script's JSON -> versions, wheel hashes and the lab's note."""
+    versions = {"python": doc.get("python")}
+    versions.update(doc.get("packages") or {})
+    wheels: dict[str, Any] = {}
+    if doc.get("wheels_json"):
+        from ..provision.manifest import parse_node_state
+
+        for name, wheel in parse_node_state(doc["wheels_json"]).items():
+            wheels[name] = {"version": wheel.version, "sha256": wheel.sha256}
+    simulated = None
+    lab = _json_or_none(doc.get("lab_json"))
+    if isinstance(lab, dict) and lab.get("lab"):
+        sglang = versions.get("sglang", "not installed")
+        simulated = (
+            f"lab: SGLang stand-in (sglang {sglang}) on CPU torch, simulated Intel Max; "
+            "not GPU performance"
+        )
+    return NodeEnvironment(versions, wheels, simulated)
+
+
+def _json_or_none(text: Any) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def gather_environment(session: Session) -> NodeEnvironment:
+    host = session.host
+    python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
+    state = f"{var(host, 'state_dir').rstrip('/')}/wheels.json"
+    result = session.run(f"{shell.quote(python)} - {shell.quote(state)}", stdin=_FACTS_SCRIPT)
+    return environment_from_facts(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def remote_workdir(host: Host, run_id: str, index: int) -> str:
+    return f"{var(host, 'state_dir').rstrip('/')}/runs/{run_id}/bench/{index}"
+
+
+def remote_command(host: Host, argv: Sequence[str], workdir: str) -> str:
+    """cd into the run's directory on the node (bench_one_batch appends result.jsonl to
+    its cwd), source oneAPI when the node has it, run the argv (each value quoted)."""
+    setvars = f"{var(host, 'oneapi_root').rstrip('/')}/setvars.sh"
+    return (
+        f"mkdir -p {shell.quote(workdir)} && cd {shell.quote(workdir)} && "
+        f"{{ if [ -f {shell.quote(setvars)} ]; then . {shell.quote(setvars)} >/dev/null 2>&1; "
+        "fi; true; } && "
+        f"{shell.join(argv)}"
+    )
+
+
+def run_bench(
+    hosts: Sequence[Host],
+    options: SSHOptions,
+    plan: BenchPlan,
+    *,
+    run_id: str,
+    run_dir: Path,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    progress: Callable[[str], None] | None = None,
+) -> BenchOutcome:
+    """Run every invocation of the plan from node 0 (the first selected host), save
+    runs/<id>/bench.{csv,json,png} and raw logs, and return the task report.
+
+    A failed invocation fails only its own configs; the others still run.
+    """
+    say = progress or (lambda _message: None)
+    node0 = next(h for h in hosts if h.name == plan.nodes[0])
+    report = TaskReport("bench")
+    host_report = HostReport()
+    report.hosts[node0.name] = host_report
+    logs_dir = run_dir / "logs"
+    with SessionPool([node0], options, forks=1) as pool:
+        try:
+            session = pool.session(node0)
+        except UnreachableError as exc:
+            # nothing ran: no run directory, exit code 3 (unreachable)
+            host_report.reachable = False
+            host_report.error, host_report.error_kind = exc.message, exc.kind
+            run = BenchRun(run_id, [], plan.to_json())
+            report.extra = {"run_id": None, "rows": []}
+            return BenchOutcome(report, run, run_dir, {})
+        rows, environment, warnings = execute_plan(
+            session, plan, run_id=run_id, logs_dir=logs_dir, timeout=timeout, say=say
+        )
+    host_report.results.extend(warnings)
+    run = BenchRun(
+        run_id=run_id,
+        rows=rows,
+        plan=plan.to_json(),
+        versions=environment.versions,
+        wheels=environment.wheels,
+        simulated=environment.simulated,
+    )
+    paths = write_run(run, run_dir)
+    host_report.results.extend(row_result(row, environment.simulated) for row in rows)
+    report.extra = {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "simulated": environment.simulated,
+        "files": {k: str(v) for k, v in paths.items()},
+        "rows": [r.to_json() for r in rows],
+    }
+    return BenchOutcome(report, run, run_dir, paths)
+
+
+def execute_plan(
+    session: Session,
+    plan: BenchPlan,
+    *,
+    run_id: str,
+    logs_dir: Path,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    say: Callable[[str], None] = lambda _message: None,
+) -> tuple[list[BenchRow], NodeEnvironment, list[Result]]:
+    """Every invocation of the plan over one open session to node 0: the rows, what
+    produced them, and warnings (versions that could not be read)."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    host = session.host
+    environment = NodeEnvironment()
+    warnings: list[Result] = []
+    say(f"{host.name}: reading versions and wheel hashes")
+    try:
+        environment = gather_environment(session)
+    except (HostError, ValueError, IndexError) as exc:
+        message = exc.message if isinstance(exc, HostError) else repr(exc)
+        warnings.append(Result("bench.environment", WARN, f"versions not recorded: {message}"))
+    rows: list[BenchRow] = []
+    for index, invocation in enumerate(invocations(plan)):
+        names = ", ".join(c.name for c in invocation.configs)
+        say(f"{host.name}: {invocation.kind} {names}")
+        rows += _run_invocation(session, invocation, run_id, index, logs_dir, timeout)
+    return rows, environment, warnings
+
+
+def row_result(row: BenchRow, simulated: str | None) -> Result:
+    """A row as a report item: `bench.<config>` ok / failed / skip."""
+    status = {ROW_OK: OK, ROW_FAILED: FAILED}.get(row.status, SKIP)
+    if row.status == ROW_OK:
+        tool = "bench_one_batch" if row.kind == ONE_BATCH else "bench_serving"
+        latency = row.latency_s if row.latency_s is not None else float("nan")
+        throughput = row.throughput if row.throughput is not None else float("nan")
+        message = f"{tool}: {latency:.4g} s, {throughput:.6g} token/s"
+        if simulated:
+            message += " (lab stand-in, simulated)"
+    else:
+        message = row.message
+    return Result(f"bench.{row.config.name}", status, message, data={"metrics": row.metrics})
+
+
+def _run_invocation(
+    session: Session,
+    invocation: Invocation,
+    run_id: str,
+    index: int,
+    logs_dir: Path,
+    timeout: float,
+) -> list[BenchRow]:
+    host = session.host
+    node = host.name
+    try:
+        if invocation.kind == SERVING:
+            return [_run_serving(session, invocation, run_id, index, logs_dir, timeout)]
+        return _run_one_batch(session, invocation, run_id, index, logs_dir, timeout)
+    except CommandFailed as exc:
+        _save(logs_dir, index, invocation.kind, exc.stderr, suffix="stderr")
+        return failed_rows(invocation.configs, invocation.kind, node, exc.message)
+    except (BenchOutputError, HostError) as exc:
+        message = exc.message if isinstance(exc, HostError) else str(exc)
+        return failed_rows(invocation.configs, invocation.kind, node, message)
+
+
+def _run_one_batch(
+    session: Session,
+    invocation: Invocation,
+    run_id: str,
+    index: int,
+    logs_dir: Path,
+    timeout: float,
+) -> list[BenchRow]:
+    host = session.host
+    workdir = remote_workdir(host, run_id, index)
+    python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
+    argv = one_batch_argv(
+        invocation.configs,
+        model=var(host, "model_path"),
+        python=python,
+        device=var(host, "device"),
+    )
+    env = {"ZE_FLAT_DEVICE_HIERARCHY": var(host, "device_hierarchy")}
+    if invocation.configs[0].profile:
+        env["SGLANG_TORCH_PROFILER_DIR"] = workdir
+    result = session.run(remote_command(host, argv, workdir), env=env, timeout=timeout)
+    _save(logs_dir, index, invocation.kind, result.stdout, suffix="stdout")
+    _save(logs_dir, index, invocation.kind, result.stderr, suffix="stderr")
+    jsonl = session.run(f"cat {shell.quote(workdir + '/result.jsonl')}", check=False)
+    records = parse_one_batch_jsonl(jsonl.stdout) if jsonl.ok else []
+    output = parse_one_batch(result.stdout)
+    rows = rows_from_one_batch(invocation.configs, output, node=host.name, records=records)
+    if invocation.configs[0].profile:
+        for row in rows:
+            row.message = row.message or f"profiler traces in {host.name}:{workdir}"
+    return rows
+
+
+def _run_serving(
+    session: Session,
+    invocation: Invocation,
+    run_id: str,
+    index: int,
+    logs_dir: Path,
+    timeout: float,
+) -> BenchRow:
+    host = session.host
+    config = invocation.configs[0]
+    port = int(var(host, "sglang_port"))
+    python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
+    address = serving_address(host)
+    info = server_info(session, python, address, port)
+    problem = serving_problem(info, tp=config.tp, node=host.name, port=port)
+    if problem:
+        return BenchRow(config, SERVING, host.name, ROW_FAILED, message=problem)
+    workdir = remote_workdir(host, run_id, index)
+    argv = serving_argv(config, host=address, port=port, python=python)
+    result = session.run(remote_command(host, argv, workdir), timeout=timeout)
+    _save(logs_dir, index, invocation.kind, result.stdout, suffix="stdout")
+    _save(logs_dir, index, invocation.kind, result.stderr, suffix="stderr")
+    return row_from_serving(config, parse_serving(result.stdout), node=host.name)
+
+
+def serving_address(host: Host) -> str:
+    """Where node 0 itself reaches its SGLang server: the bind address, or loopback
+    when the server binds every address."""
+    bind = str(var(host, "sglang_host") or "")
+    return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
+
+
+def server_info(session: Session, python: str, address: str, port: int) -> dict[str, Any]:
+    """node 0's /get_server_info as JSON, or {"error": ...} when nothing answers."""
+    target = shell.quote(f"{url_host(address)}:{port}")
+    result = session.run(f"{shell.quote(python)} - {target}", stdin=_SERVER_INFO_SCRIPT)
+    try:
+        doc = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"unreadable answer: {result.stdout[-200:]!r}"}
+    return doc if isinstance(doc, dict) else {"error": f"unexpected answer: {doc!r}"}
+
+
+def serving_problem(info: dict[str, Any], *, tp: int, node: str, port: int) -> str | None:
+    """Pure: why bench_serving cannot measure this config against that server, or None."""
+    if "error" in info:
+        return (
+            f"no SGLang server answers on {node}:{port} ({info['error']}); "
+            f"start one with `invoke launch --tp {tp}` first"
+        )
+    server_tp = info.get("tp_size")
+    if server_tp is not None and int(server_tp) != tp:
+        return (
+            f"the server on {node}:{port} runs tp {server_tp}, this config needs tp {tp}: "
+            f"`invoke stop` then `invoke launch --tp {tp}`"
+        )
+    return None
+
+
+def _save(logs_dir: Path, index: int, kind: str, text: str, *, suffix: str) -> None:
+    if text:
+        (logs_dir / f"{index:02d}-{kind}.{suffix}").write_text(text, encoding="utf-8")
