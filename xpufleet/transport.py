@@ -36,6 +36,8 @@ from .errors import (
 from .host import Host
 
 CHUNK = 1 << 20
+BULK_WINDOW = 64 << 20
+BULK_PACKET = 32768
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ class Session:
     ) -> CommandResult:
         """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
         timeout = self.options.command_timeout if timeout is None else timeout
-        channel = self.transport.open_session()
+        # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
+        channel = self.transport.open_session(window_size=BULK_WINDOW, max_packet_size=BULK_PACKET)
         self.round_trips += 1
         try:
             channel.exec_command(command)

@@ -10,7 +10,12 @@ from invoke import Collection
 TASK_MODULES: list[tuple[str, str | None]] = [
     ("hosts", None),
     ("inventory", None),
+    ("doctor", None),
     ("lab", "lab"),
+    ("bench", None),
+    ("provision", None),
+    ("build", None),
+    ("launch", None),
 ]
 
 

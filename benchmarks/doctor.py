@@ -1,0 +1,177 @@
+"""Time `doctor` on N lab nodes against an Ansible playbook gathering the same facts.
+
+    XPUFLEET_LAB_DIR=... XPUFLEET_LAB_NET=... XPUFLEET_LAB_PORT=... \\
+        .venv/bin/python benchmarks/doctor.py [--nodes 4,8,16,32] [--runs 3] [--no-ansible]
+
+For each N the lab is converged to N healthy nodes (`Lab.up`), then:
+- doctor (the library call `invoke doctor` makes: one probe per host, forks = N) is
+  timed `--runs` times; the median wall time and the remote round trips per host
+  (`Session.round_trips`) are printed;
+- an Ansible playbook (ansible-core, benchmark-only) runs the same probes as 17 tasks
+  with `gather_facts: false` and `forks` = N over the lab's own inventory, with the lab's
+  key and known_hosts (ssh reads no user config), and is timed once.
+The ratio is Ansible's time over doctor's. Default lab: its own dir, 127.0.9.x and port
+22922 (override with the XPUFLEET_LAB_* variables); it is brought down at the end.
+
+The lab is real sshd nodes on loopback of ONE shared 2-core machine, not yet
+provisioned (no Python environment: neither side imports torch); the GPU tools are the
+lab's simulation. Nothing ran on Intel hardware. The machine's load is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from xpufleet.doctor import run_doctor
+from xpufleet.inventory import load_inventory
+from xpufleet.lab import Lab
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+
+#: the probes of doctor, one Ansible task each (what a user would write instead)
+PROBES: list[tuple[str, str]] = [
+    (
+        "drm cards",
+        "cat /sys/class/drm/card*/device/vendor /sys/class/drm/card*/device/device "
+        "/sys/class/drm/card*/device/uevent 2>/dev/null || true",
+    ),  # fmt: skip
+    ("driver module", "cat /sys/module/i915/version /sys/module/xe/version 2>/dev/null || true"),
+    ("runtime packages", "dpkg -s level-zero intel-level-zero-gpu intel-opencl-icd || true"),
+    ("opencl icds", "cat /etc/OpenCL/vendors/*.icd 2>/dev/null || true"),
+    ("xpu-smi version", "xpu-smi -v || true"),
+    ("xpu-smi discovery json", "xpu-smi discovery -j || true"),
+    ("xpu-smi discovery", "xpu-smi discovery || true"),
+    ("sycl-ls", "ZE_FLAT_DEVICE_HIERARCHY=FLAT sycl-ls || true"),
+    ("oneapi layout", "ls -l /opt/intel/oneapi /opt/intel/oneapi/*/latest 2>/dev/null || true"),
+    ("python", "python3 -V"),
+    (
+        "torch in env",
+        "test -x /opt/xpufleet/venv/bin/python && /opt/xpufleet/venv/bin/python "
+        "-c 'import torch; print(torch.__version__, torch.xpu.is_available())' || true",
+    ),  # fmt: skip
+    ("hostname", 'hostname; getent ahosts "$(hostname)" || true'),
+    ("nic", "ip -j addr show dev lo"),
+    ("disk", "df -Pk /models"),
+    ("memory", "cat /proc/meminfo"),
+    ("clock", "date +%s.%N"),
+    (
+        "leftovers",
+        "ss -ltnp 2>/dev/null | grep -E ':(29500|30000) ' || true; "
+        "ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c /dev/dri || true",
+    ),  # fmt: skip
+]
+
+
+def playbook_text() -> str:
+    tasks = [
+        {"name": name, "shell": command, "changed_when": False, "register": f"probe_{i}"}
+        for i, (name, command) in enumerate(PROBES)
+    ]
+    play = [{"hosts": "all", "gather_facts": False, "tasks": tasks}]
+    return yaml.safe_dump(play, sort_keys=False)
+
+
+def time_ansible(lab: Lab, nodes: int, workdir: Path) -> tuple[float, int]:
+    """Wall time of the playbook with forks = nodes, and its exit status."""
+    playbook = workdir / "doctor-facts.yaml"
+    playbook.write_text(playbook_text())
+    ssh_args = f"-F /dev/null -o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes"
+    env = dict(
+        os.environ,
+        ANSIBLE_HOME=str(workdir / "ansible-home"),
+        ANSIBLE_LOCAL_TEMP=str(workdir / "ansible-tmp"),
+        ANSIBLE_HOST_KEY_CHECKING="True",
+        ANSIBLE_STDOUT_CALLBACK="default",
+        ANSIBLE_DISPLAY_OK_HOSTS="false",
+        ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
+    )
+    argv = [
+        ANSIBLE_PLAYBOOK,
+        "-i",
+        str(lab.inventory_path),
+        "--forks",
+        str(nodes),
+        "-e",
+        f"ansible_ssh_common_args='{ssh_args}'",
+        "-e",
+        "ansible_python_interpreter=/usr/bin/python3",
+        str(playbook),
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=workdir)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
+    return elapsed, proc.returncode
+
+
+def time_doctor(lab: Lab, nodes: int, runs: int) -> tuple[list[float], dict[str, int], str]:
+    hosts = load_inventory(lab.inventory_path).select(None)
+    assert len(hosts) == nodes, f"inventory has {len(hosts)} hosts, expected {nodes}"
+    times: list[float] = []
+    round_trips: dict[str, int] = {}
+    summary = ""
+    for _ in range(runs):
+        started = time.perf_counter()
+        report = run_doctor(hosts, lab.ssh_options(), forks=nodes)
+        times.append(time.perf_counter() - started)
+        round_trips = report.extra["doctor"]["round_trips"]
+        summary = " ".join(f"{k}={v}" for k, v in report.summary().items())
+    return times, round_trips, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", default="4,8,16,32", help="comma-separated node counts")
+    parser.add_argument("--runs", type=int, default=3, help="doctor runs per N (median shown)")
+    parser.add_argument("--no-ansible", action="store_true", help="time doctor only")
+    parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.nodes.split(",")]
+    lab = Lab(
+        os.environ.get("XPUFLEET_LAB_DIR") or ROOT / ".lab-bench-doctor",
+        os.environ.get("XPUFLEET_LAB_NET") or "127.0.9",
+        int(os.environ.get("XPUFLEET_LAB_PORT") or 22922),
+    )
+    print(f"lab {lab.dir} ({lab.net}.x:{lab.port}); load average {os.getloadavg()}")
+    header = f"{'N':>3} {'doctor s':>9} {'runs':>18} {'rt/host':>7} {'ansible s':>9} {'ratio':>6}"
+    rows = []
+    print(header)
+    try:
+        with tempfile.TemporaryDirectory(prefix="xpufleet-bench-doctor-") as tmp:
+            for nodes in counts:
+                lab.up(nodes=nodes)
+                times, trips, summary = time_doctor(lab, nodes, args.runs)
+                median = statistics.median(times)
+                per_host = sorted(set(trips.values()))
+                ansible_s, status = (float("nan"), 0)
+                if not args.no_ansible:
+                    ansible_s, status = time_ansible(lab, nodes, Path(tmp))
+                ratio = ansible_s / median if median else float("nan")
+                runs = ",".join(f"{t:.2f}" for t in times)
+                trips_text = "/".join(str(t) for t in per_host)
+                row = (
+                    f"{nodes:>3} {median:>9.2f} {runs:>18} {trips_text:>7} "
+                    f"{ansible_s:>9.1f} {ratio:>5.1f}x"
+                )
+                if status:
+                    row += f"  (ansible exit {status})"
+                rows.append(row)
+                print(row, f"  doctor: {summary}; load {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        if not args.keep:
+            lab.down()
+
+
+if __name__ == "__main__":
+    main()

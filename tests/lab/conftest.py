@@ -1,0 +1,86 @@
+"""Helpers of the lab's own tests (tests/lab/, every module marked `lab`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from xpufleet.host import Host
+from xpufleet.lab import Lab
+from xpufleet.transport import CommandResult, Session
+
+#: the invoke of the venv running the tests
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+RunOn = Callable[..., CommandResult]
+
+
+@pytest.fixture
+def hosts(lab: Lab) -> list[Host]:
+    """The lab's nodes as Host objects (built directly, no inventory involved)."""
+    return lab.hosts()
+
+
+@pytest.fixture
+def on(lab: Lab) -> RunOn:
+    """`on(node, command, **run_kwargs)`: one command on node<i> through xpufleet's own
+    transport; the exit status is returned, not raised."""
+
+    def run(node: int, command: str, **kwargs: object) -> CommandResult:
+        host = lab.hosts()[node - 1]
+        with Session(host, lab.ssh_options()) as session:
+            return session.run(command, check=False, **kwargs)  # type: ignore[arg-type]
+
+    return run
+
+
+@pytest.fixture
+def invoke_bin() -> str:
+    return INVOKE
+
+
+#: pins the lab machine's local package index holds, used when the lab inventory names
+#: none (REFERENCE §1's exact pins, e.g. setuptools==75.6.0, are not on this machine)
+LAB_PIP_PACKAGES = ["py-cpuinfo==9.0.0", "msgspec"]
+
+
+@pytest.fixture(scope="session")
+def provisioned_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The session's lab after ONE full `provision` (added by the provision engineer):
+    oneAPI env file, venv inheriting the lab's torch, pinned packages, the SGLang
+    stand-in wheel (built reproducibly into a temporary files/wheels), SGLang env and
+    launch script. Later tests (doctor after provision, launch) build on it."""
+    import dataclasses
+
+    from xpufleet.inventory import load_inventory
+    from xpufleet.lab.standin import build_wheel
+    from xpufleet.provision import ProvisionOptions, run_provision
+    from xpufleet.provision.manifest import Manifest, entry_for_file
+
+    wheels = tmp_path_factory.mktemp("files-wheels")
+    manifest = Manifest(wheels / "manifest.json")
+    manifest.upsert(
+        entry_for_file(build_wheel(wheels), source="xpufleet/lab/standin/pkg", import_name="sglang")
+    )
+    manifest.save()
+    hosts = [
+        h
+        if "pip_packages" in h.vars
+        else dataclasses.replace(h, vars={**h.vars, "pip_packages": LAB_PIP_PACKAGES})
+        for h in load_inventory(lab.inventory_path).select(None)
+    ]
+    report = run_provision(
+        hosts, lab.ssh_options(command_timeout=300.0), wheels, forks=8, options=ProvisionOptions()
+    )
+    if report.exit_code() != 0:
+        failed = [
+            f"{name}: {r.id}: {r.message}"
+            for name, h in report.hosts.items()
+            for r in h.results
+            if r.status == "failed"
+        ]
+        pytest.fail("provisioning the lab failed: " + "; ".join(failed or ["unreachable"]))
+    return lab

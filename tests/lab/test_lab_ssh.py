@@ -1,0 +1,87 @@
+"""SSH against the lab: host keys are verified, a dead node is named and the rest go on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xpufleet.config import PROJECT_ROOT
+from xpufleet.errors import ConnectionRefused, HostKeyChanged, HostKeyUnknown
+from xpufleet.host import Host
+from xpufleet.lab import Lab
+from xpufleet.lab.cluster import ed25519_keypair
+from xpufleet.transport import Session, known_hosts_name
+
+pytestmark = pytest.mark.lab
+
+
+def _invoke(invoke_bin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [invoke_bin, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def _with_known_hosts(host: Host, path: Path) -> Host:
+    return replace(host, vars={**host.vars, "known_hosts": str(path)})
+
+
+def test_dead_node_exits_3_while_the_others_complete(lab: Lab, invoke_bin: str) -> None:
+    with lab.fault(2, "dead_node"):
+        proc = _invoke(invoke_bin, "run", "hostname", "--hosts", str(lab.inventory_path), "--json")
+    assert proc.returncode == 3, proc.stderr
+    report = json.loads(proc.stdout)["hosts"]
+    assert report["node2"]["reachable"] is False
+    assert "refused" in report["node2"]["error"]
+    done = {name: h["results"][0]["message"] for name, h in report.items() if name != "node2"}
+    assert done == {"node1": "node1", "node3": "node3", "node4": "node4"}
+
+
+def test_dead_node_refuses_connections_until_healed(lab: Lab, hosts: list[Host]) -> None:
+    with lab.fault(3, "dead_node"):
+        assert [n.state for n in lab.status().nodes] == ["up", "up", "down", "up"]
+        with pytest.raises(ConnectionRefused), Session(hosts[2], lab.ssh_options()):
+            pass
+    with Session(hosts[2], lab.ssh_options()) as session:
+        assert session.run("hostname").stdout.strip() == "node3"
+
+
+def test_unknown_host_key_is_refused(lab: Lab, hosts: list[Host], tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    target = known_hosts_name(hosts[0]) + " "
+    lines = [ln for ln in lab.known_hosts.read_text().splitlines() if not ln.startswith(target)]
+    known.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HostKeyUnknown) as caught:
+        Session(_with_known_hosts(hosts[0], known), lab.ssh_options()).open()
+    assert "UNKNOWN" in str(caught.value) and "invoke trust" in str(caught.value)
+    with Session(_with_known_hosts(hosts[1], known), lab.ssh_options()) as session:
+        assert session.run("hostname").stdout.strip() == "node2"
+
+
+def test_changed_host_key_is_refused(lab: Lab, hosts: list[Host], tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    _, other_key = ed25519_keypair()
+    known.write_text(f"{known_hosts_name(hosts[0])} {other_key}\n")
+    with pytest.raises(HostKeyChanged) as caught:
+        Session(_with_known_hosts(hosts[0], known), lab.ssh_options()).open()
+    assert "CHANGED" in str(caught.value)
+
+
+def test_trust_adds_the_nodes_keys(lab: Lab, invoke_bin: str, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    inventory = yaml.safe_load(lab.inventory_path.read_text())
+    inventory["all"]["vars"]["known_hosts"] = str(known)
+    path = tmp_path / "inventory.yaml"
+    path.write_text(yaml.safe_dump(inventory))
+    first = _invoke(invoke_bin, "run", "true", "--hosts", str(path))
+    assert first.returncode == 3  # every key unknown
+    trusted = _invoke(invoke_bin, "trust", "--yes", "--hosts", str(path))
+    assert trusted.returncode == 0, trusted.stderr
+    expected = sorted(lab.known_hosts.read_text().splitlines())
+    assert sorted(known.read_text().splitlines()) == expected
+    again = _invoke(invoke_bin, "run", "hostname", "--hosts", str(path))
+    assert again.returncode == 0, again.stderr

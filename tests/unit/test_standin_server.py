@@ -1,0 +1,242 @@
+"""The stand-in as operators meet it: `python -m sglang.launch_server` on two "nodes"
+(two processes, one torch.distributed group), the OpenAI client, and bench_one_batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xpufleet.lab.standin import SOURCE_DIR
+
+pytest.importorskip("torch")
+openai = pytest.importorskip("openai")
+sys.path.insert(0, str(SOURCE_DIR))
+
+from sglang.srt.model import apply_chat_template, reference_completion  # noqa: E402
+
+READY = "The server is fired up and ready to roll!"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(SOURCE_DIR)}
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    logs = tmp_path_factory.mktemp("standin")
+    init = f"127.0.0.1:{_free_port()}"
+    ports = [_free_port(), _free_port()]
+    procs: list[subprocess.Popen[bytes]] = []
+    for node_rank, port in enumerate(ports):
+        argv = [
+            sys.executable,
+            "-m",
+            "sglang.launch_server",
+            "--model",
+            "/models/lab-tiny",
+            "--served-model-name",
+            "lab-tiny",
+            "--tp-size",
+            "4",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(node_rank),
+            "--dist-init-addr",
+            init,
+            "--device",
+            "cpu",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--trust-remote-code",
+        ]
+        log = open(logs / f"node{node_rank}.log", "wb")  # noqa: SIM115 - closed below
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=_env()))
+        log.close()
+    deadline = time.monotonic() + 120
+    while READY not in (logs / "node0.log").read_text() and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in procs), (logs / "node0.log").read_text()
+        time.sleep(0.2)
+    ranks = {p.pid: _children(p.pid) for p in procs}
+    try:
+        yield {"ports": ports, "procs": procs, "logs": logs, "ranks": ranks}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+
+
+def test_node0_logs_like_sglang_and_becomes_ready(two_nodes: dict) -> None:
+    text = (two_nodes["logs"] / "node0.log").read_text()
+    assert READY in text
+    assert re.search(
+        r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d TP0\] Init torch distributed begin\.$",
+        text,
+        re.MULTILINE,
+    )
+    assert "Uvicorn running on http://127.0.0.1:" in text
+    node1 = (two_nodes["logs"] / "node1.log").read_text()
+    assert "TP3] Init torch distributed ends." in node1
+    assert READY not in node1
+
+
+def test_each_node_runs_its_share_of_ranks_as_named_processes(two_nodes: dict) -> None:
+    names = {}
+    for server, ranks in two_nodes["ranks"].items():
+        names[server] = sorted(Path(f"/proc/{r}/comm").read_text().strip() for r in ranks)
+    assert sorted(names.values()) == [
+        ["sglang_TP0", "sglang_TP1"],
+        ["sglang_TP2", "sglang_TP3"],
+    ]
+
+
+def test_health_endpoints_on_both_nodes(two_nodes: dict) -> None:
+    node0, node1 = two_nodes["ports"]
+    assert _status(f"http://127.0.0.1:{node0}/health_generate") == 200
+    assert _status(f"http://127.0.0.1:{node1}/health") == 200
+    assert _status(f"http://127.0.0.1:{node1}/health_generate") == 200
+    assert _status(f"http://127.0.0.1:{node1}/v1/models") == 0  # 404: dummy server only
+
+
+def test_openai_chat_across_two_nodes_matches_tp1(two_nodes: dict) -> None:
+    port = two_nodes["ports"][0]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+    assert [m.id for m in client.models.list().data] == ["lab-tiny"]
+    messages = [{"role": "user", "content": "Say something about tensor parallelism."}]
+    reply = client.chat.completions.create(model="lab-tiny", messages=messages, max_tokens=20)
+    expected = reference_completion(apply_chat_template(messages), 20)
+    assert reply.choices[0].message.content == expected
+    assert reply.usage.completion_tokens == len(expected)
+    completion = client.completions.create(model="lab-tiny", prompt="abc", max_tokens=7)
+    assert completion.choices[0].text == reference_completion("abc", 7)
+
+
+def test_streaming_chat_gives_the_same_text(two_nodes: dict) -> None:
+    port = two_nodes["ports"][0]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+    messages = [{"role": "user", "content": "stream"}]
+    stream = client.chat.completions.create(
+        model="lab-tiny", messages=messages, max_tokens=12, stream=True
+    )
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+    assert text == reference_completion(apply_chat_template(messages), 12)
+
+
+def test_native_generate_and_info_endpoints(two_nodes: dict) -> None:
+    port = two_nodes["ports"][0]
+    body = json.dumps({"text": "xyz", "sampling_params": {"max_new_tokens": 5}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/generate", data=body)
+    doc = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    assert doc["text"] == reference_completion("xyz", 5)
+    assert doc["meta_info"]["finish_reason"]["type"] == "length"
+    info = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/get_server_info").read())
+    assert (info["tp_size"], info["nnodes"], info["version"]) == (4, 2, "0.4.3.post2+xpufleetlab")
+
+
+def test_a_killed_rank_brings_its_peers_down(two_nodes: dict) -> None:
+    """Runs last in this module: a dead rank breaks the group; the others must not hang."""
+    victim = two_nodes["ranks"][two_nodes["procs"][1].pid][0]
+    os.kill(victim, signal.SIGKILL)
+    node0 = two_nodes["procs"][0]
+    node0.wait(30)
+    assert node0.returncode != 0
+    text = (two_nodes["logs"] / "node0.log").read_text()
+    assert "Scheduler hit an exception" in text
+    assert all(not _alive(r) for r in two_nodes["ranks"][node0.pid])
+
+
+def test_bench_one_batch_prints_the_forks_format(tmp_path: Path) -> None:
+    result = tmp_path / "result.jsonl"
+    argv = [
+        sys.executable,
+        "-m",
+        "sglang.bench_one_batch",
+        "--batch-size",
+        "1",
+        "--input",
+        "32",
+        "--output",
+        "8",
+        "--model",
+        "lab-tiny",
+        "--trust-remote-code",
+        "--device",
+        "xpu",
+        "--tp-size",
+        "2",
+        "--result-filename",
+        str(result),
+    ]
+    out = subprocess.run(
+        argv, capture_output=True, text=True, env=_env(), timeout=180, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "max_total_num_tokens=65536" in lines
+    assert "Benchmark ..." in lines
+    assert re.search(
+        r"^Prefill\. latency: +\d+\.\d{5} s, throughput: +\d+\.\d\d token/s$",
+        out.stdout,
+        re.MULTILINE,
+    )
+    decode = [ln for ln in lines if re.match(r"^Decode\.  latency: ", ln)]
+    assert len(decode) == 5
+    assert re.search(
+        r"^Decode\.  median latency: .* median throughput: .* token/s$", out.stdout, re.MULTILINE
+    )
+    assert re.search(r"^Total\. latency: +\d+\.\d{3} s", out.stdout, re.MULTILINE)
+    record = json.loads(result.read_text().splitlines()[-1])
+    assert set(record) == {
+        "run_name",
+        "batch_size",
+        "input_len",
+        "output_len",
+        "prefill_latency",
+        "prefill_throughput",
+        "median_decode_latency",
+        "median_decode_throughput",
+        "total_latency",
+        "overall_throughput",
+    }
+    assert (record["batch_size"], record["input_len"], record["output_len"]) == (1, 32, 8)

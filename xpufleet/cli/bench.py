@@ -1,0 +1,148 @@
+"""`invoke bench`: the seed's benchmarks and custom sweeps; `--compare A B` of two runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import task
+
+from ..bench.configs import int_list, name_list, plan_bench, select_configs
+from ..bench.results import (
+    compare,
+    compare_table,
+    new_run_id,
+    read_run,
+    resolve_run,
+    results_table,
+    version_changes,
+)
+from ..bench.runner import run_bench
+from ..errors import InputError
+from ..launch.plan import devices_per_node, var
+from ..results import TaskReport
+from .common import HOST_FLAGS_HELP, console, emit, exits, open_context, relative, settings_from
+
+LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
+
+
+@task(
+    iterable=["config", "batch_size", "input", "output", "tp", "compare"],
+    help={
+        "config": "named config: single-tile (bs 1, in 32, out 32) or tp8 (bs 1, in 1024, "
+        "out 32, tp 8); repeatable; default: both",
+        "batch_size": f"sweep: batch sizes ({LIST_HINT})",
+        "input": "sweep: input lengths (repeatable or comma list)",
+        "output": "sweep: output lengths (repeatable or comma list)",
+        "tp": "sweep: tensor-parallel sizes; more than one node's tiles -> bench_serving "
+        "against the server of `invoke launch`",
+        "profile": "run each config under the torch profiler (traces stay on the node)",
+        "compare": "compare two runs instead: --compare A --compare B (run ids or dirs)",
+        **HOST_FLAGS_HELP,
+    },
+)
+@exits
+def bench(
+    c: Any,
+    config: list[str] | None = None,
+    batch_size: list[str] | None = None,
+    input: list[str] | None = None,  # the flag is --input, as in the seed's guide
+    output: list[str] | None = None,
+    tp: list[str] | None = None,
+    profile: bool = False,
+    compare: list[str] | None = None,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+) -> int:
+    """Benchmark SGLang (bench_one_batch on node 0, bench_serving for multi-node tp);
+    results in runs/<id>/bench.csv, bench.json and bench.png."""
+    if compare:
+        return _compare(c, name_list(compare), as_json=json)
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    configs = select_configs(
+        name_list(config),
+        batch_sizes=int_list(batch_size, "batch-size"),
+        input_lens=int_list(input, "input"),
+        output_lens=int_list(output, "output"),
+        tps=int_list(tp, "tp"),
+        profile=profile,
+    )
+    node0 = ctx.hosts[0] if ctx.hosts else None
+    plan = plan_bench(
+        configs,
+        tiles_per_node=devices_per_node(node0) if node0 else 0,
+        nodes=[h.name for h in ctx.hosts],
+        model_path=str(var(node0, "model_path")) if node0 else "",
+    )
+    runs_dir = ctx.settings.path(ctx.settings.runs_dir)
+    run_id = new_run_id(runs_dir)
+    outcome = run_bench(
+        ctx.hosts,
+        ctx.options,
+        plan,
+        run_id=run_id,
+        run_dir=runs_dir / run_id,
+        progress=lambda message: console.log(message, highlight=False),
+    )
+    title = "bench"
+    if outcome.run.simulated:
+        title += f" — SIMULATED ({outcome.run.simulated})"
+    if not json and outcome.paths:
+        console.print(results_table(outcome.run))
+        for kind, path in outcome.paths.items():
+            console.print(f"{kind}: {relative(path)}", highlight=False)
+    return emit(outcome.report, as_json=json, title=title)
+
+
+def _compare(c: Any, refs: list[str], *, as_json: bool) -> int:
+    if len(refs) != 2:
+        raise InputError(
+            f"--compare takes exactly two runs (A and B), got {len(refs)}", key="compare"
+        )
+    settings = settings_from(c)
+    runs_dir = settings.path(settings.runs_dir)
+    a, b = (read_run(resolve_run(ref, runs_dir)) for ref in refs)
+    changes = version_changes(a, b)
+    if as_json:
+        report = TaskReport("bench")
+        report.extra = {
+            "compare": {
+                "a": a.run_id,
+                "b": b.run_id,
+                "simulated": {"a": a.simulated, "b": b.simulated},
+                "rows": [
+                    {
+                        "config": row.name,
+                        "a_status": row.a.status if row.a else None,
+                        "b_status": row.b.status if row.b else None,
+                        "metrics": [
+                            {
+                                "metric": ch.metric,
+                                "a": ch.a,
+                                "b": ch.b,
+                                "change_pct": ch.change_pct,
+                            }
+                            for ch in row.changes
+                        ],
+                    }
+                    for row in compare(a, b)
+                ],
+                "changed": [{"what": w, "a": va, "b": vb} for w, va, vb in changes],
+            }
+        }
+        return emit(report, as_json=True)
+    console.print(compare_table(a, b))
+    for label, run in (("A", a), ("B", b)):
+        if run.simulated:
+            console.print(f"{label} {run.run_id}: SIMULATED ({run.simulated})", highlight=False)
+    if changes:
+        console.print("what changed between A and B:")
+        for what, va, vb in changes:
+            console.print(f"  {what}: {va} -> {vb}", highlight=False)
+    else:
+        console.print("versions and wheel hashes: identical in A and B")
+    return 0
+
+
+TASKS = [bench]

@@ -1,0 +1,53 @@
+"""`invoke build --host BUILDHOST`: build the pinned wheels there, fetch them into files/wheels/."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from invoke import task
+
+from ..build import plan_build, run_build
+from ..errors import InputError
+from .common import HOST_FLAGS_HELP, emit, exits, open_context
+
+
+@task(
+    help={
+        "host": "the build host (an inventory host name)",
+        "recipe": "recipe(s) to build, comma-separated (default: the host's build_recipes; "
+        "known: torch, triton, vllm, sglang, sglang-standin)",
+        "source": "build this local Python source tree instead of a recipe (pip wheel)",
+        "timeout": "seconds one recipe may take (default 14400)",
+        **{k: v for k, v in HOST_FLAGS_HELP.items() if k != "limit"},
+    }
+)
+@exits
+def build(
+    c: Any,
+    host: str | None = None,
+    recipe: str | None = None,
+    source: str | None = None,
+    timeout: float = 14400.0,
+    hosts: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+) -> int:
+    """Build wheels from pinned sources on BUILDHOST; bring them into files/wheels/ + manifest."""
+    if not host:
+        raise InputError("--host BUILDHOST is required (a host of the inventory)", key="host")
+    ctx = open_context(c, hosts=hosts, limit=host, forks=forks, as_json=json)
+    if len(ctx.hosts) != 1:
+        raise InputError(f"--host must name exactly one host, got {len(ctx.hosts)}", key="host")
+    names = [r.strip() for r in (recipe or "").split(",") if r.strip()] or None
+    plan = plan_build(ctx.hosts[0], names, local_source=Path(source).resolve() if source else None)
+    settings = ctx.settings
+    logs = settings.path(settings.runs_dir) / time.strftime("build-%Y%m%d-%H%M%S")
+    report = run_build(
+        plan, ctx.options, settings.path(settings.wheels_dir), logs, timeout=float(timeout)
+    )
+    return emit(report, as_json=json, title=f"build on {plan.host.name}")
+
+
+TASKS = [build]

@@ -1,0 +1,232 @@
+"""`invoke launch / status / stop / logs`: SGLang across the cluster, and the run's state."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import sys
+import threading
+from typing import Any
+
+from invoke import task
+from rich.table import Table
+from rich.text import Text
+
+from ..launch.plan import LaunchPlan, plan_launch
+from ..launch.runner import launch as run_launch
+from ..launch.runner import run_logs, run_status, run_stop
+from ..results import PASS, Result, TaskReport
+from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+
+RUN_HELP = "run id to act on (default: the node's current run)"
+
+
+def print_plan(plan: LaunchPlan) -> None:
+    """The plan for humans (stderr): one row per node, then each node's command line."""
+    console.print(
+        f"[bold]plan[/]: --tp {plan.tp} over {plan.nnodes} node(s) x {plan.ranks_per_node} "
+        f"rank(s); dist-init-addr {plan.dist_init_addr}; backend {plan.backend}; "
+        f"device {plan.device}; model {plan.model_name} ({plan.model_path})",
+        highlight=False,
+    )
+    console.print(f"fit: {plan.fit.message}", highlight=False)
+    table = Table(show_lines=False)
+    for column in ("node", "address", "node rank", "ranks", "ZE_AFFINITY_MASK", "LOCAL_WORLD_SIZE"):
+        table.add_column(column)
+    for node in plan.nodes:
+        table.add_row(
+            node.host,
+            node.address,
+            str(node.node_rank),
+            node.rank_span,
+            node.device_mask,
+            node.env["LOCAL_WORLD_SIZE"],
+        )
+    console.print(table)
+    from .. import shell
+
+    for node in plan.nodes:
+        console.print(f"[bold]{node.host}[/] environment:", highlight=False)
+        for name, value in sorted(node.env.items()):
+            console.print(f"  {name}={shell.quote(value)}", highlight=False, soft_wrap=True)
+        console.print(f"[bold]{node.host}[/] command:", highlight=False)
+        console.print("  " + shell.join(node.argv), highlight=False, soft_wrap=True)
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"OpenAI base URL once started: {plan.base_url}", highlight=False)
+
+
+def plan_report(plan: LaunchPlan) -> TaskReport:
+    report = TaskReport("launch")
+    report.cluster.append(
+        Result(
+            "launch.plan", PASS, f"--tp {plan.tp} over {plan.nnodes} node(s): {plan.fit.message}"
+        )
+    )
+    report.extra["plan"] = plan.to_json()
+    return report
+
+
+@task(
+    help={
+        "tp": "total tensor-parallel size across all nodes (SGLang --tp-size)",
+        "nnodes": "number of nodes (default: as few as the devices need)",
+        "model": "model path on the nodes (default: the inventory's model_path)",
+        "plan": "print the plan (ranks, devices, environment, commands) and start nothing",
+        **HOST_FLAGS_HELP,
+    }
+)
+@exits
+def launch(
+    c: Any,
+    tp: int,
+    nnodes: int | None = None,
+    model: str | None = None,
+    plan: bool = False,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+) -> int:
+    """Plan, preflight and start SGLang on the cluster; wait until node 0 is ready.
+
+    If any rank dies (before or after ready), every rank on every node is stopped and
+    the output names the first rank that died.
+    """
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    the_plan = plan_launch(ctx.hosts, int(tp), int(nnodes) if nnodes else None, model_path=model)
+    if plan:
+        if not json:
+            print_plan(the_plan)
+            return 0
+        return emit(plan_report(the_plan), as_json=True)
+    status = console.status("launching", spinner="dots")
+    if not json:
+        status.start()
+    try:
+        report = run_launch(
+            the_plan,
+            {h.name: h for h in ctx.hosts},
+            ctx.options,
+            forks=int(ctx.settings.forks),
+            runs_dir=ctx.settings.path(ctx.settings.runs_dir),
+            progress=status.update,
+        )
+    finally:
+        status.stop()
+    code = emit(report, as_json=json, title=f"launch {report.extra.get('run_id', '')}")
+    if not json:
+        death = report.extra.get("first_death")
+        if death:
+            console.print(f"[bold red]first rank to die:[/] {death.get('what')} on "
+                          f"{death.get('host')}; last log lines:", highlight=False)  # fmt: skip
+            for line in death.get("tail") or []:
+                console.print(f"  {death.get('host')}:{death.get('rank')} {line}", highlight=False)
+        if report.extra.get("ready"):
+            console.print(
+                f"[bold green]ready[/]: OpenAI base URL {report.extra['base_url']}  "
+                f"model {report.extra['model']}",
+                highlight=False,
+            )
+    return code
+
+
+@task(help={**HOST_FLAGS_HELP, "run": RUN_HELP})
+@exits
+def status(
+    c: Any,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+    run: str | None = None,
+) -> int:
+    """Every node's launched ranks: running or not, pid, uptime, ready; the first death."""
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    report = run_status(ctx.hosts, ctx.options, forks=int(ctx.settings.forks), run_id=run)
+    code = emit(report, as_json=json, title="status")
+    if not json and report.extra.get("base_url"):
+        console.print(f"OpenAI base URL {report.extra['base_url']}", highlight=False)
+    return code
+
+
+@task(help={**HOST_FLAGS_HELP, "run": RUN_HELP})
+@exits
+def stop(
+    c: Any,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+    run: str | None = None,
+) -> int:
+    """Stop every rank on every node (idempotent): no process left, ports free."""
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    report = run_stop(
+        ctx.hosts,
+        ctx.options,
+        forks=int(ctx.settings.forks),
+        runs_dir=ctx.settings.path(ctx.settings.runs_dir),
+        run_id=run,
+    )
+    return emit(report, as_json=json, title="stop")
+
+
+@task(
+    help={
+        **HOST_FLAGS_HELP,
+        "run": RUN_HELP,
+        "follow": "keep streaming new lines (Ctrl-C to end)",
+        "lines": "only the last N lines of each node (default: all)",
+    }
+)
+@exits
+def logs(
+    c: Any,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+    run: str | None = None,
+    follow: bool = False,
+    lines: int = 0,
+) -> int:
+    """The run's SGLang logs from every node, each line prefixed host:rank."""
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    collected: list[dict[str, str]] = []
+    write_lock = threading.Lock()
+
+    def emit_line(host: str, rank: str, line: str) -> None:
+        with write_lock:
+            if json and not follow:
+                collected.append({"host": host, "rank": rank, "line": line})
+            elif json:
+                sys.stdout.write(jsonlib.dumps({"host": host, "rank": rank, "line": line}) + "\n")
+                sys.stdout.flush()
+            else:
+                prefix = Text(f"{host}:{rank} ", style="cyan")
+                console.print(prefix + Text(line), highlight=False, soft_wrap=True)
+
+    try:
+        report = run_logs(
+            ctx.hosts,
+            ctx.options,
+            forks=int(ctx.settings.forks),
+            emit_line=emit_line,
+            run_id=run,
+            follow=follow,
+            lines=int(lines),
+            runs_dir=ctx.settings.path(ctx.settings.runs_dir),
+        )
+    except KeyboardInterrupt:
+        return 0
+    if json:
+        report.extra["lines"] = collected
+        return emit(report, as_json=True)
+    for name, host in report.hosts.items():
+        problems = [r.message for r in host.results if r.status == "failed"]
+        if host.error or problems:
+            console.print(f"[red]{name}:[/] {host.error or '; '.join(problems)}", highlight=False)
+    return report.exit_code()
+
+
+TASKS = [launch, status, stop, logs]

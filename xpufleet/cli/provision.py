@@ -1,0 +1,79 @@
+"""`invoke provision`: apply the roles (oneapi, python_env, wheels, sglang) to every node."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import task
+from rich.syntax import Syntax
+
+from ..provision import ProvisionOptions, run_provision
+from ..provision.progress import TransferBars, render_recap
+from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+
+
+@task(
+    help={
+        **HOST_FLAGS_HELP,
+        "check": "change nothing; list what would change",
+        "diff": "show unified diffs of the templated files that change",
+        "tags": "only steps of these roles/tags (comma-separated: oneapi,python_env,wheels,"
+        "sglang, or finer tags such as templates, packages, torch)",
+        "skip_tags": "skip steps with these roles/tags (comma-separated)",
+        "fail_fast": "stop every host (between steps) after the first failure",
+        "max_fail_percentage": "stop every host once more than this % of hosts failed",
+    }
+)
+@exits
+def provision(
+    c: Any,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+    check: bool = False,
+    diff: bool = False,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    fail_fast: bool = False,
+    max_fail_percentage: float | None = None,
+) -> int:
+    """Provision nodes: oneAPI env, Python env with pinned packages, wheels, SGLang files.
+
+    Idempotent: a second run reports only `ok` and sends no wheel bytes.
+    """
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    options = ProvisionOptions(
+        check=check,
+        diff=diff,
+        fail_fast=fail_fast,
+        max_fail_percentage=float(max_fail_percentage) if max_fail_percentage is not None else None,
+    )
+    bars = TransferBars(console)
+    try:
+        report = run_provision(
+            ctx.hosts,
+            ctx.options,
+            ctx.settings.path(ctx.settings.wheels_dir),
+            forks=int(ctx.settings.forks),
+            options=options,
+            tags=tags,
+            skip_tags=skip_tags,
+            transfers=bars.transfer,
+        )
+    finally:
+        bars.stop()
+    if diff and not json:
+        for name, host in report.hosts.items():
+            for result in host.results:
+                if result.data.get("diff"):
+                    console.print(f"[bold]{name}[/] {result.id}")
+                    console.print(Syntax(result.data["diff"], "diff", theme="ansi_dark"))
+    title = "provision --check (nothing changed)" if check else "provision"
+    code = emit(report, as_json=json, title=title)
+    if not json:
+        render_recap(report, console)
+    return code
+
+
+TASKS = [provision]

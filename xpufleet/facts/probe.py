@@ -1,0 +1,170 @@
+"""The doctor probe as it travels: one constant remote command plus a script on its stdin.
+
+The command is always `exec sh -s`; the script on stdin runs `python3 -` on the
+embedded probe (remote_probe.py) when python3 exists, else the POSIX-sh probe
+(remote_probe.sh). Parameters (inventory variables, the peers' rendezvous addresses)
+travel inside stdin as data: a JSON literal for Python, `read -r` lines for sh;
+nothing from the inventory is ever spliced into shell code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from ..host import Host
+from ..provision.manifest import node_state_path
+from ..transport import Session
+from ..variables import default
+from .packages import RUNTIME_PACKAGES
+
+PROBE_COMMAND = "exec sh -s"
+#: the remote command's own deadline; every tool inside has a shorter one
+PROBE_TIMEOUT_S = 150.0
+#: a rendezvous port that does not answer within this is reported as dropped
+CONNECT_TIMEOUT_S = 2.0
+
+_HERE = Path(__file__).resolve().parent
+_PY_END = "__XPUFLEET_PROBE_PY__"
+_PARAMS_END = "__XPUFLEET_PROBE_PARAMS__"
+_SH_PARAM_ORDER = (
+    "oneapi_root",
+    "model_path",
+    "nic",
+    "venv",
+    "device_hierarchy",
+    "wheels_manifest",
+    "packages",
+)
+
+
+def host_var(host: Host, name: str) -> Any:
+    """A host's value of one of xpufleet's variables, or the registry default."""
+    value = host.vars.get(name)
+    return default(name) if value is None else value
+
+
+def rendezvous_address(node0: Host) -> str:
+    """Where ranks rendezvous: node 0's `rendezvous_address`, else its inventory address."""
+    return str(host_var(node0, "rendezvous_address") or node0.address)
+
+
+def rendezvous_target(host: Host) -> dict[str, Any]:
+    """Where a node would listen for the rendezvous if it were node 0."""
+    return {
+        "host": host.name,
+        "address": rendezvous_address(host),
+        "port": int(host_var(host, "rendezvous_port")),
+    }
+
+
+def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
+    """Everything the probe needs to know about this host and its peers, as plain data.
+
+    `peers` are the selected hosts in inventory order (node 0 first): the probe tries a
+    TCP connection to each one's rendezvous address and port, so doctor can tell which
+    node's port is dropped (everyone times out on it) from which node cannot get out."""
+    params: dict[str, Any] = {
+        "address": host.address,
+        "nic": host_var(host, "nic"),
+        "venv": host_var(host, "venv"),
+        "oneapi_root": host_var(host, "oneapi_root"),
+        "wheels_manifest": node_state_path(host_var(host, "state_dir")),
+        "model_path": host_var(host, "model_path"),
+        "device_hierarchy": host_var(host, "device_hierarchy"),
+        "ports": sorted({int(host_var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
+        "packages": list(RUNTIME_PACKAGES),
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "budget": PROBE_TIMEOUT_S - 30,
+    }
+    params["rendezvous"] = [rendezvous_target(peer) for peer in peers]
+    return params
+
+
+def _sh_param_lines(params: dict[str, Any]) -> str:
+    lines = []
+    for key in _SH_PARAM_ORDER:
+        value = params.get(key)
+        text = " ".join(value) if isinstance(value, list) else "" if value is None else str(value)
+        if "\n" in text or "\r" in text:
+            raise InputError("a newline is not allowed in this value", key=key)
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def build_script(params: dict[str, Any]) -> str:
+    """The stdin of PROBE_COMMAND: python3 probe if possible, POSIX-sh probe otherwise."""
+    python_source = (_HERE / "remote_probe.py").read_text()
+    sh_source = (_HERE / "remote_probe.sh").read_text()
+    params_literal = repr(json.dumps(params, sort_keys=True))
+    sh_lines = _sh_param_lines(params)
+    script = (
+        # the node's clock as early as possible: python's start-up stays out of the
+        # window the clock offset is measured in
+        "XPUFLEET_PROBE_T0=$(date +%s.%N 2>/dev/null); export XPUFLEET_PROBE_T0\n"
+        "if command -v python3 >/dev/null 2>&1; then\n"
+        f"exec python3 - <<'{_PY_END}'\n"
+        f"import json\nPARAMS = json.loads({params_literal})\n"
+        f"{python_source}\n"
+        f"{_PY_END}\n"
+        "fi\n"
+        "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
+        "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
+        "IFS= read -r P_PKGS; } "
+        f"<<'{_PARAMS_END}'\n"
+        f"{sh_lines}\n"
+        f"{_PARAMS_END}\n"
+        f"{sh_source}"
+    )
+    for end in (_PY_END, _PARAMS_END):
+        if script.count(f"\n{end}\n") != 1:
+            raise InputError(f"a probe parameter contains the reserved line {end}")
+    return script
+
+
+@dataclass
+class ProbeOutput:
+    """The raw facts of one host plus the control node's timing of the round trip."""
+
+    host: str
+    raw: dict[str, Any] | None
+    sent: float
+    received: float
+    exit_status: int
+    stderr: str
+    round_trips: int
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_probe(session: Session, params: dict[str, Any]) -> ProbeOutput:
+    """One round trip: send the probe, read one JSON document back."""
+    script = build_script(params)
+    sent = time.time()
+    result = session.run(PROBE_COMMAND, stdin=script, timeout=PROBE_TIMEOUT_S, check=False)
+    received = time.time()
+    raw: dict[str, Any] | None = None
+    error = None
+    text = result.stdout.strip()
+    try:
+        doc = json.loads(text.splitlines()[-1]) if text else None
+        raw = doc if isinstance(doc, dict) else None
+    except ValueError as exc:
+        error = f"probe printed no JSON ({exc})"
+    if raw is None and error is None:
+        error = f"probe printed nothing (exit {result.exit_status})"
+    return ProbeOutput(
+        host=session.host.name,
+        raw=raw,
+        sent=sent,
+        received=received,
+        exit_status=result.exit_status,
+        stderr=result.stderr,
+        round_trips=session.round_trips,
+        error=error,
+    )

@@ -1,0 +1,557 @@
+# ruff: noqa: UP004, UP015, UP021, UP022, UP031, UP041
+"""xpufleet doctor probe: runs ON THE NODE under any python3 >= 3.6, prints one JSON document.
+
+Sent over SSH on stdin (never installed). It gathers raw facts only; every parse and
+judgement happens on the control node (xpufleet.facts / xpufleet.checks), so this file
+stays small and the logic stays unit-tested. Rules: standard library only, no type
+annotations newer than 3.6 allows, every tool run with a short timeout, and every
+missing tool, file or permission reported as absent instead of raising.
+`PARAMS` is prepended by the control node as a JSON literal (see xpufleet.facts.probe).
+"""
+
+import glob
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+SCHEMA = 1
+
+
+def first_timestamp():
+    """The node's clock when the probe's shell started (falls back to python's start)."""
+    now = time.time()
+    try:
+        early = float(os.environ.get("XPUFLEET_PROBE_T0", ""))
+    except ValueError:
+        return now
+    return early if 0 <= now - early < 60 else now
+
+
+START = first_timestamp()
+ERRORS = []
+PARAMS = globals().get("PARAMS") or {}
+
+
+def note(where, exc):
+    ERRORS.append("%s: %s: %s" % (where, type(exc).__name__, exc))
+
+
+def read(path, limit=1 << 20):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except Exception:
+        return None
+
+
+def which(name, extra_dirs=()):
+    dirs = os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) + list(extra_dirs)
+    for directory in dirs:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def run(argv, timeout, env=None):
+    """One tool run: {"rc", "out", "err", "timeout"} or {"missing": true}."""
+    exe = argv[0] if os.path.isabs(argv[0]) else which(argv[0])
+    if exe is None:
+        return {"missing": True}
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    try:
+        proc = subprocess.Popen(
+            [exe] + list(argv[1:]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            start_new_session=True,
+        )
+    except Exception as exc:
+        failure = "%s: %s" % (type(exc).__name__, exc)
+        return {"missing": False, "rc": None, "out": "", "err": failure}
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        timed_out = False
+    except OSError:
+        # a broken timed sleep (seen under libfaketime): the output is read, wait plainly
+        out, err = proc.communicate()
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, 9)
+        except Exception:
+            proc.kill()
+        out, err = proc.communicate()
+        timed_out = True
+    return {
+        "missing": False,
+        "rc": None if timed_out else proc.returncode,
+        "out": out.decode("utf-8", "replace")[-200000:],
+        "err": err.decode("utf-8", "replace")[-4000:],
+        "timeout": timed_out,
+    }
+
+
+class Background(object):
+    """Run slow gatherers in threads so the probe takes as long as the slowest one."""
+
+    def __init__(self):
+        self.results = {}
+        self.threads = []
+
+    def start(self, key, func, *args):
+        def target():
+            try:
+                self.results[key] = func(*args)
+            except Exception as exc:
+                note(key, exc)
+                self.results[key] = {"probe_error": "%s: %s" % (type(exc).__name__, exc)}
+
+        thread = threading.Thread(target=target)
+        thread.daemon = True
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self, deadline):
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return self.results
+
+
+# -- GPU, driver, runtime -------------------------------------------------------------
+def drm_cards():
+    cards = []
+    for path in sorted(glob.glob("/sys/class/drm/card*")):
+        name = os.path.basename(path)
+        if not name[4:].isdigit():
+            continue
+        device = os.path.join(path, "device")
+        cards.append(
+            {
+                "card": name,
+                "vendor": (read(os.path.join(device, "vendor")) or "").strip() or None,
+                "device": (read(os.path.join(device, "device")) or "").strip() or None,
+                "uevent": read(os.path.join(device, "uevent")),
+            }
+        )
+    return cards
+
+
+def kernel_modules():
+    modules = {}
+    for name in ("i915", "xe"):
+        base = "/sys/module/" + name
+        present = os.path.isdir(base)
+        version = (read(base + "/version") or "").strip() or None
+        info = None
+        if present and version is None:
+            result = run(["modinfo", "-F", "version", name], 5)
+            if result.get("rc") == 0:
+                info = result["out"].strip() or None
+        srcversion = (read(base + "/srcversion") or "").strip() or None
+        modules[name] = {
+            "present": present,
+            "version": version,
+            "modinfo_version": info,
+            "srcversion": srcversion,
+        }
+    return modules
+
+
+def opencl_icds():
+    icds = {}
+    for path in sorted(glob.glob("/etc/OpenCL/vendors/*.icd")):
+        icds[os.path.basename(path)] = (read(path) or "").strip()
+    return icds
+
+
+def package_queries():
+    names = PARAMS.get("packages") or []
+    out = {}
+    if which("dpkg-query"):
+        out["dpkg"] = run(["dpkg-query", "-s"] + names, 10)
+    elif which("dpkg"):
+        out["dpkg"] = run(["dpkg", "-s"] + names, 10)
+    if which("rpm"):
+        out["rpm"] = run(["rpm", "-q", "--qf", "%{NAME} %{VERSION}-%{RELEASE}\\n"] + names, 10)
+    return out
+
+
+def oneapi_layout(root):
+    layout = {"root": root, "exists": os.path.isdir(root), "setvars": False, "components": {}}
+    if not layout["exists"]:
+        return layout
+    layout["setvars"] = os.path.isfile(os.path.join(root, "setvars.sh"))
+    unified = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except Exception as exc:
+        note("oneapi", exc)
+        entries = []
+    for entry in entries:
+        path = os.path.join(root, entry)
+        if not os.path.isdir(path):
+            continue
+        if entry[:1].isdigit():
+            unified[entry] = os.path.isfile(os.path.join(path, "oneapi-vars.sh"))
+            continue
+        latest = os.path.join(path, "latest")
+        link = None
+        if os.path.islink(latest):
+            try:
+                link = os.readlink(latest)
+            except Exception:
+                link = None
+        try:
+            versions = sorted(
+                v
+                for v in os.listdir(path)
+                if v[:1].isdigit() and os.path.isdir(os.path.join(path, v))
+            )
+        except Exception:
+            versions = []
+        layout["components"][entry] = {
+            "latest": link,
+            "latest_exists": os.path.isdir(latest),
+            "versions": versions,
+        }
+    layout["unified"] = unified
+    return layout
+
+
+def gpu_tools(setvars):
+    """xpu-smi and sycl-ls, each in its own thread; sycl-ls inside setvars when not on PATH."""
+    tools = Background()
+    hierarchy = {"ZE_FLAT_DEVICE_HIERARCHY": PARAMS.get("device_hierarchy") or "FLAT"}
+    xpu_smi = which("xpu-smi")
+    if xpu_smi:
+        tools.start("xpu_smi_version", run, [xpu_smi, "-v"], 15)
+        tools.start("xpu_smi_discovery_json", run, [xpu_smi, "discovery", "-j"], 20)
+        tools.start("xpu_smi_discovery", run, [xpu_smi, "discovery"], 20)
+    sycl_ls = which("sycl-ls")
+    if sycl_ls:
+        tools.start("sycl_ls", run, [sycl_ls], 30, hierarchy)
+    elif setvars:
+        script = 'sv=$1; set --; . "$sv" >/dev/null 2>&1; exec sycl-ls'
+        tools.start("sycl_ls", run, ["sh", "-c", script, "sh", setvars], 45, hierarchy)
+    found = tools.join(time.monotonic() + 60)
+    found["paths"] = {"xpu-smi": xpu_smi, "sycl-ls": sycl_ls}
+    return found
+
+
+# -- Python environment -----------------------------------------------------------------
+ENV_SNIPPET = r"""
+import json, sys
+out = {"python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
+       "packages": {}, "torch": None, "sqlite": None}
+try:
+    import sqlite3
+    out["sqlite"] = sqlite3.sqlite_version
+except Exception:
+    pass
+try:
+    from importlib import metadata
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        if name:
+            out["packages"][name] = dist.version
+except Exception as exc:
+    out["packages_error"] = repr(exc)
+try:
+    import torch
+    info = {"version": torch.__version__, "xpu_built": hasattr(torch, "xpu"),
+            "xpu_version": getattr(torch.version, "xpu", None)}
+    try:
+        info["xpu_available"] = bool(torch.xpu.is_available())
+        info["device_count"] = int(torch.xpu.device_count()) if info["xpu_available"] else 0
+        devices = []
+        for i in range(info["device_count"]):
+            p = torch.xpu.get_device_properties(i)
+            devices.append({"name": getattr(p, "name", None),
+                            "total_memory": getattr(p, "total_memory", None),
+                            "driver_version": getattr(p, "driver_version", None)})
+        info["devices"] = devices
+    except Exception as exc:
+        info["xpu_error"] = repr(exc)
+    try:
+        import torch.distributed as dist
+        if hasattr(dist, "is_xccl_available"):
+            info["xccl"] = bool(dist.is_xccl_available())
+        else:
+            info["xccl"] = bool(dist.is_backend_available("xccl"))
+    except Exception as exc:
+        info["xccl_error"] = repr(exc)
+    out["torch"] = info
+except Exception as exc:
+    out["torch_error"] = repr(exc)
+print("\n@@XPUFLEET-ENV@@" + json.dumps(out))
+"""
+
+
+def python_env(venv, setvars):
+    python = os.path.join(venv, "bin", "python") if venv else None
+    info = {"venv": venv, "exists": bool(venv) and os.path.isdir(venv or ""), "python": python}
+    if not python or not os.path.exists(python):
+        info["present"] = False
+        return info
+    info["present"] = True
+    env = {"ZE_FLAT_DEVICE_HIERARCHY": PARAMS.get("device_hierarchy") or "FLAT"}
+    if setvars:
+        script = 'sv=$1 py=$2 code=$3; set --; . "$sv" >/dev/null 2>&1; exec "$py" -c "$code"'
+        result = run(["sh", "-c", script, "sh", setvars, python, ENV_SNIPPET], 90, env)
+    else:
+        result = run([python, "-c", ENV_SNIPPET], 90, env)
+    marker = "@@XPUFLEET-ENV@@"
+    out = result.get("out") or ""
+    if marker in out:
+        try:
+            info["result"] = json.loads(out.rsplit(marker, 1)[1].strip().splitlines()[0])
+        except Exception as exc:
+            note("env", exc)
+    if "result" not in info:
+        info["error"] = (result.get("err") or out or "no output")[-1500:]
+        info["rc"] = result.get("rc")
+        info["timeout"] = result.get("timeout")
+    return info
+
+
+# -- system -----------------------------------------------------------------------------
+def resolve(name):
+    if not name:
+        return None
+    try:
+        infos = socket.getaddrinfo(name, None, 0, socket.SOCK_STREAM)
+    except Exception as exc:
+        return {"error": str(exc), "addresses": []}
+    seen = []
+    for info in infos:
+        addr = info[4][0]
+        if addr not in seen:
+            seen.append(addr)
+    return {"addresses": seen}
+
+
+def nic_facts(name):
+    if not name:
+        return None
+    facts = {"name": name, "exists": os.path.exists("/sys/class/net/" + name)}
+    result = run(["ip", "-j", "addr", "show", "dev", name], 5)
+    if result.get("rc") == 0 and result["out"].strip():
+        facts["ip_json"] = result["out"]
+        return facts
+    result = run(["ip", "-o", "addr", "show", "dev", name], 5)
+    if result.get("rc") == 0 and result["out"].strip():
+        facts["ip_text"] = result["out"]
+        return facts
+    facts["ioctl"] = ioctl_ipv4(name)
+    return facts
+
+
+def ioctl_ipv4(name):
+    """Primary IPv4 address and netmask of an interface without the `ip` tool."""
+    try:
+        import fcntl
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            req = struct.pack("256s", name[:15].encode())
+            addr = socket.inet_ntoa(fcntl.ioctl(sock.fileno(), 0x8915, req)[20:24])
+            mask = socket.inet_ntoa(fcntl.ioctl(sock.fileno(), 0x891B, req)[20:24])
+        finally:
+            sock.close()
+        prefix = sum(bin(int(part)).count("1") for part in mask.split("."))
+        return [{"family": "inet", "local": addr, "prefixlen": prefix}]
+    except Exception as exc:
+        return {"error": str(exc)}
+
+
+def disk_facts(path):
+    if not path:
+        return None
+    checked = path
+    while checked and not os.path.exists(checked):
+        parent = os.path.dirname(checked.rstrip("/")) or "/"
+        if parent == checked:
+            break
+        checked = parent
+    try:
+        stat = os.statvfs(checked)
+    except Exception as exc:
+        return {"path": path, "checked": checked, "error": str(exc)}
+    return {
+        "path": path,
+        "checked": checked,
+        "free": stat.f_bavail * stat.f_frsize,
+        "total": stat.f_blocks * stat.f_frsize,
+        "exists": os.path.exists(path),
+    }
+
+
+def socket_inodes():
+    """Listening TCP sockets: [{"addr", "port", "inode"}] from /proc/net/tcp{,6}."""
+    listening = []
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        text = read(table, 1 << 24) or ""
+        for line in text.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) < 10 or parts[3] != "0A":
+                continue
+            hexaddr, hexport = parts[1].split(":")
+            listening.append(
+                {"addr": decode_addr(hexaddr, family), "port": int(hexport, 16), "inode": parts[9]}
+            )
+    return listening
+
+
+def decode_addr(hexaddr, family):
+    raw = bytes.fromhex(hexaddr)
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+    return socket.inet_ntop(socket.AF_INET6, b"".join(words))
+
+
+def busy_facts(ports):
+    """Processes holding /dev/dri nodes or listening on the SGLang/rendezvous ports."""
+    listening = [s for s in socket_inodes() if s["port"] in ports]
+    wanted = dict((s["inode"], s) for s in listening)
+    own_ns = None
+    try:
+        own_ns = os.readlink("/proc/self/ns/mnt")
+    except Exception:
+        pass
+    dri = []
+    complete = True
+    me = os.getpid()
+    for proc in glob.glob("/proc/[0-9]*"):
+        pid = int(proc.rsplit("/", 1)[1])
+        if pid == me:
+            continue
+        try:
+            fds = os.listdir(proc + "/fd")
+        except Exception:
+            complete = False
+            continue
+        ns = None
+        try:
+            ns = os.readlink(proc + "/ns/mnt")
+        except Exception:
+            pass
+        for fd in fds:
+            try:
+                target = os.readlink(proc + "/fd/" + fd)
+            except Exception:
+                continue
+            if target.startswith("/dev/dri/"):
+                dri.append({"pid": pid, "path": target, "same_ns": ns == own_ns})
+            elif target.startswith("socket:[") and target[8:-1] in wanted:
+                wanted[target[8:-1]].setdefault("pids", []).append(
+                    {"pid": pid, "same_ns": ns == own_ns}
+                )
+    for item in dri + [p for s in listening for p in s.get("pids", [])]:
+        comm = read("/proc/%d/comm" % item["pid"])
+        item["comm"] = comm.strip() if comm else None
+        cmdline = read("/proc/%d/cmdline" % item["pid"], 4096)
+        item["cmdline"] = cmdline.replace("\0", " ").strip()[:300] if cmdline else None
+    seen = set()
+    unique_dri = []
+    for item in dri:
+        if (item["pid"], item["path"]) not in seen:
+            seen.add((item["pid"], item["path"]))
+            unique_dri.append(item)
+    return {"dri": unique_dri, "listen": listening, "complete": complete}
+
+
+def rendezvous_facts(targets):
+    """A TCP connect to every peer's rendezvous port, all at once (one timeout in total)."""
+    if not targets:
+        return None
+    found = Background()
+    for index, target in enumerate(targets):
+        found.start(index, connect, target)
+    results = found.join(time.monotonic() + float(PARAMS.get("connect_timeout") or 2.0) + 5)
+    return [results.get(i) for i in range(len(targets)) if results.get(i)]
+
+
+def connect(target):
+    began = time.monotonic()
+    timeout = float(PARAMS.get("connect_timeout") or 2.0)
+    sock = None
+    try:
+        sock = socket.create_connection((target["address"], int(target["port"])), timeout)
+        outcome, detail = "open", "connected"
+    except socket.timeout:
+        outcome, detail = "timeout", "no answer within %.1fs" % timeout
+    except ConnectionRefusedError:
+        outcome, detail = "refused", "connection refused (nothing listening yet)"
+    except OSError as exc:
+        outcome, detail = "error", str(exc)
+    finally:
+        if sock is not None:
+            sock.close()
+    return {
+        "host": target.get("host"),
+        "address": target["address"],
+        "port": int(target["port"]),
+        "result": outcome,
+        "detail": detail,
+        "seconds": round(time.monotonic() - began, 3),
+    }
+
+
+def load_json(path):
+    text = read(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except Exception:
+        return {"unreadable": True}
+
+
+def main():
+    root = PARAMS.get("oneapi_root") or "/opt/intel/oneapi"
+    setvars = os.path.join(root, "setvars.sh")
+    setvars = setvars if os.path.isfile(setvars) else None
+    slow = Background()
+    slow.start("gpu_tools", gpu_tools, setvars)
+    slow.start("env", python_env, PARAMS.get("venv"), setvars)
+    slow.start("rendezvous", rendezvous_facts, PARAMS.get("rendezvous"))
+    slow.start("packages", package_queries)
+    hostname = socket.gethostname()
+    facts = {
+        "probe": {"kind": "python", "schema": SCHEMA},
+        "python": {"version": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable},
+        "hostname": hostname,
+        "fqdn": None,
+        "resolve": {"hostname": resolve(hostname), "address": resolve(PARAMS.get("address"))},
+        "lab": load_json("/opt/intel/.lab/node.json"),
+        "drm": drm_cards(),
+        "modules": kernel_modules(),
+        "opencl_icds": opencl_icds(),
+        "oneapi": oneapi_layout(root),
+        "meminfo": read("/proc/meminfo"),
+        "disk": disk_facts(PARAMS.get("model_path")),
+        "nic": nic_facts(PARAMS.get("nic")),
+        "wheels_text": read(PARAMS["wheels_manifest"]) if PARAMS.get("wheels_manifest") else None,
+        "busy": busy_facts(set(PARAMS.get("ports") or [])),
+    }
+    found = slow.join(time.monotonic() + float(PARAMS.get("budget") or 100))
+    for key in ("gpu_tools", "env", "rendezvous", "packages"):
+        facts[key] = found.get(key)
+    facts["probe"]["errors"] = ERRORS
+    facts["clock"] = {"start": START, "elapsed": time.time() - START}
+    sys.stdout.write(json.dumps(facts))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+main()

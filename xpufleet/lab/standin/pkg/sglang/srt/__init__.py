@@ -1,0 +1,1 @@
+"""Server runtime of the stand-in: arguments, model, ranks, HTTP."""

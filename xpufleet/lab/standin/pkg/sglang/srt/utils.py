@@ -1,0 +1,71 @@
+"""Process plumbing shared by the stand-in's entry points: logs in SGLang's format,
+process names, parent-death signals, memory figures."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+
+_PR_SET_PDEATHSIG = 1
+
+logger = logging.getLogger("sglang")
+
+
+def configure_logger(log_level: str = "info", prefix: str = "") -> None:
+    """`[YYYY-MM-DD HH:MM:SS TPn] message`, as SGLang 0.4.x prints (fixtures 14c, 14e)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        logging.Formatter(f"[%(asctime)s{prefix}] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, log_level.upper(), logging.INFO))
+
+
+def set_process_name(name: str) -> None:
+    """What `ps -o comm` shows (15 characters at most): lets tools tell ranks apart."""
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(name[:15])
+    except OSError:
+        pass
+
+
+def kill_itself_when_parent_died() -> None:
+    """A rank must not outlive its server process (SGLang does the same with prctl)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def available_memory_gb() -> float:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / (1 << 20)
+    except OSError:
+        pass
+    return 0.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def kill_children(children: list[int], sig: int = signal.SIGKILL) -> None:
+    for pid in children:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,1 @@
+"""Launch SGLang over the cluster: pure plan, preflight collective, supervised ranks."""

@@ -1,0 +1,272 @@
+"""Preflight collective, run on every node before SGLang starts (shipped into the run dir).
+
+One process per planned rank, with the rank's planned environment, joins ONE
+torch.distributed group over exactly the planned topology: the store at the planned
+dist-init address (rank 0 hosts it, as SGLang's rank 0 will), the planned backend
+(xccl on xpu, gloo in the lab), an all_reduce of a known tensor checked on every rank,
+then timed all_reduces per message size. Everything runs under one hard deadline, and
+each rank reports how far it got and why it stopped, so the control node can name the
+ranks that never joined and the likely cause instead of hanging like SGLang (sglang#7478).
+
+Standalone on purpose: Python standard library plus the node's torch; no xpufleet import.
+Usage: python preflight.py RUN_JSON  -> one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from datetime import timedelta
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+#: a connect that times out this many times in a row means packets are dropped
+DROPPED_AFTER = 3
+PROBE_TIMEOUT_S = 2.0
+ITERATIONS = 5
+
+
+def _kind_of(exc: BaseException) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timeout"
+    code = getattr(exc, "errno", None)
+    if code == errno.ECONNREFUSED:
+        return "refused"
+    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    if code == errno.EADDRINUSE:
+        return "addrinuse"
+    if code == errno.EADDRNOTAVAIL:
+        return "addrnotavail"
+    if isinstance(exc, socket.gaierror):
+        return "dns"
+    return "error"
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Failed(Exception):
+    def __init__(self, stage: str, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.stage, self.kind, self.message = stage, kind, message
+
+
+def probe(address: str, port: int, deadline: float) -> None:
+    """Reach the store's port before torch does: tells a dropped packet from a closed port."""
+    timeouts = 0
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(
+                (address, port), timeout=min(PROBE_TIMEOUT_S, deadline - time.monotonic())
+            ):
+                return
+        except OSError as exc:
+            last = exc
+            kind = _kind_of(exc)
+            if kind == "timeout":
+                timeouts += 1
+                if timeouts >= DROPPED_AFTER:
+                    break
+            else:
+                timeouts = 0
+                time.sleep(0.2)
+    kind = _kind_of(last) if last else "timeout"
+    raise Failed("connect", kind, f"cannot reach the rendezvous store {address}:{port}: {last}")
+
+
+def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out: Connection):
+    """One rank: report each stage reached, then the result."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    rank, world = int(rank_cfg["rank"]), int(cfg["world_size"])
+    os.environ.update({k: str(v) for k, v in cfg["env"].items()})
+    os.environ.update({k: str(v) for k, v in rank_cfg["env"].items()})
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world))
+    result: dict[str, Any] = {"rank": rank, "stage": "start", "joined": False, "ok": False}
+
+    def stage(name: str) -> None:
+        result["stage"] = name
+        out.send({"rank": rank, "stage": name})
+
+    started = time.monotonic()
+    try:
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(1)
+        address, port = cfg["rendezvous"]["address"], int(cfg["rendezvous"]["port"])
+        left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
+        stage("connect")
+        try:
+            if rank == 0:
+                store = dist.TCPStore(
+                    address, port, world, is_master=True, timeout=timedelta(seconds=left()),
+                    wait_for_workers=False,
+                )  # fmt: skip
+            else:
+                probe(address, port, deadline)
+                store = dist.TCPStore(
+                    address, port, world, is_master=False, timeout=timedelta(seconds=left())
+                )
+        except Failed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classify what torch raised
+            text = str(exc)
+            kind = "addrinuse" if "in use" in text or "EADDRINUSE" in text else _kind_of(exc)
+            if "timed out" in text.lower() or "timeout" in text.lower():
+                kind = "timeout"
+            raise Failed("connect", kind, f"store at {address}:{port}: {text}") from exc
+        store.set(f"joined/{rank}", socket.gethostname())
+        result["joined"] = True
+        stage("joined")
+        if rank == 0:
+            keys = [f"joined/{r}" for r in range(world)]
+            try:
+                store.wait(keys, timedelta(seconds=left()))
+            except Exception as exc:  # noqa: BLE001 - the deadline passed
+                missing = [r for r in range(world) if not store.check([f"joined/{r}"])]
+                result["missing_ranks"] = missing
+                raise Failed("join", "timeout", f"ranks {missing} never joined") from exc
+        stage("init")
+        backend = cfg["backend"]
+        dist.init_process_group(
+            backend,
+            store=dist.PrefixStore("preflight", store),
+            rank=rank,
+            world_size=world,
+            timeout=timedelta(seconds=left()),
+        )
+        device = "xpu" if backend == "xccl" else "cpu"
+        stage("allreduce")
+        check = torch.full((1024,), float(rank + 1), device=device)
+        dist.all_reduce(check)
+        expected = world * (world + 1) / 2
+        got = float(check[0].item())
+        if not torch.all(check == expected).item():
+            raise Failed("check", "mismatch", f"all_reduce gave {got}, expected {expected}")
+        stage("timing")
+        timings = []
+        for size in cfg["sizes"]:
+            tensor = torch.ones(max(1, size // 4), dtype=torch.float32, device=device)
+            dist.all_reduce(tensor)  # warm-up (communicators are created lazily)
+            dist.barrier()
+            tic = time.perf_counter()
+            for _ in range(ITERATIONS):
+                dist.all_reduce(tensor)
+            if device == "xpu":
+                torch.xpu.synchronize()
+            seconds = (time.perf_counter() - tic) / ITERATIONS
+            algbw = tensor.numel() * 4 / seconds / 1e9
+            busbw = algbw * 2 * (world - 1) / world if world > 1 else algbw
+            timings.append(
+                {
+                    "bytes": tensor.numel() * 4,
+                    "time_us": seconds * 1e6,
+                    "algbw_gbps": algbw,
+                    "busbw_gbps": busbw,
+                }
+            )
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank == 0:
+            result["timings"] = timings
+        result.update(ok=True, stage="done")
+    except Failed as exc:
+        result.update(error=exc.message, kind=exc.kind, stage=exc.stage)
+    except Exception as exc:  # noqa: BLE001 - any other failure is reported, not raised
+        text = f"{type(exc).__name__}: {exc}"
+        kind = "timeout" if "timed out" in text.lower() or "timeout" in text.lower() else "error"
+        result.update(error=text[-800:], kind=kind)
+    result["elapsed_s"] = round(time.monotonic() - started, 3)
+    out.send(result)
+    out.close()
+    os._exit(0)
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1]) as fh:
+        cfg = json.load(fh)["preflight"]
+    deadline = time.monotonic() + float(cfg["timeout"])
+    # import torch once; the ranks are forked from here (fast, like SGLang's node process)
+    import torch  # noqa: F401
+    import torch.distributed  # noqa: F401
+
+    ctx = multiprocessing.get_context("fork")
+    readers: dict[Any, int] = {}
+    pids: list[int] = []
+    reports: dict[int, dict[str, Any]] = {}
+    for rank_cfg in cfg["ranks"]:
+        reader, writer = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=run_rank, args=(cfg, rank_cfg, deadline, writer))
+        proc.start()
+        writer.close()
+        readers[reader] = int(rank_cfg["rank"])
+        reports[int(rank_cfg["rank"])] = {
+            "rank": int(rank_cfg["rank"]), "stage": "start", "joined": False, "ok": False,
+        }  # fmt: skip
+        assert proc.pid is not None
+        pids.append(proc.pid)
+    aborted = {"reason": ""}
+
+    def on_term(signum: int, frame: object) -> None:
+        aborted["reason"] = "aborted by the control node (another node failed)"
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        while readers and time.monotonic() < deadline + 3:
+            for reader in wait(list(readers), timeout=0.5):
+                rank = readers[reader]
+                try:
+                    message = reader.recv()
+                except EOFError:
+                    readers.pop(reader)
+                    if not reports[rank].get("final"):
+                        reports[rank].update(error="the rank process died", kind="crash")
+                    continue
+                reports[rank].update(message)
+                if "ok" in message:
+                    reports[rank]["final"] = True
+    except KeyboardInterrupt:
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for report in reports.values():
+        if not report.get("final") and "error" not in report:
+            reason = aborted["reason"] or f"hard timeout ({cfg['timeout']} s)"
+            report.update(error=f"stopped at stage {report['stage']}: {reason}", kind="timeout")
+            if aborted["reason"]:
+                report["kind"] = "aborted"
+        report.pop("final", None)
+    doc = {
+        "host": cfg.get("host"),
+        "node_rank": cfg.get("node_rank"),
+        "ok": all(r.get("ok") for r in reports.values()),
+        "ranks": [reports[r] for r in sorted(reports)],
+    }
+    text = json.dumps(doc)
+    with open(os.path.join(os.path.dirname(os.path.abspath(argv[1])), "preflight.json"), "w") as fh:
+        fh.write(text + "\n")
+    print(text, flush=True)
+    return 0 if doc["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,767 @@
+"""Per-node launch supervisor, shipped into each run directory (`<state_dir>/runs/<id>/`).
+
+`supervise` runs for as long as the ranks do, started under `setsid nohup` so it outlives
+the SSH session. It starts the node's rendered launch script, finds the rank processes
+(children of the server named `...TP<n>`), watches each through a pidfd so a death is
+seen at once with its time and exit status, and keeps a small TCP link to node 0's
+supervisor (the hub): any rank death, a supervisor that disappears, or a missed
+heartbeat makes every supervisor stop every rank on its node within seconds, also long
+after `invoke launch` has returned. The first death (time, rank, exit status, last log
+lines) is written to `state.json`, which `status`, `stop` and the control node read.
+
+All processes of a run live in the supervisor's session (it is the session leader), so
+teardown finds every one of them, re-parented or not; as child subreaper it reaps the
+orphans too. Standalone on purpose: Python standard library only, no xpufleet import.
+
+Usage: supervisor.py supervise|status|stop|prepare|kill-preflight RUN_DIR
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+PR_SET_CHILD_SUBREAPER = 36
+TERMINAL_STATES = ("failed", "stopped")
+RANK_NAME = re.compile(r"TP(\d+)")
+#: `[2025-02-06 21:35:19 TP5] msg` (rank lines) and `[2025-02-06 21:35:19] msg` (server lines)
+LOG_PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: (?:TP|DP\d+ TP)(\d+))?\]")
+
+
+# -- /proc helpers ---------------------------------------------------------------------
+def proc_stat(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (state first), or None if the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def is_running(pid: int | None) -> bool:
+    if not pid:
+        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def start_time(pid: int) -> float | None:
+    """Wall-clock start of a process (epoch seconds)."""
+    stat = proc_stat(pid)
+    if stat is None:
+        return None
+    return boot_time() + int(stat[19]) / clock_ticks()
+
+
+def session_members(sid: int) -> list[int]:
+    """Every process of session `sid` except the caller itself."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        stat = proc_stat(pid)
+        if stat and int(stat[3]) == sid and pid != os.getpid() and stat[0] not in ("Z", "X"):
+            members.append(pid)
+    return members
+
+
+def children_of(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(p) for p in (task / "children").read_text().split()]
+    return kids
+
+
+def process_name(pid: int) -> str:
+    parts = []
+    for name in ("cmdline", "comm"):
+        with contextlib.suppress(OSError):
+            parts.append(Path(f"/proc/{pid}/{name}").read_bytes().replace(b"\0", b" ").decode())
+    return " ".join(parts)
+
+
+def zombie_status(pid: int) -> int | None:
+    """waitpid-style status of a zombie (field 52 of /proc/PID/stat), before it is reaped."""
+    stat = proc_stat(pid)
+    if stat and stat[0] == "Z" and len(stat) > 49:
+        return int(stat[49])
+    return None
+
+
+def describe_status(status: int | None) -> dict[str, Any]:
+    if status is None:
+        return {"code": None, "signal": None, "text": "exit status unknown (already reaped)"}
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return {"code": -sig, "signal": name, "text": f"killed by {name} (exit code {-sig})"}
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return {"code": code, "signal": None, "text": f"exited with code {code}"}
+
+
+# -- ports --------------------------------------------------------------------------
+def _hex_to_addr(text: str) -> str:
+    if len(text) == 8:
+        return socket.inet_ntop(socket.AF_INET, bytes.fromhex(text)[::-1])
+    raw = bytes.fromhex(text)
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+    addr = socket.inet_ntop(socket.AF_INET6, words)
+    return addr[7:] if addr.startswith("::ffff:") else addr
+
+
+def listeners(port: int) -> list[tuple[str, int]]:
+    """(address, socket inode) of every TCP socket listening on `port`."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], int(fields[9])
+                addr_hex, port_hex = local.split(":")
+                if state == "0A" and int(port_hex, 16) == port:
+                    found.append((_hex_to_addr(addr_hex), inode))
+    return found
+
+
+def socket_owner(inode: int) -> int | None:
+    target = f"socket:[{inode}]"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == target:
+                        return int(entry.name)
+    return None
+
+
+def port_holders(address: str, port: int) -> list[dict[str, Any]]:
+    """Who listens where `address:port` would bind (same address or a wildcard)."""
+    wildcard = {"0.0.0.0", "::"}
+    holders = []
+    for addr, inode in listeners(port):
+        if addr == address or addr in wildcard or address in wildcard:
+            pid = socket_owner(inode)
+            holders.append(
+                {
+                    "address": addr,
+                    "pid": pid,
+                    "command": process_name(pid)[:200] if pid else "",
+                }
+            )
+    return holders
+
+
+def check_ports(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {**p, "holders": port_holders(p["address"], int(p["port"]))} for p in cfg.get("ports", [])
+    ]
+
+
+# -- logs ---------------------------------------------------------------------------
+def tag_lines(lines: Iterable[str], start_tag: str = "main") -> list[tuple[str, str]]:
+    """(rank tag, line): `TP5` lines get "5", server lines "main"; a traceback or other
+    continuation line belongs to the line before it."""
+    tagged = []
+    tag = start_tag
+    for line in lines:
+        match = LOG_PREFIX.match(line)
+        if match:
+            tag = match.group(1) or "main"
+        tagged.append((tag, line))
+    return tagged
+
+
+def tail_for(log: Path, rank: int | None, count: int = 12) -> list[str]:
+    try:
+        with log.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
+    if rank is None:
+        return lines[-count:]
+    mine = [line for tag, line in tag_lines(lines) if tag == str(rank)]
+    return (mine or lines)[-count:]
+
+
+# -- state --------------------------------------------------------------------------
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class Link:
+    """A line-delimited JSON connection to a peer supervisor."""
+
+    def __init__(self, sock: socket.socket, peer: str) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.buffer = b""
+        self.last_seen = time.monotonic()
+        self.said: str | None = None
+
+    def send(self, doc: dict[str, Any]) -> bool:
+        try:
+            self.sock.sendall((json.dumps(doc) + "\n").encode())
+            return True
+        except OSError:
+            return False
+
+    def receive(self) -> list[dict[str, Any]] | None:
+        """Messages now available; None when the peer has closed the link."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        self.last_seen = time.monotonic()
+        self.buffer += data
+        messages = []
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            with contextlib.suppress(ValueError):
+                messages.append(json.loads(line))
+        return messages
+
+
+class Supervisor:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.cfg = read_json(run_dir / "run.json")
+        self.host = self.cfg["host"]
+        self.node_rank = int(self.cfg["node_rank"])
+        self.hosts: list[str] = self.cfg["hosts"]
+        self.log = run_dir / self.cfg["server"]["log"]
+        self.server: subprocess.Popen[bytes] | None = None
+        self.rank_pids: dict[int, int] = {}
+        self.pidfds: dict[int, tuple[str, int, int]] = {}  # fd -> (kind, rank, pid)
+        self.reaped: dict[int, int] = {}
+        self.links: dict[socket.socket, Link] = {}
+        self.listener: socket.socket | None = None
+        self.hub: Link | None = None
+        self.hub_deadline = time.monotonic() + float(self.cfg["hub_connect_timeout_s"])
+        self.stop_requested = False
+        self.ending = False
+        self.state: dict[str, Any] = {
+            "run_id": self.cfg["run_id"],
+            "host": self.host,
+            "node_rank": self.node_rank,
+            "state": "starting",
+            "supervisor_pid": os.getpid(),
+            "session": os.getsid(0),
+            "started_at": time.time(),
+            "server_pid": None,
+            "ranks": {},
+            "first_death": None,
+            "reason": None,
+            "ended_at": None,
+        }
+
+    # -- bookkeeping ------------------------------------------------------
+    def save(self) -> None:
+        write_json(self.run_dir / "state.json", self.state)
+
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] supervisor {self.host}: {text}", flush=True)
+
+    def hand_over_lock(self) -> None:
+        """The node lock is held by this supervisor while the ranks run (a second launch
+        or a provision is refused); it goes away when the supervisor ends."""
+        lock = read_json(self.run_dir / "lock.json")
+        path = Path(lock.get("path") or "/nonexistent")
+        holder = read_json(path)
+        if not lock or holder.get("token") != lock.get("token"):
+            return
+        holder.update(
+            owner=f"launch {self.cfg['run_id']} (supervisor)",
+            control_host=socket.gethostname(),
+            pid=os.getpid(),
+            node_pid=os.getpid(),
+            run_id=self.cfg["run_id"],
+        )
+        write_json(path, holder)
+
+    def release_lock(self) -> None:
+        lock = read_json(self.run_dir / "lock.json")
+        path = Path(lock.get("path") or "/nonexistent")
+        if lock and read_json(path).get("token") == lock.get("token"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    # -- peers --------------------------------------------------------------
+    def open_hub(self) -> None:
+        hub = self.cfg["hub"]
+        if self.node_rank == 0:
+            family = socket.AF_INET6 if ":" in hub["address"] else socket.AF_INET
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((hub["address"], int(hub["port"])))
+            self.listener.listen(64)
+            self.listener.setblocking(False)
+
+    def try_connect_hub(self) -> None:
+        if self.node_rank == 0 or self.hub is not None:
+            return
+        hub = self.cfg["hub"]
+        try:
+            sock = socket.create_connection((hub["address"], int(hub["port"])), timeout=1.0)
+        except OSError:
+            return
+        sock.setblocking(False)
+        self.hub = Link(sock, self.hosts[0])
+        self.links[sock] = self.hub
+        self.hub.send({"type": "hello", "host": self.host, "node_rank": self.node_rank})
+        self.say(f"connected to node 0's supervisor at {hub['address']}:{hub['port']}")
+
+    def broadcast(self, doc: dict[str, Any], skip: Link | None = None) -> None:
+        for link in list(self.links.values()):
+            if link is not skip:
+                link.send(doc)
+
+    def on_message(self, link: Link, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "hello":
+            link.peer = str(message.get("host"))
+            self.say(f"{link.peer}'s supervisor joined")
+        elif kind in ("abort", "stop"):
+            link.said = kind
+            if self.node_rank == 0:
+                self.broadcast(message, skip=link)
+            origin = message.get("origin") or {}
+            if kind == "abort":
+                reason = message.get("reason") or f"{link.peer} failed"
+                self.end("failed", reason, remote=origin)
+            else:
+                self.end("stopped", f"stopped because {message.get('host', link.peer)} was stopped")
+
+    def on_link_lost(self, link: Link) -> None:
+        self.links.pop(link.sock, None)
+        with contextlib.suppress(OSError):
+            link.sock.close()
+        if link is self.hub:
+            self.hub = None
+        if link.said or self.ending:
+            return
+        reason = f"lost contact with {link.peer}'s supervisor (node down or supervisor killed)"
+        if self.node_rank == 0:
+            self.broadcast({"type": "abort", "reason": reason, "host": self.host})
+        self.end("failed", reason)
+
+    # -- ranks --------------------------------------------------------------
+    def start_server(self) -> None:
+        script = self.run_dir / self.cfg["server"]["script"]
+        log = self.log.open("ab")
+        self.server = subprocess.Popen(
+            ["/bin/bash", str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(self.run_dir),
+            preexec_fn=os.setpgrp,  # own group, same session: teardown finds it
+        )
+        log.close()
+        self.state["server_pid"] = self.server.pid
+        self.watch("server", -1, self.server.pid)
+        self.say(f"started {script.name} as pid {self.server.pid}")
+
+    def watch(self, kind: str, rank: int, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            self.on_exit(kind, rank, pid)
+            return
+        self.pidfds[fd] = (kind, rank, pid)
+
+    def discover_ranks(self) -> None:
+        if self.server is None:
+            return
+        for pid in children_of(self.server.pid):
+            if pid in self.rank_pids.values():
+                continue
+            match = RANK_NAME.search(process_name(pid))
+            if not match:
+                continue
+            rank = int(match.group(1))
+            self.rank_pids[rank] = pid
+            self.state["ranks"][str(rank)] = {
+                "pid": pid,
+                "started_at": start_time(pid),
+                "exit": None,
+                "died_at": None,
+                "cause": None,
+            }
+            self.watch("rank", rank, pid)
+            self.save()
+        expected = len(self.cfg["ranks"])
+        if self.state["state"] == "starting" and len(self.rank_pids) >= expected:
+            self.state["state"] = "running"
+            self.say(f"all {expected} local ranks are up: {sorted(self.rank_pids)}")
+            self.save()
+
+    def exit_status(self, pid: int) -> int | None:
+        status = zombie_status(pid)
+        if status is not None:
+            return status
+        if self.server is not None and pid == self.server.pid:
+            with contextlib.suppress(ChildProcessError):
+                _, status = os.waitpid(pid, 0)
+                self.reaped[pid] = status
+        return self.reaped.get(pid)
+
+    def on_exit(self, kind: str, rank: int, pid: int) -> None:
+        died_at = time.time()
+        status = describe_status(self.exit_status(pid))
+        cause = "stopped" if self.ending else "died"
+        if kind == "rank":
+            entry = self.state["ranks"][str(rank)]
+            entry.update(exit=status, died_at=died_at, cause=cause)
+        else:
+            self.state["server_exit"] = {**status, "died_at": died_at, "cause": cause}
+        self.save()
+        if self.ending:
+            return
+        who = f"rank {rank}" if kind == "rank" else "sglang.launch_server"
+        death = {
+            "host": self.host,
+            "node_rank": self.node_rank,
+            "rank": rank if kind == "rank" else None,
+            "pid": pid,
+            "what": who,
+            "exit": status,
+            "died_at": died_at,
+            "tail": tail_for(self.log, rank if kind == "rank" else None),
+        }
+        self.state["first_death"] = death
+        reason = f"{who} on {self.host} (pid {pid}) {status['text']}"
+        self.say(f"{reason}: stopping every rank on every node")
+        self.broadcast({"type": "abort", "reason": reason, "origin": death, "host": self.host})
+        self.end("failed", reason)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.reaped[pid] = status
+
+    # -- ending -------------------------------------------------------------
+    def end(self, state: str, reason: str, remote: dict[str, Any] | None = None) -> None:
+        if self.ending:
+            return
+        self.ending = True
+        self.state["state"] = "stopping"
+        self.state["reason"] = reason
+        if remote:
+            self.state["cause_elsewhere"] = remote
+        self.save()
+        self.teardown()
+        self.state["state"] = state
+        self.state["ended_at"] = time.time()
+        self.save()
+
+    def teardown(self) -> None:
+        grace = float(self.cfg.get("grace_s", 3))
+        sid = os.getsid(0)
+        victims = session_members(sid)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while session_members(sid) and time.monotonic() < deadline:
+            self.collect_exits()
+            time.sleep(0.05)
+        for pid in session_members(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while session_members(sid) and time.monotonic() < deadline:
+            self.collect_exits()
+            time.sleep(0.05)
+        self.collect_exits()
+        self.say(f"stopped {len(victims)} process(es)")
+
+    def collect_exits(self) -> None:
+        ready, _, _ = select.select(list(self.pidfds), [], [], 0)
+        for fd in ready:
+            kind, rank, pid = self.pidfds.pop(fd)
+            os.close(fd)
+            self.on_exit(kind, rank, pid)
+        self.reap()
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        self.stop_requested = True
+
+    # -- main loop ------------------------------------------------------------
+    def run(self) -> int:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        (self.run_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+        self.save()
+        self.hand_over_lock()
+        try:
+            self.open_hub()
+        except OSError as exc:
+            self.end("failed", f"cannot listen for peer supervisors on {self.cfg['hub']}: {exc}")
+            self.release_lock()
+            return 1
+        self.start_server()
+        heartbeat = float(self.cfg.get("heartbeat_s", 1.0))
+        peer_timeout = float(self.cfg.get("peer_timeout_s", 6.0))
+        next_beat = 0.0
+        while not self.ending:
+            if self.stop_requested:
+                self.broadcast({"type": "stop", "host": self.host})
+                self.end("stopped", f"stopped by the operator on {self.host}")
+                break
+            self.try_connect_hub()
+            self.check_peers(peer_timeout)
+            if self.ending:
+                break
+            watched = list(self.pidfds) + [s for s in self.links]
+            if self.listener is not None:
+                watched.append(self.listener)
+            try:
+                ready, _, _ = select.select(watched, [], [], 0.2)
+            except InterruptedError:
+                continue
+            for item in ready:
+                if self.ending:
+                    break
+                if item is self.listener:
+                    self.accept()
+                elif isinstance(item, int):
+                    if item in self.pidfds:
+                        kind, rank, pid = self.pidfds.pop(item)
+                        os.close(item)
+                        self.on_exit(kind, rank, pid)
+                else:
+                    link = self.links.get(item)
+                    if link is None:
+                        continue
+                    messages = link.receive()
+                    if messages is None:
+                        self.on_link_lost(link)
+                        continue
+                    for message in messages:
+                        self.on_message(link, message)
+            if not self.ending:
+                self.discover_ranks()
+                self.reap()
+                if time.monotonic() >= next_beat:
+                    self.broadcast({"type": "ping"})
+                    next_beat = time.monotonic() + heartbeat
+        time.sleep(0.2)  # let the last messages reach the peers
+        for link in list(self.links.values()):
+            with contextlib.suppress(OSError):
+                link.sock.close()
+        self.release_lock()
+        self.say(f"done: {self.state['state']} ({self.state['reason']})")
+        return 0 if self.state["state"] == "stopped" else 1
+
+    def accept(self) -> None:
+        assert self.listener is not None
+        with contextlib.suppress(BlockingIOError):
+            sock, _ = self.listener.accept()
+            sock.setblocking(False)
+            self.links[sock] = Link(sock, "a node")
+
+    def check_peers(self, peer_timeout: float) -> None:
+        now = time.monotonic()
+        if self.node_rank != 0 and self.hub is None and now > self.hub_deadline:
+            hub = self.cfg["hub"]
+            self.end(
+                "failed", f"cannot reach node 0's supervisor at {hub['address']}:{hub['port']}"
+            )
+            return
+        if self.node_rank == 0 and now > self.hub_deadline:
+            joined = {link.peer for link in self.links.values()}
+            missing = [h for h in self.hosts[1:] if h not in joined]
+            if missing and not self.state.get("peers_complete"):
+                reason = f"supervisor(s) on {', '.join(missing)} never connected"
+                self.broadcast({"type": "abort", "reason": reason, "host": self.host})
+                self.end("failed", reason)
+                return
+            self.state["peers_complete"] = True
+        for link in list(self.links.values()):
+            if now - link.last_seen > peer_timeout:
+                reason = f"no heartbeat from {link.peer}'s supervisor for {peer_timeout:g} s"
+                self.broadcast({"type": "abort", "reason": reason, "host": self.host})
+                self.end("failed", reason)
+                return
+
+
+# -- commands run over SSH ------------------------------------------------------------
+def status(run_dir: Path) -> dict[str, Any]:
+    cfg = read_json(run_dir / "run.json")
+    state = read_json(run_dir / "state.json")
+    supervisor_pid = state.get("supervisor_pid")
+    doc: dict[str, Any] = {
+        "run_id": cfg.get("run_id"),
+        "host": cfg.get("host"),
+        "node_rank": cfg.get("node_rank"),
+        "state": state.get("state", "not started"),
+        "reason": state.get("reason"),
+        "supervisor": {"pid": supervisor_pid, "alive": is_running(supervisor_pid)},
+        "first_death": state.get("first_death"),
+        "cause_elsewhere": state.get("cause_elsewhere"),
+        "now": time.time(),
+        "http": cfg.get("server"),
+    }
+    if doc["state"] not in TERMINAL_STATES and state and not doc["supervisor"]["alive"]:
+        doc["state"] = "orphaned"
+        doc["reason"] = "the supervisor is gone while its run was not finished"
+    server_pid = state.get("server_pid")
+    doc["server"] = {"pid": server_pid, "alive": is_running(server_pid)}
+    ranks = []
+    for rank, entry in sorted(state.get("ranks", {}).items(), key=lambda kv: int(kv[0])):
+        pid = entry.get("pid")
+        alive = is_running(pid) and start_time(pid) == entry.get("started_at")
+        started = entry.get("started_at")
+        ranks.append(
+            {
+                "rank": int(rank),
+                "pid": pid,
+                "alive": alive,
+                "uptime_s": round(time.time() - started, 1) if alive and started else None,
+                "exit": entry.get("exit"),
+                "cause": entry.get("cause"),
+                "died_at": entry.get("died_at"),
+            }
+        )
+    doc["ranks"] = ranks
+    doc["expected_ranks"] = cfg.get("ranks", [])
+    doc["leftovers"] = session_members(int(state["session"])) if state.get("session") else []
+    doc["ports"] = check_ports(cfg)
+    return doc
+
+
+def stop(run_dir: Path, wait_s: float = 15.0) -> dict[str, Any]:
+    """Stop the run on this node: ask the supervisor, then make sure nothing is left."""
+    state = read_json(run_dir / "state.json")
+    supervisor_pid = state.get("supervisor_pid")
+    asked = False
+    if is_running(supervisor_pid):
+        os.kill(int(supervisor_pid), signal.SIGTERM)
+        asked = True
+        deadline = time.monotonic() + wait_s
+        while is_running(supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    killed = []
+    sid = state.get("session")
+    if sid:
+        for pid in session_members(int(sid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        deadline = time.monotonic() + 5
+        while session_members(int(sid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lock = read_json(run_dir / "lock.json")
+    lock_path = Path(lock.get("path") or "/nonexistent")
+    if lock and read_json(lock_path).get("token") == lock.get("token"):
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+    final = status(run_dir)
+    final.update(asked_supervisor=asked, killed_leftovers=killed)
+    return final
+
+
+def prepare(run_dir: Path) -> dict[str, Any]:
+    """Before a launch takes the node lock: drop a lock whose supervisor is gone, and
+    report who holds the ports the launch needs."""
+    cfg = read_json(run_dir / "run.json")
+    lock_path = Path(cfg.get("lock_path") or "/nonexistent")
+    holder = read_json(lock_path)
+    stale = False
+    node_pid = holder.get("node_pid")
+    if node_pid and holder.get("control_host") == socket.gethostname():
+        alive = is_running(int(node_pid)) and "supervisor.py" in process_name(int(node_pid))
+        if not alive:
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+            stale = True
+    return {"host": cfg.get("host"), "stale_lock_removed": stale, "ports": check_ports(cfg)}
+
+
+def kill_preflight(run_dir: Path) -> dict[str, Any]:
+    pid_text = (
+        (run_dir / "preflight.pid").read_text().strip()
+        if (run_dir / "preflight.pid").exists()
+        else ""
+    )
+    if pid_text.isdigit() and is_running(int(pid_text)):
+        os.kill(int(pid_text), signal.SIGTERM)
+        return {"killed": int(pid_text)}
+    return {"killed": None}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, run_dir = argv[1], Path(argv[2])
+    if command == "supervise":
+        return Supervisor(run_dir).run()
+    actions = {
+        "status": status,
+        "stop": stop,
+        "prepare": prepare,
+        "kill-preflight": kill_preflight,
+    }
+    if command not in actions:
+        print(f"unknown command {command}", file=sys.stderr)
+        return 2
+    print(json.dumps(actions[command](run_dir)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,169 @@
+"""What a launch ships to each node: the run directory's files, rendered from the plan.
+
+Pure (no SSH): the per-launch script (Jinja2, every value shell-quoted), `run.json` for
+the node's supervisor and preflight, and one tar archive holding them plus the two
+standalone node scripts, so a node's run directory is written in one round trip.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import shell
+from ..errors import PlanError
+from .plan import LaunchPlan, NodePlan
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+REMOTE = Path(__file__).resolve().parent / "remote"
+SCRIPT = "launch.sh"
+SERVER_LOG = "sglang.log"
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: all_reduce message sizes of the preflight, per backend (bytes)
+PREFLIGHT_SIZES = {
+    "gloo": [4 << 10, 256 << 10, 4 << 20],
+    "xccl": [1 << 20, 64 << 20, 256 << 20],
+}
+#: how the supervisors keep each other honest (seconds)
+HEARTBEAT_S = 1.0
+PEER_TIMEOUT_S = 6.0
+HUB_CONNECT_TIMEOUT_S = 30.0
+#: SIGTERM, then SIGKILL after this many seconds
+GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one launch lives on a node."""
+
+    state_dir: str
+    run_id: str
+
+    @property
+    def runs(self) -> str:
+        return f"{self.state_dir.rstrip('/')}/runs"
+
+    @property
+    def dir(self) -> str:
+        return f"{self.runs}/{self.run_id}"
+
+    @property
+    def current(self) -> str:
+        return f"{self.runs}/current"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.state_dir.rstrip('/')}/lock"
+
+
+def new_run_id(now: float | None = None) -> str:
+    """Sortable and unique enough: UTC time plus a few random hex digits."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def env_file(node: NodePlan, host_vars: dict[str, Any] | None = None) -> str:
+    """The environment file `invoke provision` (role sglang) writes on the node."""
+    explicit = (host_vars or {}).get("sglang_env_file")
+    if explicit and "{{" not in str(explicit):
+        return str(explicit)
+    return f"{node.install_dir.rstrip('/')}/env/sglang.sh"
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["q"] = shell.quote
+    env.filters["argv"] = shell.join
+    return env
+
+
+def render_launch_script(plan: LaunchPlan, node: NodePlan, run_id: str, env_path: str) -> str:
+    """The per-launch script: provision's environment, the plan's env, then exec the argv."""
+    for name in node.env:
+        if not _ENV_NAME.match(name):
+            raise PlanError(f"not an environment variable name: {name!r}", key="ccl_env")
+    template = _environment().get_template("launch.sh.j2")
+    return template.render(plan=plan, node=node, run_id=run_id, env_file=env_path)
+
+
+def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]:
+    """`run.json`: what the node's supervisor and preflight need to know."""
+    hub_address = plan.rendezvous_address
+    ports = [{"address": node.http_address, "port": node.http_port, "what": "SGLang HTTP"}]
+    if node.node_rank == 0:
+        ports += [
+            {"address": hub_address, "port": plan.rendezvous_port, "what": "rendezvous"},
+            {"address": hub_address, "port": plan.supervisor_port, "what": "supervisor hub"},
+        ]
+    return {
+        "run_id": run_id,
+        "host": node.host,
+        "node_rank": node.node_rank,
+        "nnodes": plan.nnodes,
+        "hosts": [n.host for n in plan.nodes],
+        "ranks": [r.rank for r in node.ranks],
+        "hub": {"address": hub_address, "port": plan.supervisor_port},
+        "server": {
+            "script": SCRIPT,
+            "log": SERVER_LOG,
+            "http_host": node.http_host,
+            "http_port": node.http_port,
+        },
+        "lock_path": RunPaths(node.state_dir, run_id).lock,
+        "ports": ports,
+        "grace_s": GRACE_S,
+        "heartbeat_s": HEARTBEAT_S,
+        "peer_timeout_s": PEER_TIMEOUT_S,
+        "hub_connect_timeout_s": HUB_CONNECT_TIMEOUT_S,
+        "preflight": {
+            "host": node.host,
+            "node_rank": node.node_rank,
+            "world_size": plan.tp,
+            "ranks": [
+                {"rank": r.rank, "local_rank": r.local_rank, "env": r.env} for r in node.ranks
+            ],
+            "env": node.env,
+            "rendezvous": {"address": plan.rendezvous_address, "port": plan.rendezvous_port},
+            "backend": plan.backend,
+            "timeout": plan.preflight_timeout,
+            "sizes": PREFLIGHT_SIZES.get(plan.backend, PREFLIGHT_SIZES["gloo"]),
+        },
+    }
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+def bundle(plan: LaunchPlan, node: NodePlan, run_id: str, env_path: str) -> bytes:
+    """A tar archive of the node's run directory (written with `tar -xf - -C DIR`)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        config = json.dumps(node_config(plan, node, run_id), indent=1).encode()
+        _add(tar, "run.json", config)
+        _add(tar, "plan.json", json.dumps(plan.to_json(), indent=1).encode())
+        _add(tar, SCRIPT, render_launch_script(plan, node, run_id, env_path).encode(), 0o755)
+        for name in ("supervisor.py", "preflight.py"):
+            _add(tar, name, (REMOTE / name).read_bytes(), 0o755)
+    return out.getvalue()

@@ -1,0 +1,827 @@
+"""The edge of launching: SSH to every node of a plan, preflight, start, wait, and the
+status / stop / logs of a run. Judgement is in outcome.py, rendering in render.py.
+
+A launch, per node and in parallel, takes one round trip per step:
+1. prepare: write the run directory (tar), drop a lock whose supervisor is gone, report
+   who holds the ports the launch needs;
+2. lock: provision's node lock (a second launch or a provision is refused);
+3. preflight: the collective over exactly the planned ranks, under a hard timeout; the
+   first node that fails makes the control node stop the others' preflight at once;
+4. start: `setsid nohup supervisor.py supervise` (outlives SSH); the supervisor takes the
+   lock over, starts the launch script and watches the ranks;
+5. wait: node 0's /health_generate and the other nodes' /health over HTTP, the
+   supervisors' state over SSH; a failed node ends the wait at once.
+Fail-fast after that is the supervisors' job (remote/supervisor.py), so it also holds
+after this command has returned.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import shell
+from ..errors import HostError, LockHeld
+from ..executor import Outcome, SessionPool
+from ..host import Host
+from ..provision.lock import NodeLock, acquire_lock, release_lock
+from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
+from ..transport import Session, SSHOptions
+from . import outcome as judge
+from .plan import LaunchPlan, NodePlan, url_host, var
+from .remote.supervisor import tag_lines
+from .render import SERVER_LOG, RunPaths, bundle, env_file, new_run_id
+
+Progress = Callable[[str], None]
+POLL_S = 0.25
+#: how long the control node waits for every node to finish a fail-fast teardown
+SETTLE_S = 15.0
+LOG_FILES = (SERVER_LOG, "preflight.log", "supervisor.log", "state.json", "preflight.json")
+LOG_TAIL_BYTES = 20_000_000
+
+
+def node_python(venv_python: str) -> str:
+    """The node's python for the stdlib-only node scripts (python3, else the venv's)."""
+    return f"$(command -v python3 || echo {shell.quote(venv_python)})"
+
+
+def _quiet(progress: Progress | None) -> Progress:
+    return progress or (lambda message: None)
+
+
+@dataclass
+class NodeRun:
+    """The control node's view of one node during a launch."""
+
+    node: NodePlan
+    paths: RunPaths
+    lock: NodeLock | None = None
+    preflight: dict[str, Any] | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] | None = None
+
+
+def http_status(url: str, timeout: float) -> int:
+    """HTTP status of a GET, 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return 0
+
+
+def health_url(node: NodePlan) -> str:
+    path = "/health_generate" if node.node_rank == 0 else "/health"
+    return f"http://{url_host(node.http_address)}:{node.http_port}{path}"
+
+
+class Launcher:
+    """One `invoke launch`: the plan, the sessions, the report being built."""
+
+    def __init__(
+        self,
+        plan: LaunchPlan,
+        hosts: dict[str, Host],
+        options: SSHOptions,
+        *,
+        forks: int,
+        runs_dir: Path,
+        run_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.plan = plan
+        self.hosts = [hosts[n.host] for n in plan.nodes]
+        self.host_vars = {h.name: h.vars for h in self.hosts}
+        self.pool = SessionPool(self.hosts, options, forks)
+        self.run_id = run_id or new_run_id()
+        self.local = runs_dir / self.run_id
+        self.progress = _quiet(progress)
+        self.report = TaskReport("launch")
+        self.runs = {n.host: NodeRun(n, RunPaths(n.state_dir, self.run_id)) for n in plan.nodes}
+        self.timings: dict[str, float] = {}
+        self.started = time.monotonic()
+        self.report.extra.update(run_id=self.run_id, plan=plan.to_json())
+
+    # -- helpers --------------------------------------------------------------
+    def host_report(self, name: str) -> HostReport:
+        return self.report.hosts.setdefault(name, HostReport())
+
+    def add(self, name: str, result: Result) -> None:
+        self.host_report(name).results.append(result)
+
+    def on_all(
+        self, work: Callable[[Session, NodeRun], Any], names: Iterable[str] | None = None
+    ) -> dict[str, Outcome[Any]]:
+        chosen = set(names) if names is not None else None
+        targets = [h for h in self.hosts if chosen is None or h.name in chosen]
+        return self.pool.map(lambda s: work(s, self.runs[s.host.name]), targets)
+
+    def failed_hosts(self, outcomes: dict[str, Outcome[Any]], step: str) -> list[str]:
+        """Record hosts whose step raised; returns their names."""
+        bad = []
+        for name, out in outcomes.items():
+            if out.error is None:
+                continue
+            bad.append(name)
+            report = self.host_report(name)
+            if not out.reachable:
+                report.reachable = False
+                report.error, report.error_kind = out.error.message, out.error.kind
+            else:
+                self.add(name, Result(step, FAILED, out.error.message))
+        return bad
+
+    def lap(self, name: str, since: float) -> float:
+        self.timings[name] = round(time.monotonic() - since, 3)
+        return time.monotonic()
+
+    def save_local(self, name: str, content: str) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / name).write_text(content)
+
+    # -- the launch ------------------------------------------------------------
+    def run(self) -> TaskReport:
+        plan = self.plan
+        self.save_local("plan.json", json.dumps(plan.to_json(), indent=1))
+        self.report.cluster.append(
+            Result(
+                "launch.plan",
+                OK,
+                f"--tp {plan.tp} over {plan.nnodes} node(s) x {plan.ranks_per_node} rank(s), "
+                f"dist-init-addr {plan.dist_init_addr}, backend {plan.backend}, "
+                f"device {plan.device}; {plan.fit.message}",
+            )
+        )
+        for warning in plan.warnings:
+            self.report.cluster.append(Result("launch.plan", WARN, warning))
+        try:
+            with self.pool:
+                self.launch()
+        except KeyboardInterrupt:
+            self.progress("interrupted: stopping every rank")
+            self.stop_everywhere()
+            raise
+        finally:
+            self.report.extra["timings"] = self.timings
+            self.save_local("launch.json", json.dumps(self.report.to_json(), indent=1))
+        return self.report
+
+    def launch(self) -> None:
+        tic = time.monotonic()
+        self.progress(f"preparing {len(self.hosts)} node(s) for run {self.run_id}")
+        if not self.prepare():
+            return
+        tic = self.lap("prepare_s", tic)
+        if not self.lock():
+            return
+        tic = self.lap("lock_s", tic)
+        self.progress(f"preflight: {self.plan.backend} all_reduce over {self.plan.tp} ranks")
+        if not self.preflight():
+            self.abandon()
+            return
+        tic = self.lap("preflight_s", tic)
+        if not self.start():
+            return
+        tic = self.lap("start_s", tic)
+        self.wait_ready()
+        self.lap("ready_s", tic)
+        self.timings["total_s"] = round(time.monotonic() - self.started, 3)
+
+    def prepare(self) -> bool:
+        def work(session: Session, run: NodeRun) -> dict[str, Any]:
+            node = run.node
+            data = bundle(self.plan, node, self.run_id, env_file(node, self.host_vars[node.host]))
+            directory = shell.quote(run.paths.dir)
+            command = (
+                f"set -e; mkdir -p {directory}; tar -xf - -C {directory}; "
+                f"{node_python(node.python)} {directory}/supervisor.py prepare {directory}"
+            )
+            return json.loads(session.run(command, stdin=data).stdout)
+
+        outcomes = self.on_all(work)
+        bad = self.failed_hosts(outcomes, "launch.prepare")
+        for name, out in outcomes.items():
+            if out.value is None:
+                continue
+            busy = judge.describe_ports(out.value.get("ports", []))
+            if busy:
+                bad.append(name)
+                self.add(
+                    name,
+                    Result(
+                        "launch.prepare",
+                        FAILED,
+                        "; ".join(busy) + " (leftover ranks? `invoke status` / `invoke stop`)",
+                        judge.RUNBOOK_PORT,
+                    ),
+                )
+            else:
+                note = " (removed a stale lock of a dead supervisor)" * bool(
+                    out.value.get("stale_lock_removed")
+                )
+                self.add(name, Result("launch.prepare", OK, f"run dir ready, ports free{note}"))
+        return not bad
+
+    def lock(self) -> bool:
+        def work(session: Session, run: NodeRun) -> NodeLock:
+            run.lock = acquire_lock(session, "launch", state_dir=run.node.state_dir)
+            return run.lock
+
+        outcomes = self.on_all(work)
+        bad = self.failed_hosts(outcomes, "launch.lock")
+        if bad:
+            self.abandon()
+        return not bad
+
+    def abandon(self) -> None:
+        """Before any supervisor started: give the locks back."""
+
+        def work(session: Session, run: NodeRun) -> None:
+            if run.lock is not None:
+                release_lock(session, run.lock)
+                run.lock = None
+
+        self.on_all(work, [n for n, r in self.runs.items() if r.lock is not None])
+
+    def preflight(self) -> bool:
+        failed = threading.Event()
+        aborted: set[str] = set()
+        lock = threading.Lock()
+
+        def abort_others(me: str) -> None:
+            with lock:
+                if failed.is_set():
+                    return
+                failed.set()
+            for name, run in self.runs.items():
+                if name == me:
+                    continue
+                aborted.add(name)
+                directory = shell.quote(run.paths.dir)
+                command = (
+                    f"{node_python(run.node.python)} {directory}/supervisor.py "
+                    f"kill-preflight {directory}"
+                )
+                try:
+                    self.pool.session(self.hosts_by_name[name]).run(command, timeout=15)
+                except HostError:
+                    pass
+
+        def work(session: Session, run: NodeRun) -> dict[str, Any]:
+            node = run.node
+            directory = shell.quote(run.paths.dir)
+            environment = shell.quote(env_file(node, self.host_vars[node.host]))
+            command = (
+                f"cd {directory} && {{ if [ -f {environment} ]; then . {environment}; fi; }} "
+                f"&& echo $$ > preflight.pid && exec {shell.quote(node.python)} preflight.py "
+                f"run.json 2> preflight.log"
+            )
+            result = session.run(command, check=False, timeout=self.plan.preflight_timeout + 30)
+            try:
+                doc = json.loads(result.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                tail = (result.stderr or result.stdout).strip()[-300:]
+                raise HostError(
+                    node.host, f"preflight printed no result (exit {result.exit_status}): {tail}"
+                ) from None
+            run.preflight = doc
+            if not doc.get("ok"):
+                threading.Thread(target=abort_others, args=(node.host,), daemon=True).start()
+            return doc
+
+        outcomes = self.on_all(work)
+        errors = {n: o.error.message for n, o in outcomes.items() if o.error is not None}
+        for name, out in outcomes.items():
+            if out.error is not None and not out.reachable:
+                report = self.host_report(name)
+                report.reachable = False
+                report.error, report.error_kind = out.error.message, out.error.kind
+        reports = {n: r.preflight for n, r in self.runs.items()}
+        verdict = judge.judge_preflight(self.plan, reports, errors)
+        for name, result in verdict.hosts.items():
+            self.add(name, result)
+        self.report.cluster.append(verdict.cluster)
+        self.report.extra["preflight"] = {"timings": verdict.timings, "aborted": sorted(aborted)}
+        if not verdict.ok:
+            self.collect_logs(("preflight.log", "preflight.json"))
+        return verdict.ok
+
+    @property
+    def hosts_by_name(self) -> dict[str, Host]:
+        return {h.name: h for h in self.hosts}
+
+    def start(self) -> bool:
+        def work(session: Session, run: NodeRun) -> int:
+            assert run.lock is not None
+            directory = shell.quote(run.paths.dir)
+            lock_doc = json.dumps({"path": run.lock.path, "token": run.lock.token})
+            command = (
+                f"set -e; cd {directory}; cat > lock.json; "
+                f"ln -sfn {shell.quote(self.run_id)} {shell.quote(run.paths.current)}; "
+                f"setsid nohup {node_python(run.node.python)} supervisor.py supervise "
+                f"{directory} > supervisor.log 2>&1 < /dev/null & "
+                "for i in $(seq 1 100); do [ -s supervisor.pid ] && break; sleep 0.05; done; "
+                "cat supervisor.pid"
+            )
+            return int(session.run(command, stdin=lock_doc).stdout.strip())
+
+        outcomes = self.on_all(work)
+        bad = self.failed_hosts(outcomes, "launch.start")
+        for name, out in outcomes.items():
+            if out.value is not None:
+                self.runs[name].lock = None  # the supervisor holds it now
+                node = self.runs[name].node
+                self.add(
+                    name,
+                    Result(
+                        "launch.start",
+                        OK,
+                        f"supervisor pid {out.value} started ranks {node.rank_span} "
+                        f"(run dir {self.runs[name].paths.dir})",
+                    ),
+                )
+        if bad:
+            self.stop_everywhere()
+            self.report.cluster.append(
+                Result("launch.start", FAIL, f"could not start on {judge.hosts_text(bad)}")
+            )
+        return not bad
+
+    def read_states(self) -> None:
+        def work(session: Session, run: NodeRun) -> dict[str, Any]:
+            text = session.run(
+                f"cat {shell.quote(run.paths.dir)}/state.json 2>/dev/null || echo '{{}}'",
+                timeout=20,
+            ).stdout
+            try:
+                run.state = json.loads(text or "{}")
+            except ValueError:
+                pass  # caught mid-write: keep the previous one
+            return run.state
+
+        self.on_all(work)
+
+    def wait_ready(self) -> None:
+        plan = self.plan
+        deadline = time.monotonic() + plan.ready_timeout
+        started = time.monotonic()
+        answers: dict[str, int] = {}
+        while True:
+            self.read_states()
+            states = {n: r.state.get("state", "starting") for n, r in self.runs.items()}
+            if any(s in ("failed", "stopping", "stopped") for s in states.values()):
+                self.on_failure()
+                return
+            for node in plan.nodes:
+                if node.host not in answers or answers[node.host] != 200:
+                    answers[node.host] = http_status(health_url(node), timeout=5.0)
+            up = sum(len(r.state.get("ranks", {})) for r in self.runs.values())
+            if all(a == 200 for a in answers.values()) and all(
+                s == "running" for s in states.values()
+            ):
+                self.on_ready(time.monotonic() - started)
+                return
+            elapsed = time.monotonic() - started
+            self.progress(
+                f"waiting for {plan.node0.host} /health_generate: {elapsed:.0f} s, "
+                f"ranks up {up}/{plan.tp}, nodes answering "
+                f"{sum(a == 200 for a in answers.values())}/{plan.nnodes}"
+            )
+            if time.monotonic() > deadline:
+                self.on_timeout(answers)
+                return
+            time.sleep(POLL_S)
+
+    def on_ready(self, seconds: float) -> None:
+        plan = self.plan
+        for node in plan.nodes:
+            what = "/health_generate" if node.node_rank == 0 else "/health"
+            self.add(
+                node.host,
+                Result(
+                    "launch.ready",
+                    PASS,
+                    f"ranks {node.rank_span} running; {what} answers 200 on "
+                    f"{url_host(node.http_address)}:{node.http_port}",
+                ),
+            )
+        self.report.cluster.append(
+            Result(
+                "launch.endpoint",
+                PASS,
+                f"ready after {seconds:.1f} s: OpenAI base URL {plan.base_url} "
+                f"model {plan.model_name} (run {self.run_id})",
+            )
+        )
+        self.report.extra.update(base_url=plan.base_url, model=plan.model_name, ready=True)
+
+    def on_failure(self) -> None:
+        """A node's supervisor ended the run: wait for every node to finish stopping,
+        then name the first rank that died."""
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            states = [r.state.get("state") for r in self.runs.values()]
+            if all(s in ("failed", "stopped") for s in states):
+                break
+            time.sleep(POLL_S)
+            self.read_states()
+        statuses = self.node_statuses()
+        death = judge.first_death(statuses)
+        for name, status in statuses.items():
+            if not status:
+                continue
+            for result in judge.rank_results(status, None):
+                self.add(name, result)
+            if status.get("leftovers"):
+                self.add(
+                    name,
+                    Result(
+                        "launch.stop",
+                        FAILED,
+                        f"processes left after the stop: {status['leftovers']}",
+                        judge.RUNBOOK_LEFTOVERS,
+                    ),
+                )
+        if death:
+            self.report.cluster.append(judge.death_result(death))
+            self.report.extra["first_death"] = death
+        else:
+            reasons = {n: r.state.get("reason") for n, r in self.runs.items() if r.state}
+            reason = next((r for r in reasons.values() if r), "a node's supervisor ended the run")
+            self.report.cluster.append(
+                Result("launch.failed", FAIL, reason, judge.RUNBOOK_RANK_CRASH)
+            )
+        self.report.extra["ready"] = False
+        self.collect_logs()
+
+    def on_timeout(self, answers: dict[str, int]) -> None:
+        plan = self.plan
+        waiting = [f"{h} ({code or 'no answer'})" for h, code in answers.items() if code != 200]
+        self.stop_everywhere()
+        self.collect_logs()
+        tail = ""
+        log = self.local / plan.node0.host / SERVER_LOG
+        if log.exists():
+            lines = log.read_text(errors="replace").splitlines()
+            tail = f"; last log line on {plan.node0.host}: {lines[-1].strip()}" if lines else ""
+        self.report.cluster.append(
+            Result(
+                "launch.ready",
+                FAIL,
+                f"not ready after {plan.ready_timeout:g} s (ready_timeout): waiting for "
+                f"{', '.join(waiting) or 'the supervisors'}; every rank was stopped{tail}",
+                judge.RUNBOOK_WARMUP,
+            )
+        )
+        self.report.extra["ready"] = False
+
+    def node_statuses(self) -> dict[str, dict[str, Any] | None]:
+        def work(session: Session, run: NodeRun) -> dict[str, Any]:
+            directory = shell.quote(run.paths.dir)
+            command = f"{node_python(run.node.python)} {directory}/supervisor.py status {directory}"
+            run.status = json.loads(session.run(command, timeout=60).stdout)
+            return run.status
+
+        outcomes = self.on_all(work)
+        return {n: o.value for n, o in outcomes.items()}
+
+    def stop_everywhere(self) -> None:
+        def work(session: Session, run: NodeRun) -> dict[str, Any]:
+            directory = shell.quote(run.paths.dir)
+            command = (
+                f"if [ -f {directory}/state.json ]; then {node_python(run.node.python)} "
+                f"{directory}/supervisor.py stop {directory}; else echo '{{}}'; fi"
+            )
+            doc = json.loads(session.run(command, timeout=60).stdout or "{}")
+            if run.lock is not None:
+                release_lock(session, run.lock)
+                run.lock = None
+            return doc
+
+        self.on_all(work)
+
+    def collect_logs(self, names: Iterable[str] = LOG_FILES) -> None:
+        collect_run_logs(self.pool, self.hosts, self.local, {
+            n: r.paths.dir for n, r in self.runs.items()
+        }, names)  # fmt: skip
+
+
+def collect_run_logs(
+    pool: SessionPool,
+    hosts: list[Host],
+    local: Path,
+    run_dirs: dict[str, str],
+    names: Iterable[str] = LOG_FILES,
+) -> None:
+    """Copy a run's logs from every node into runs/<id>/<host>/ on the control node."""
+    wanted = list(names)
+
+    def work(session: Session) -> None:
+        remote = run_dirs.get(session.host.name)
+        if not remote:
+            return
+        target = local / session.host.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in wanted:
+            path = shell.quote(f"{remote}/{name}")
+            result = session.run(
+                f"if [ -f {path} ]; then tail -c {LOG_TAIL_BYTES} {path}; else exit 3; fi",
+                check=False,
+                timeout=120,
+            )
+            if result.exit_status == 0:
+                (target / name).write_text(result.stdout)
+
+    pool.map(work, [h for h in hosts if h.name in run_dirs])
+
+
+# -- status / stop / logs of an existing run ---------------------------------------------
+def _run_dir_expr(host: Host, run_id: str | None) -> str:
+    paths = RunPaths(str(var(host, "state_dir")), run_id or "current")
+    return paths.dir
+
+
+def _node_command(host: Host, action: str, run_id: str | None) -> str:
+    directory = shell.quote(_run_dir_expr(host, run_id))
+    python = node_python(f"{str(var(host, 'venv')).rstrip('/')}/bin/python")
+    return (
+        f"if [ -f {directory}/run.json ] && [ -f {directory}/supervisor.py ]; then "
+        f"{python} {directory}/supervisor.py {action} {directory}; else echo '{{}}'; fi"
+    )
+
+
+def _http_address(host: Host, status: dict[str, Any]) -> tuple[str, int] | None:
+    server = status.get("http") or {}
+    if not server.get("http_port"):
+        return None
+    bind = str(server.get("http_host") or "")
+    address = host.address if bind in ("", "0.0.0.0", "::") else bind
+    return address, int(server["http_port"])
+
+
+def node_ready(host: Host, status: dict[str, Any]) -> bool | None:
+    where = _http_address(host, status)
+    if where is None or status.get("state") != "running":
+        return None
+    path = "/health_generate" if status.get("node_rank") == 0 else "/health"
+    return http_status(f"http://{url_host(where[0])}:{where[1]}{path}", timeout=10) == 200
+
+
+def run_status(
+    hosts: list[Host], options: SSHOptions, *, forks: int, run_id: str | None = None
+) -> TaskReport:
+    """`invoke status`: every node's run, per rank: running or not, pid, uptime, ready."""
+    report = TaskReport("status")
+    with SessionPool(hosts, options, forks) as pool:
+        outcomes = pool.map(
+            lambda s: json.loads(s.run(_node_command(s.host, "status", run_id)).stdout or "{}")
+        )
+    statuses: dict[str, dict[str, Any]] = {}
+    by_name = {h.name: h for h in hosts}
+    for name, out in outcomes.items():
+        host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
+        if out.error is not None:
+            if out.reachable:
+                host_report.results.append(Result("status.node", FAIL, out.error.message))
+            else:
+                host_report.error, host_report.error_kind = out.error.message, out.error.kind
+            continue
+        status = out.value or {}
+        if not status:
+            host_report.results.append(Result("status.node", SKIP, "no launch on this node"))
+            continue
+        statuses[name] = status
+        ready = node_ready(by_name[name], status)
+        host_report.results.extend(_node_status_results(status, ready))
+    death = judge.first_death(statuses)
+    if death:
+        report.cluster.append(judge.death_result(death))
+        report.extra["first_death"] = death
+    for name, status in statuses.items():
+        if status.get("node_rank") == 0 and status.get("state") == "running":
+            where = _http_address(by_name[name], status)
+            if where:
+                report.extra["base_url"] = f"http://{url_host(where[0])}:{where[1]}/v1"
+    report.extra["runs"] = {n: s.get("run_id") for n, s in statuses.items()}
+    return report
+
+
+def _node_status_results(status: dict[str, Any], ready: bool | None) -> list[Result]:
+    state = status.get("state")
+    run = status.get("run_id")
+    rank_count = len(status.get("ranks", []))
+    node_rank = status.get("node_rank")
+    results: list[Result] = []
+    if state == "running":
+        level = PASS if ready else WARN
+        ready_text = "ready" if ready else "not ready yet"
+        results.append(
+            Result(
+                "status.node",
+                level,
+                f"run {run}: running, node rank {node_rank}, {rank_count} rank(s), {ready_text}",
+            )
+        )
+    elif state in ("starting", "stopping"):
+        results.append(Result("status.node", WARN, f"run {run}: {state}"))
+    elif state == "stopped":
+        results.append(Result("status.node", SKIP, f"run {run}: stopped ({status.get('reason')})"))
+    else:
+        results.append(
+            Result(
+                "status.node",
+                FAIL,
+                f"run {run}: {state} ({status.get('reason')})",
+                judge.RUNBOOK_RANK_CRASH,
+            )
+        )
+    if state in ("running", "starting", "failed", "orphaned"):
+        results.extend(judge.rank_results(status, ready))
+    leftovers = status.get("leftovers") or []
+    if state in ("stopped", "failed", "orphaned") and leftovers:
+        results.append(
+            Result(
+                "status.leftovers",
+                FAIL,
+                f"processes of this run still alive: {leftovers} (`invoke stop` ends them)",
+                judge.RUNBOOK_LEFTOVERS,
+            )
+        )
+    return results
+
+
+def run_stop(
+    hosts: list[Host],
+    options: SSHOptions,
+    *,
+    forks: int,
+    runs_dir: Path,
+    run_id: str | None = None,
+) -> TaskReport:
+    """`invoke stop`: every rank of the run on every node, idempotently; logs collected."""
+    report = TaskReport("stop")
+    with SessionPool(hosts, options, forks) as pool:
+        outcomes = pool.map(
+            lambda s: json.loads(
+                s.run(_node_command(s.host, "stop", run_id), timeout=90).stdout or "{}"
+            )
+        )
+        run_dirs: dict[str, str] = {}
+        ids = set()
+        for name, out in outcomes.items():
+            if out.value and out.value.get("run_id"):
+                ids.add(out.value["run_id"])
+                host = next(h for h in hosts if h.name == name)
+                run_dirs[name] = RunPaths(str(var(host, "state_dir")), out.value["run_id"]).dir
+        for run in ids:
+            collect_run_logs(
+                pool, hosts, runs_dir / run, {n: d for n, d in run_dirs.items() if run in d}
+            )
+    for name, out in outcomes.items():
+        host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
+        if out.error is not None:
+            if out.reachable:
+                host_report.results.append(Result("stop.node", FAILED, out.error.message))
+            else:
+                host_report.error, host_report.error_kind = out.error.message, out.error.kind
+            continue
+        status = out.value or {}
+        if not status:
+            host_report.results.append(Result("stop.node", OK, "nothing to stop (no launch)"))
+            continue
+        busy = judge.describe_ports(status.get("ports", []))
+        leftovers = status.get("leftovers") or []
+        alive = [r["rank"] for r in status.get("ranks", []) if r.get("alive")]
+        if busy or leftovers or alive:
+            problems = busy + [f"still alive: pids {leftovers}"] * bool(leftovers)
+            problems += [f"ranks {judge.spans(alive)} still running"] * bool(alive)
+            host_report.results.append(
+                Result("stop.node", FAILED, "; ".join(problems), judge.RUNBOOK_LEFTOVERS)
+            )
+            continue
+        what = (
+            "stopped"
+            if status.get("asked_supervisor") or status.get("killed_leftovers")
+            else "was not running"
+        )
+        host_report.results.append(
+            Result(
+                "stop.node",
+                OK,
+                f"run {status.get('run_id')} {what}: {len(status.get('ranks', []))} rank(s) "
+                f"down, no process left, ports free",
+            )
+        )
+    report.extra["runs"] = sorted(ids)
+    return report
+
+
+def run_logs(
+    hosts: list[Host],
+    options: SSHOptions,
+    *,
+    forks: int,
+    emit_line: Callable[[str, str, str], None],
+    run_id: str | None = None,
+    follow: bool = False,
+    lines: int = 0,
+    runs_dir: Path | None = None,
+) -> TaskReport:
+    """`invoke logs`: every node's SGLang log, each line tagged host:rank (--follow streams)."""
+    report = TaskReport("logs")
+    tail = f"-n {int(lines)}" if lines else "-n +1"
+
+    def path_of(host: Host) -> str:
+        return shell.quote(f"{_run_dir_expr(host, run_id)}/{SERVER_LOG}")
+
+    with SessionPool(hosts, options, forks) as pool:
+        if follow:
+            outcomes = pool.map(
+                lambda s: _follow(s, f"tail {tail} -F {path_of(s.host)} 2>/dev/null", emit_line)
+            )
+        else:
+
+            def work(session: Session) -> int:
+                path = path_of(session.host)
+                result = session.run(f"tail {tail} {path} 2>/dev/null || true", timeout=120)
+                text = result.stdout
+                if runs_dir is not None and text:
+                    where = shell.quote(_run_dir_expr(session.host, run_id))
+                    resolved = session.run(f"basename $(readlink -f {where})").stdout.strip()
+                    target = runs_dir / resolved / session.host.name
+                    target.mkdir(parents=True, exist_ok=True)
+                    (target / SERVER_LOG).write_text(text)
+                for tag, line in tag_lines(text.splitlines()):
+                    emit_line(session.host.name, tag, line)
+                return len(text.splitlines())
+
+            outcomes = pool.map(work)
+    for name, out in outcomes.items():
+        host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
+        if out.error is not None:
+            if out.reachable:
+                host_report.results.append(Result("logs.node", FAILED, out.error.message))
+            else:
+                host_report.error, host_report.error_kind = out.error.message, out.error.kind
+        elif out.value:
+            host_report.results.append(Result("logs.node", OK, f"{out.value} line(s)"))
+        else:
+            host_report.results.append(Result("logs.node", SKIP, "no log (no launch?)"))
+    return report
+
+
+def _follow(session: Session, command: str, emit_line: Callable[[str, str, str], None]) -> int:
+    """Stream a remote `tail -F`, line by line, until interrupted or the command ends."""
+    channel = session.transport.open_session()
+    channel.settimeout(0.5)
+    channel.exec_command(command)
+    buffer = b""
+    tag = "main"
+    count = 0
+    try:
+        while not channel.exit_status_ready() or channel.recv_ready():
+            try:
+                data = channel.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            buffer += data
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                line = raw.decode(errors="replace")
+                for line_tag, tagged in tag_lines([line], start_tag=tag):
+                    tag = line_tag
+                    emit_line(session.host.name, line_tag, tagged)
+                    count += 1
+    finally:
+        channel.close()
+    return count
+
+
+def launch(
+    plan: LaunchPlan,
+    hosts: dict[str, Host],
+    options: SSHOptions,
+    *,
+    forks: int,
+    runs_dir: Path,
+    progress: Progress | None = None,
+    run_id: str | None = None,
+) -> TaskReport:
+    """Preflight, start and wait for `plan` (see the module's docstring)."""
+    return Launcher(
+        plan, hosts, options, forks=forks, runs_dir=runs_dir, run_id=run_id, progress=progress
+    ).run()
+
+
+_ = LockHeld  # raised by acquire_lock; reported per host by failed_hosts

@@ -1,0 +1,79 @@
+"""`invoke provision`: roles of idempotent steps applied to every node in parallel.
+
+`run_provision` validates everything on the control node first (inventory-derived
+variables, templates, secrets, the wheel manifest, tags: bad input exits 2 before any
+host is touched), then hands one step list per host to the engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..host import Host
+from ..results import TaskReport
+from ..transport import SSHOptions
+from .engine import ProvisionOptions, TransferFactory, _no_progress, provision
+from .manifest import MANIFEST_NAME, load_manifest
+from .roles import (
+    ROLE_ORDER,
+    ROLES_DIR,
+    known_tags,
+    load_roles,
+    merged_vars,
+    parse_tags,
+    plan_host,
+    read_secrets,
+    select_steps,
+)
+from .steps import Step
+
+
+def plan(
+    hosts: list[Host],
+    wheels_dir: Path,
+    *,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    roles_dir: Path = ROLES_DIR,
+    environ: dict[str, str] | None = None,
+) -> dict[str, tuple[Host, list[Step]]]:
+    """Every host's selected steps (no SSH); raises InputError on any bad input."""
+    manifest = load_manifest(wheels_dir / MANIFEST_NAME)
+    roles = load_roles(ROLE_ORDER, roles_dir)
+    wanted = {str(n) for h in hosts for n in (merged_vars(h, roles).get("secret_env") or [])}
+    secrets = read_secrets(sorted(wanted), environ)
+    want_tags, skip = parse_tags(tags), parse_tags(skip_tags)
+    plans: dict[str, tuple[Host, list[Step]]] = {}
+    every_tag: set[str] = set()
+    for host in hosts:
+        steps = plan_host(host, roles, manifest, secrets=secrets)
+        every_tag |= known_tags(steps)
+        plans[host.name] = (host, steps)
+    unknown = sorted((want_tags | skip) - every_tag)
+    if unknown:
+        raise InputError(
+            f"unknown tag(s) {', '.join(unknown)}; known: {', '.join(sorted(every_tag))}",
+            key="tags",
+        )
+    return {
+        name: (host, select_steps(steps, want_tags, skip)) for name, (host, steps) in plans.items()
+    }
+
+
+def run_provision(
+    hosts: list[Host],
+    ssh_options: SSHOptions,
+    wheels_dir: Path,
+    *,
+    forks: int,
+    options: ProvisionOptions,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    transfers: TransferFactory = _no_progress,
+) -> TaskReport:
+    plans = plan(hosts, wheels_dir, tags=tags, skip_tags=skip_tags)
+    return provision(plans, ssh_options, forks=forks, options=options, transfers=transfers)
+
+
+__all__ = ["ProvisionOptions", "plan", "run_provision"]

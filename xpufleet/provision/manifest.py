@@ -1,0 +1,273 @@
+"""The two wheel manifests, one format each, shared by provision, build and doctor.
+
+1. The control node's `files/wheels/manifest.json` (written by `invoke build`, read by
+   `invoke provision`)::
+
+       {"format": 1, "wheels": [
+         {"name": "torch", "version": "2.7.0a0+gitc21dc11", "filename": "torch-...whl",
+          "sha256": "<64 hex>", "size": 123, "source": "https://github.com/pytorch/pytorch",
+          "commit": "c21dc11", "build_host": "build1", "date": "2025-01-01T00:00:00Z",
+          "no_deps": true, "import_name": "torch", "features": ["xccl"]}]}
+
+2. Each node's `<state_dir>/wheels.json` (written by provision after a wheel was
+   installed AND verified by import; read by provision to skip work and by doctor to
+   compare wheel hashes across nodes)::
+
+       {"format": 1, "wheels": {"torch": {"version": "...", "sha256": "...",
+         "filename": "...", "python": "/opt/xpufleet/venv/bin/python",
+         "installed_at": "2025-01-01T00:00:00Z"}}}
+
+   Keys are normalized distribution names (PEP 503: lowercase, runs of `-_.` -> `-`).
+   Doctor: `parse_node_state(text)` on the file's content (empty/absent -> {}).
+
+Wheels install in dependency order (`WHEEL_ORDER`): vLLM imports torch, SGLang imports vLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+FORMAT = 1
+MANIFEST_NAME = "manifest.json"
+NODE_STATE_NAME = "wheels.json"
+#: install order of the stack; wheels not named here come after, by name
+WHEEL_ORDER = ("torch", "triton", "vllm", "sglang")
+
+#: build features a wheel can promise, and the Python expression that proves each one
+FEATURE_CHECKS: dict[str, str] = {
+    "xccl": "__import__('torch.distributed').distributed.is_xccl_available()",
+    "xpu": "__import__('torch').xpu.is_available()",
+}
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_WHEEL_NAME = re.compile(
+    r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$"
+)
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name: `Py_CPUinfo` -> `py-cpuinfo`."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_wheel_filename(filename: str) -> tuple[str, str]:
+    """(normalized name, version) from a wheel file name (PEP 427)."""
+    match = _WHEEL_NAME.match(filename)
+    if not match:
+        raise InputError(f"not a wheel file name: {filename}", key="filename")
+    return normalize(match.group("name")), match.group("version")
+
+
+@dataclass(frozen=True)
+class WheelEntry:
+    """One built wheel the manifest promises, and how to check it after install."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    source: str = ""
+    commit: str = ""
+    build_host: str = ""
+    date: str = ""
+    no_deps: bool = True
+    import_name: str = ""
+    features: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return normalize(self.name)
+
+    @property
+    def module(self) -> str:
+        return self.import_name or self.key.replace("-", "_")
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["features"] = list(self.features)
+        return out
+
+
+def entry_for_file(path: Path, **meta: Any) -> WheelEntry:
+    """A manifest entry for a wheel file: name/version from its name, sha256 and size of
+    its bytes; `meta` adds source, commit, build_host, date, no_deps, import_name, features."""
+    import hashlib
+
+    name, version = parse_wheel_filename(path.name)
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    meta.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta["features"] = tuple(meta.get("features") or ())
+    return WheelEntry(
+        name=name,
+        version=version,
+        filename=path.name,
+        sha256=digest.hexdigest(),
+        size=path.stat().st_size,
+        **meta,
+    )
+
+
+def order_key(entry: WheelEntry) -> tuple[int, str]:
+    try:
+        return WHEEL_ORDER.index(entry.key), entry.key
+    except ValueError:
+        return len(WHEEL_ORDER), entry.key
+
+
+def entry_from_json(item: Any, where: str) -> WheelEntry:
+    """A manifest item, validated (bad manifest = bad input, exit 2, before any host)."""
+    if not isinstance(item, dict):
+        raise InputError("each wheel must be a mapping", file=where, key="wheels")
+    for key in ("name", "version", "filename", "sha256", "size"):
+        if key not in item:
+            raise InputError(f"wheel entry lacks '{key}'", file=where, key=key)
+    sha = str(item["sha256"]).lower()
+    if not _SHA256.match(sha):
+        raise InputError(f"sha256 of {item['name']} is not 64 hex digits", file=where, key="sha256")
+    features = tuple(item.get("features") or ())
+    unknown = sorted(set(features) - set(FEATURE_CHECKS))
+    if unknown:
+        raise InputError(
+            f"unknown feature(s) {unknown} of {item['name']} (known: {sorted(FEATURE_CHECKS)})",
+            file=where,
+            key="features",
+        )
+    known = {f for f in WheelEntry.__dataclass_fields__}
+    extra = sorted(set(item) - known)
+    if extra:
+        raise InputError(
+            f"unknown key(s) {extra} in wheel {item['name']}", file=where, key=extra[0]
+        )
+    return WheelEntry(
+        name=str(item["name"]),
+        version=str(item["version"]),
+        filename=str(item["filename"]),
+        sha256=sha,
+        size=int(item["size"]),
+        source=str(item.get("source", "")),
+        commit=str(item.get("commit", "")),
+        build_host=str(item.get("build_host", "")),
+        date=str(item.get("date", "")),
+        no_deps=bool(item.get("no_deps", True)),
+        import_name=str(item.get("import_name", "")),
+        features=features,
+    )
+
+
+@dataclass
+class Manifest:
+    """files/wheels/manifest.json: the wheels every node gets, in install order."""
+
+    path: Path
+    wheels: list[WheelEntry] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    def ordered(self) -> list[WheelEntry]:
+        return sorted(self.wheels, key=order_key)
+
+    def wheel_path(self, entry: WheelEntry) -> Path:
+        return self.directory / entry.filename
+
+    def upsert(self, entry: WheelEntry) -> None:
+        """Replace the entry of the same distribution (one version of each is pushed)."""
+        self.wheels = [w for w in self.wheels if w.key != entry.key] + [entry]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "wheels": [w.to_json() for w in self.ordered()]}
+
+    def save(self) -> None:
+        """Write atomically (a build interrupted mid-write never leaves half a manifest)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def load_manifest(path: Path) -> Manifest:
+    """The manifest at `path`; absent file = no wheels to push."""
+    if not path.exists():
+        return Manifest(path)
+    where = str(path)
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", file=where, line=exc.lineno) from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("wheels", []), list):
+        raise InputError("expected {'format': 1, 'wheels': [...]}", file=where, key="wheels")
+    entries = [entry_from_json(item, where) for item in doc.get("wheels", [])]
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.key in seen:
+            raise InputError(f"wheel {entry.name} listed twice", file=where, key="name")
+        seen.add(entry.key)
+    return Manifest(path, entries)
+
+
+# -- node side: <state_dir>/wheels.json ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstalledWheel:
+    """What provision installed (and verified by import) on a node."""
+
+    name: str
+    version: str
+    sha256: str
+    filename: str = ""
+    python: str = ""
+    installed_at: str = ""
+
+
+def node_state_path(state_dir: str) -> str:
+    return f"{state_dir.rstrip('/')}/{NODE_STATE_NAME}"
+
+
+def parse_node_state(text: str) -> dict[str, InstalledWheel]:
+    """A node's wheels.json content -> {normalized name: InstalledWheel}; unreadable -> {}.
+
+    A corrupt file is treated as "nothing known installed": provision then re-verifies
+    and rewrites it, which is the safe direction.
+    """
+    try:
+        doc = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError:
+        return {}
+    wheels = doc.get("wheels", {}) if isinstance(doc, dict) else {}
+    found: dict[str, InstalledWheel] = {}
+    if not isinstance(wheels, dict):
+        return found
+    for name, item in wheels.items():
+        if not isinstance(item, dict):
+            continue
+        found[normalize(name)] = InstalledWheel(
+            name=normalize(name),
+            version=str(item.get("version", "")),
+            sha256=str(item.get("sha256", "")),
+            filename=str(item.get("filename", "")),
+            python=str(item.get("python", "")),
+            installed_at=str(item.get("installed_at", "")),
+        )
+    return found
+
+
+def render_node_state(installed: dict[str, InstalledWheel]) -> str:
+    wheels = {}
+    for key in sorted(installed):
+        item = asdict(installed[key])
+        item.pop("name")
+        wheels[key] = item
+    return json.dumps({"format": FORMAT, "wheels": wheels}, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,192 @@
+"""The wheel step: push a built wheel only when the node lacks that exact sha256.
+
+State = the node's `<state_dir>/wheels.json` entry (what provision installed and
+verified) AND the version the environment really has (`importlib.metadata`): both
+must match the manifest for `ok`. Otherwise: reuse a verified copy in the node's
+wheel cache or stream the wheel there (temp name, size+sha256 checked on the node,
+atomic rename), pip-install it, import it, check the promised build features (torch:
+xccl), and only then record it in wheels.json. A cut transfer never reaches pip.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import shell
+from ..errors import CommandFailed
+from ..results import CHANGED, FAILED, OK
+from .manifest import FEATURE_CHECKS, WheelEntry, node_state_path, parse_node_state
+from .steps import Decision, Step
+from .transfer import push_file
+
+if TYPE_CHECKING:
+    from .engine import ApplyContext
+
+_INSTALLED_PY = (
+    "import sys, importlib.metadata as m\n"
+    "try:\n"
+    "    print(m.version(sys.argv[1]))\n"
+    "except m.PackageNotFoundError:\n"
+    "    print('none')\n"
+)
+
+#: runs on the node after pip: import, check version and features, then record
+_VERIFY_AND_RECORD_PY = """
+import importlib, importlib.metadata as m, json, os, sys, time
+spec = json.loads(sys.argv[1])
+checks = json.loads(sys.argv[2])
+try:
+    importlib.import_module(spec["module"])
+    version = m.version(spec["name"])
+except Exception as exc:
+    sys.exit(f"import {spec['module']} failed after install: {type(exc).__name__}: {exc}")
+if version != spec["version"]:
+    sys.exit(f"{spec['name']} reports version {version}, manifest says {spec['version']}")
+for feature, expr in checks.items():
+    try:
+        good = bool(eval(expr))
+    except Exception as exc:
+        good = False
+    if not good:
+        sys.exit(f"{spec['name']} {version} lacks the build feature '{feature}' ({expr} is false)")
+path = spec["state_file"]
+try:
+    with open(path) as fh:
+        doc = json.load(fh)
+except (OSError, ValueError):
+    doc = {}
+if not isinstance(doc, dict) or not isinstance(doc.get("wheels"), dict):
+    doc = {"format": 1, "wheels": {}}
+doc["format"] = 1
+doc["wheels"][spec["key"]] = {
+    "version": version, "sha256": spec["sha256"], "filename": spec["filename"],
+    "python": sys.executable,
+    "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+}
+os.makedirs(os.path.dirname(path), exist_ok=True)
+tmp = path + ".tmp"
+with open(tmp, "w") as fh:
+    json.dump(doc, fh, indent=2, sort_keys=True)
+    fh.write("\\n")
+os.replace(tmp, path)
+print(json.dumps({"version": version, "features": sorted(checks)}))
+"""
+
+
+@dataclass
+class Wheel(Step):
+    entry: WheelEntry | None = None
+    local_path: Path = field(default_factory=Path)
+    python: str = ""
+    state_dir: str = ""
+    cache_dir: str = ""
+    reprobe: bool = True
+
+    @property
+    def _entry(self) -> WheelEntry:
+        assert self.entry is not None
+        return self.entry
+
+    @property
+    def state_file(self) -> str:
+        return node_state_path(self.state_dir)
+
+    def probe(self) -> str:
+        py = shell.quote(self.python)
+        return (
+            f"printf 'recorded '; base64 -w0 < {shell.quote(self.state_file)} 2>/dev/null; echo; "
+            f"printf 'installed '; if [ -x {py} ]; then "
+            f"{py} -c {shell.quote(_INSTALLED_PY)} {shell.quote(self._entry.key)}; "
+            "else echo none; fi"
+        )
+
+    def decide(self, state: str, *, diff: bool = False) -> Decision:
+        entry = self._entry
+        facts = dict((line.split(" ", 1) + [""])[:2] for line in state.strip().splitlines() if line)
+        try:
+            recorded_text = base64.b64decode(facts.get("recorded", "").strip()).decode()
+        except ValueError:
+            recorded_text = ""
+        recorded = parse_node_state(recorded_text).get(entry.key)
+        installed = facts.get("installed", "none").strip() or "none"
+        label = f"{entry.key} {entry.version} (sha256 {entry.sha256[:12]})"
+        if recorded and recorded.sha256 == entry.sha256 and installed == entry.version:
+            return Decision(OK, f"{label} installed")
+        if installed == "none":
+            why = "not installed"
+        elif installed != entry.version:
+            why = f"node has {installed}"
+        elif recorded is None:
+            why = "installed by something else than provision (no wheels.json record)"
+        elif recorded.sha256 != entry.sha256:
+            why = f"node has sha256 {recorded.sha256[:12]}"
+        else:
+            why = "state differs"
+        return Decision(CHANGED, f"push and install {label}: {why}")
+
+    def apply(self, ctx: ApplyContext) -> str:
+        entry = self._entry
+        if not self.local_path.exists():
+            raise CommandFailed(
+                ctx.session.host.name,
+                "push",
+                2,
+                f"{self.local_path} is listed in the manifest but missing on the control "
+                "node: run `invoke build`",
+            )
+        cached = shell.quote(f"{self.cache_dir.rstrip('/')}/{entry.filename}")
+        have = ctx.run(f"sha256sum {cached} 2>/dev/null | cut -c1-64; true").stdout.strip()
+        how = "cached copy"
+        if have != entry.sha256:
+            with ctx.transfer(f"{entry.key} {entry.version}", entry.size) as advance:
+                sent = push_file(
+                    ctx.session,
+                    self.local_path,
+                    self.cache_dir,
+                    name=entry.filename,
+                    sha256=entry.sha256,
+                    progress=advance,
+                )
+            ctx.bytes_sent += sent
+            how = f"pushed {sent / 1e6:.1f} MB"
+        installed_version = _installed(ctx.state)
+        pip = [self.python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
+        if entry.no_deps or installed_version == entry.version:
+            pip.append("--no-deps")
+        if installed_version == entry.version:
+            pip.append("--force-reinstall")  # same version, other build: replace it
+        pip.append(f"{self.cache_dir.rstrip('/')}/{entry.filename}")
+        spec = {
+            "name": entry.key,
+            "key": entry.key,
+            "module": entry.module,
+            "version": entry.version,
+            "sha256": entry.sha256,
+            "filename": entry.filename,
+            "state_file": self.state_file,
+        }
+        checks = {f: FEATURE_CHECKS[f] for f in entry.features}
+        verify = shell.join(
+            [self.python, "-c", _VERIFY_AND_RECORD_PY, json.dumps(spec), json.dumps(checks)]
+        )
+        out = ctx.run(f"{shell.join(pip)} >/dev/null && {verify}").stdout.strip()
+        try:
+            verified = json.loads(out.splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            verified = {}
+        features = ", ".join(verified.get("features", [])) or "import"
+        return f"{how}, installed, verified ({features})"
+
+
+def _installed(state: str) -> str:
+    for line in state.splitlines():
+        if line.startswith("installed "):
+            return line.split(" ", 1)[1].strip()
+    return "none"
+
+
+__all__ = ["Wheel", "FAILED"]
