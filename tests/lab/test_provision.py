@@ -221,15 +221,21 @@ def test_check_and_diff_change_nothing(cluster: Any, wheels: Path) -> None:
     assert {v for v in statuses(again).values()} <= {"ok", "skip"}
 
 
-def _kill_receiver(marker: str) -> bool:
-    """Kill the sshd session process that feeds the node-side receiver of `marker`:
-    the TCP connection really drops in the middle of the transfer."""
+def _kill_receiver(marker: str, address: str, port: int) -> bool:
+    """Kill the sshd session process that feeds node `address`'s receiver of `marker`:
+    the TCP connection really drops in the middle of the transfer. Every node runs the
+    same receiver command, so the node is told apart by the session's SSH_CONNECTION."""
+    server_end = f" {address} {port}".encode()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             if marker not in cmdline or ".part" not in cmdline:
+                continue
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            connection = next((e for e in environ if e.startswith(b"SSH_CONNECTION=")), b"")
+            if not connection.endswith(server_end):
                 continue
             stat = Path(f"/proc/{pid}/stat").read_text()
             parent = int(stat.rsplit(")", 1)[1].split()[1])
@@ -259,7 +265,7 @@ def test_transfer_cut_off_half_way_leaves_nothing_broken_and_rerun_converges(
             nonlocal seen
             seen += n
             if host == "node1" and not killed and seen >= total // 3:
-                if _kill_receiver("xpufleet_big"):
+                if _kill_receiver("xpufleet_big", cluster.node_address(1), cluster.port):
                     killed.append(seen)
 
         yield advance
@@ -272,7 +278,9 @@ def test_transfer_cut_off_half_way_leaves_nothing_broken_and_rerun_converges(
     assert step.runbook == "docs/runbooks/provision.md#interrupted-transfer"
     # the other nodes went on and finished
     for name in ("node2", "node3", "node4"):
-        assert statuses(report, name)[f"{name}:provision.wheels.xpufleet-big"] == "changed"
+        assert statuses(report, name)[f"{name}:provision.wheels.xpufleet-big"] == "changed", [
+            (r.id, r.message) for r in report.hosts[name].results if r.status == "failed"
+        ]
     # node1: no half file under any name, nothing installed, nothing recorded, no lock
     out = run_on(
         cluster,

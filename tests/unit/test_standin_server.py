@@ -183,7 +183,11 @@ def test_a_killed_rank_brings_its_peers_down(two_nodes: dict) -> None:
     assert node0.returncode != 0
     text = (two_nodes["logs"] / "node0.log").read_text()
     assert "Scheduler hit an exception" in text
-    assert all(not _alive(r) for r in two_nodes["ranks"][node0.pid])
+    ranks = two_nodes["ranks"][node0.pid]
+    deadline = time.monotonic() + 10  # SIGKILLed by their server: gone in a moment
+    while any(_alive(r) for r in ranks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(r) for r in ranks)
 
 
 def test_bench_one_batch_prints_the_forks_format(tmp_path: Path) -> None:

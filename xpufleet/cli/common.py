@@ -31,7 +31,8 @@ HOST_FLAGS_HELP = {
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(stderr=True)
+#: wide enough for one-line messages when stderr is a file or pipe (CI logs, `2> log`)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 @dataclass

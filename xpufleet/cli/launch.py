@@ -11,6 +11,7 @@ from invoke import task
 from rich.table import Table
 from rich.text import Text
 
+from ..errors import XpufleetError
 from ..launch.plan import LaunchPlan, plan_launch
 from ..launch.runner import launch as run_launch
 from ..launch.runner import run_logs, run_status, run_stop
@@ -229,4 +230,88 @@ def logs(
     return report.exit_code()
 
 
-TASKS = [launch, status, stop, logs]
+@task(
+    help={
+        "message": "the user message to send",
+        "max_tokens": "longest answer, in tokens (default 32)",
+        "url": "OpenAI base URL (default: node 0 of the running launch, from `status`)",
+        **HOST_FLAGS_HELP,
+    }
+)
+@exits
+def chat(
+    c: Any,
+    message: str,
+    max_tokens: int = 32,
+    url: str | None = None,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+) -> int:
+    """One chat request through the launched server's OpenAI-compatible API."""
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    if url is None:
+        found = run_status(ctx.hosts, ctx.options, forks=int(ctx.settings.forks))
+        url = found.extra.get("base_url")
+        if not url:
+            raise XpufleetError("no running launch found (`invoke launch --tp N` first)")
+    answer = openai_chat(url, message, int(max_tokens))
+    report = TaskReport("chat")
+    report.cluster.append(
+        Result(
+            "chat.reply",
+            PASS,
+            f"{answer['model']}: {answer['content']!r} "
+            f"({answer['completion_tokens']} tokens in {answer['seconds']:.2f} s)",
+            data=answer,
+        )
+    )
+    if json:
+        return emit(report, as_json=True)
+    console.print(f"[bold]user[/]: {message}", highlight=False)
+    console.print(f"[bold]{answer['model']}[/]: {answer['content']}", highlight=False)
+    console.print(
+        f"({answer['completion_tokens']} tokens in {answer['seconds']:.2f} s from {url})",
+        highlight=False,
+    )
+    return 0
+
+
+def openai_chat(base_url: str, message: str, max_tokens: int) -> dict[str, Any]:
+    """POST /chat/completions (standard library only; the `openai` package is not needed)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    def call(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = jsonlib.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            base_url.rstrip("/") + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return dict(jsonlib.loads(response.read()))
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise XpufleetError(f"chat request to {base_url}{path} failed: {exc}") from exc
+
+    model = call("/models")["data"][0]["id"]
+    tic = time.perf_counter()
+    reply = call(
+        "/chat/completions",
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": message}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        },
+    )
+    return {
+        "model": model,
+        "content": reply["choices"][0]["message"]["content"],
+        "completion_tokens": reply.get("usage", {}).get("completion_tokens"),
+        "seconds": time.perf_counter() - tic,
+    }
+
+
+TASKS = [launch, status, stop, logs, chat]

@@ -78,8 +78,8 @@ def _cause(plan: LaunchPlan, failed: list[dict[str, Any]], errors: Mapping[str, 
             "use: leftover ranks of an earlier run, or another service",
             RUNBOOK_PORT,
         )
-    connect_failed = [r for r in failed if r.get("stage") == "connect"]
-    if "timeout" in kinds and connect_failed:
+    dropped = [r for r in failed if r.get("stage") == "connect" and r.get("kind") == "timeout"]
+    if dropped:
         return (
             f"connecting to the rendezvous store {store} on {head} timed out: packets are "
             f"dropped (a firewall rule blocking port {plan.rendezvous_port} on {head}, or a "

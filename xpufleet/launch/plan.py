@@ -182,7 +182,13 @@ class LaunchPlan:
         doc["fit"]["message"] = self.fit.message
         doc["base_url"] = self.base_url
         doc["nodes"] = [
-            {**asdict(node), "argv": list(node.argv), "ranks": [asdict(r) for r in node.ranks]}
+            {
+                **asdict(node),
+                "argv": list(node.argv),
+                "ranks": [asdict(r) for r in node.ranks],
+                "rank_span": node.rank_span,
+                "http_address": node.http_address,
+            }
             for node in self.nodes
         ]
         doc["warnings"] = list(self.warnings)

@@ -95,12 +95,14 @@ def _environment() -> jinja2.Environment:
 
 
 def render_launch_script(plan: LaunchPlan, node: NodePlan, run_id: str, env_path: str) -> str:
-    """The per-launch script: provision's environment, the plan's env, then exec the argv."""
+    """The per-launch script: provision's environment, the plan's env, then the preflight
+    which hands its process over to the plan's exact SGLang command line."""
     for name in node.env:
         if not _ENV_NAME.match(name):
             raise PlanError(f"not an environment variable name: {name!r}", key="ccl_env")
     template = _environment().get_template("launch.sh.j2")
-    return template.render(plan=plan, node=node, run_id=run_id, env_file=env_path)
+    run_dir = RunPaths(node.state_dir, run_id).dir
+    return template.render(plan=plan, node=node, run_id=run_id, env_file=env_path, run_dir=run_dir)
 
 
 def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]:

@@ -1,16 +1,20 @@
-"""The edge of launching: SSH to every node of a plan, preflight, start, wait, and the
-status / stop / logs of a run. Judgement is in outcome.py, rendering in render.py.
+"""The edge of launching: SSH to every node of a plan, start, wait, and the status /
+stop / logs of a run. Judgement is in outcome.py, rendering in render.py.
 
 A launch, per node and in parallel, takes one round trip per step:
 1. prepare: write the run directory (tar), drop a lock whose supervisor is gone, report
    who holds the ports the launch needs;
-2. lock: provision's node lock (a second launch or a provision is refused);
-3. preflight: the collective over exactly the planned ranks, under a hard timeout; the
-   first node that fails makes the control node stop the others' preflight at once;
-4. start: `setsid nohup supervisor.py supervise` (outlives SSH); the supervisor takes the
-   lock over, starts the launch script and watches the ranks;
-5. wait: node 0's /health_generate and the other nodes' /health over HTTP, the
-   supervisors' state over SSH; a failed node ends the wait at once.
+2. lock: provision's node lock (a second launch or a provision is refused), then the
+   ports must be free;
+3. start: `setsid nohup supervisor.py supervise` (outlives SSH); the supervisor takes the
+   lock over and runs the launch script, which runs the preflight collective over exactly
+   the planned ranks and, if it passed, becomes `python -m sglang.launch_server` in the
+   same process (one torch import); a node whose preflight fails exits, and its
+   supervisor stops every node;
+4. wait: the preflight reports (`preflight.json`) and the supervisors' state over SSH,
+   then node 0's /health_generate and the other nodes' /health over HTTP; a failed
+   node ends the wait at once and the report names the ranks that never joined, or the
+   first rank that died.
 Fail-fast after that is the supervisors' job (remote/supervisor.py), so it also holds
 after this command has returned.
 """
@@ -18,7 +22,6 @@ after this command has returned.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from .. import shell
-from ..errors import HostError, LockHeld
 from ..executor import Outcome, SessionPool
 from ..host import Host
 from ..provision.lock import NodeLock, acquire_lock, release_lock
@@ -108,6 +110,8 @@ class Launcher:
         self.report = TaskReport("launch")
         self.runs = {n.host: NodeRun(n, RunPaths(n.state_dir, self.run_id)) for n in plan.nodes}
         self.timings: dict[str, float] = {}
+        self.prepared: dict[str, dict[str, Any]] = {}
+        self.preflight_judged = False
         self.started = time.monotonic()
         self.report.extra.update(run_id=self.run_id, plan=plan.to_json())
 
@@ -181,14 +185,9 @@ class Launcher:
         if not self.prepare():
             return
         tic = self.lap("prepare_s", tic)
-        if not self.lock():
+        if not self.lock() or not self.check_ports():
             return
         tic = self.lap("lock_s", tic)
-        self.progress(f"preflight: {self.plan.backend} all_reduce over {self.plan.tp} ranks")
-        if not self.preflight():
-            self.abandon()
-            return
-        tic = self.lap("preflight_s", tic)
         if not self.start():
             return
         tic = self.lap("start_s", tic)
@@ -209,10 +208,16 @@ class Launcher:
 
         outcomes = self.on_all(work)
         bad = self.failed_hosts(outcomes, "launch.prepare")
-        for name, out in outcomes.items():
-            if out.value is None:
-                continue
-            busy = judge.describe_ports(out.value.get("ports", []))
+        self.prepared = {n: o.value for n, o in outcomes.items() if o.value is not None}
+        if bad:
+            self.abandon()
+        return not bad
+
+    def check_ports(self) -> bool:
+        """After the lock (so a running launch is named as such): the ports must be free."""
+        bad = []
+        for name, doc in self.prepared.items():
+            busy = judge.describe_ports(doc.get("ports", []))
             if busy:
                 bad.append(name)
                 self.add(
@@ -226,9 +231,11 @@ class Launcher:
                 )
             else:
                 note = " (removed a stale lock of a dead supervisor)" * bool(
-                    out.value.get("stale_lock_removed")
+                    doc.get("stale_lock_removed")
                 )
                 self.add(name, Result("launch.prepare", OK, f"run dir ready, ports free{note}"))
+        if bad:
+            self.abandon()
         return not bad
 
     def lock(self) -> bool:
@@ -242,78 +249,17 @@ class Launcher:
             self.abandon()
         return not bad
 
-    def abandon(self) -> None:
-        """Before any supervisor started: give the locks back."""
+    def abandon(self, keep_dirs: bool = False) -> None:
+        """Before any supervisor started: give the locks back, drop the unused run dirs."""
 
         def work(session: Session, run: NodeRun) -> None:
             if run.lock is not None:
                 release_lock(session, run.lock)
                 run.lock = None
+            if not keep_dirs:
+                session.run(f"rm -rf {shell.quote(run.paths.dir)}", check=False)
 
-        self.on_all(work, [n for n, r in self.runs.items() if r.lock is not None])
-
-    def preflight(self) -> bool:
-        failed = threading.Event()
-        aborted: set[str] = set()
-        lock = threading.Lock()
-
-        def abort_others(me: str) -> None:
-            with lock:
-                if failed.is_set():
-                    return
-                failed.set()
-            for name, run in self.runs.items():
-                if name == me:
-                    continue
-                aborted.add(name)
-                directory = shell.quote(run.paths.dir)
-                command = (
-                    f"{node_python(run.node.python)} {directory}/supervisor.py "
-                    f"kill-preflight {directory}"
-                )
-                try:
-                    self.pool.session(self.hosts_by_name[name]).run(command, timeout=15)
-                except HostError:
-                    pass
-
-        def work(session: Session, run: NodeRun) -> dict[str, Any]:
-            node = run.node
-            directory = shell.quote(run.paths.dir)
-            environment = shell.quote(env_file(node, self.host_vars[node.host]))
-            command = (
-                f"cd {directory} && {{ if [ -f {environment} ]; then . {environment}; fi; }} "
-                f"&& echo $$ > preflight.pid && exec {shell.quote(node.python)} preflight.py "
-                f"run.json 2> preflight.log"
-            )
-            result = session.run(command, check=False, timeout=self.plan.preflight_timeout + 30)
-            try:
-                doc = json.loads(result.stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                tail = (result.stderr or result.stdout).strip()[-300:]
-                raise HostError(
-                    node.host, f"preflight printed no result (exit {result.exit_status}): {tail}"
-                ) from None
-            run.preflight = doc
-            if not doc.get("ok"):
-                threading.Thread(target=abort_others, args=(node.host,), daemon=True).start()
-            return doc
-
-        outcomes = self.on_all(work)
-        errors = {n: o.error.message for n, o in outcomes.items() if o.error is not None}
-        for name, out in outcomes.items():
-            if out.error is not None and not out.reachable:
-                report = self.host_report(name)
-                report.reachable = False
-                report.error, report.error_kind = out.error.message, out.error.kind
-        reports = {n: r.preflight for n, r in self.runs.items()}
-        verdict = judge.judge_preflight(self.plan, reports, errors)
-        for name, result in verdict.hosts.items():
-            self.add(name, result)
-        self.report.cluster.append(verdict.cluster)
-        self.report.extra["preflight"] = {"timings": verdict.timings, "aborted": sorted(aborted)}
-        if not verdict.ok:
-            self.collect_logs(("preflight.log", "preflight.json"))
-        return verdict.ok
+        self.on_all(work, list(self.prepared))
 
     @property
     def hosts_by_name(self) -> dict[str, Host]:
@@ -357,18 +303,35 @@ class Launcher:
         return not bad
 
     def read_states(self) -> None:
+        """Every node's supervisor state and preflight report, one round trip per node."""
+
         def work(session: Session, run: NodeRun) -> dict[str, Any]:
+            directory = shell.quote(run.paths.dir)
             text = session.run(
-                f"cat {shell.quote(run.paths.dir)}/state.json 2>/dev/null || echo '{{}}'",
+                f"cat {directory}/state.json 2>/dev/null || echo '{{}}'; echo; "
+                f"cat {directory}/preflight.json 2>/dev/null || echo null",
                 timeout=20,
             ).stdout
+            state_text, _, preflight_text = text.strip().rpartition("\n")
             try:
-                run.state = json.loads(text or "{}")
+                run.state = json.loads(state_text or "{}")
+                run.preflight = json.loads(preflight_text or "null") or run.preflight
             except ValueError:
                 pass  # caught mid-write: keep the previous one
             return run.state
 
         self.on_all(work)
+
+    def judge_preflight(self) -> judge.PreflightVerdict:
+        verdict = judge.judge_preflight(
+            self.plan, {n: r.preflight for n, r in self.runs.items()}, {}
+        )
+        for name, result in verdict.hosts.items():
+            self.add(name, result)
+        self.report.cluster.append(verdict.cluster)
+        self.report.extra["preflight"] = {"ok": verdict.ok, "timings": verdict.timings}
+        self.preflight_judged = True
+        return verdict
 
     def wait_ready(self) -> None:
         plan = self.plan
@@ -381,6 +344,20 @@ class Launcher:
             if any(s in ("failed", "stopping", "stopped") for s in states.values()):
                 self.on_failure()
                 return
+            passed = sum(bool(r.preflight and r.preflight.get("ok")) for r in self.runs.values())
+            if not self.preflight_judged and passed == plan.nnodes:
+                self.judge_preflight()
+                self.timings["preflight_s"] = round(time.monotonic() - started, 3)
+            if not self.preflight_judged:
+                self.progress(
+                    f"preflight: {plan.backend} all_reduce over {plan.tp} ranks, "
+                    f"{passed}/{plan.nnodes} node(s) passed ({time.monotonic() - started:.0f} s)"
+                )
+                if time.monotonic() > deadline:
+                    self.on_timeout(answers)
+                    return
+                time.sleep(POLL_S)
+                continue
             for node in plan.nodes:
                 if node.host not in answers or answers[node.host] != 200:
                     answers[node.host] = http_status(health_url(node), timeout=5.0)
@@ -434,6 +411,14 @@ class Launcher:
                 break
             time.sleep(POLL_S)
             self.read_states()
+        self.read_states()
+        if not self.preflight_judged:
+            verdict = self.judge_preflight()
+            if not verdict.ok:
+                # the engine never started anywhere: the preflight's verdict is the story
+                self.report.extra["ready"] = False
+                self.collect_logs()
+                return
         statuses = self.node_statuses()
         death = judge.first_death(statuses)
         for name, status in statuses.items():
@@ -587,6 +572,8 @@ def run_status(
         )
     statuses: dict[str, dict[str, Any]] = {}
     by_name = {h.name: h for h in hosts}
+    found = {n: o.value for n, o in outcomes.items() if o.value}
+    latest = max((str(s.get("run_id") or "") for s in found.values()), default="")
     for name, out in outcomes.items():
         host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
         if out.error is not None:
@@ -599,10 +586,22 @@ def run_status(
         if not status:
             host_report.results.append(Result("status.node", SKIP, "no launch on this node"))
             continue
+        ended = status.get("state") in ("stopped", "failed") and not status.get("leftovers")
+        if status.get("run_id") != latest and ended:
+            # an older run that has ended: not part of the run asked about
+            host_report.results.append(
+                Result(
+                    "status.node",
+                    SKIP,
+                    f"not in run {latest}; its last run {status.get('run_id')} "
+                    f"{status.get('state')}",
+                )
+            )
+            continue
         statuses[name] = status
         ready = node_ready(by_name[name], status)
         host_report.results.extend(_node_status_results(status, ready))
-    death = judge.first_death(statuses)
+    death = judge.first_death({n: s for n, s in statuses.items() if s.get("run_id") == latest})
     if death:
         report.cluster.append(judge.death_result(death))
         report.extra["first_death"] = death
@@ -736,28 +735,38 @@ def run_logs(
     lines: int = 0,
     runs_dir: Path | None = None,
 ) -> TaskReport:
-    """`invoke logs`: every node's SGLang log, each line tagged host:rank (--follow streams)."""
+    """`invoke logs`: the run's SGLang log from every node of it, each line tagged
+    host:rank (--follow streams). Default run: the latest one on any selected node."""
     report = TaskReport("logs")
     tail = f"-n {int(lines)}" if lines else "-n +1"
 
-    def path_of(host: Host) -> str:
-        return shell.quote(f"{_run_dir_expr(host, run_id)}/{SERVER_LOG}")
+    def log_of(host: Host, run: str) -> str:
+        return shell.quote(f"{RunPaths(str(var(host, 'state_dir')), run).dir}/{SERVER_LOG}")
 
     with SessionPool(hosts, options, forks) as pool:
+        if run_id is None:
+            current = pool.map(
+                lambda s: s.run(
+                    f'basename "$(readlink {shell.quote(_run_dir_expr(s.host, None))})" '
+                    "2>/dev/null || true"
+                ).stdout.strip()
+            )
+            run_id = max((o.value or "" for o in current.values()), default="") or "current"
+        run = run_id
+        report.extra["run_id"] = run
+
         if follow:
             outcomes = pool.map(
-                lambda s: _follow(s, f"tail {tail} -F {path_of(s.host)} 2>/dev/null", emit_line)
+                lambda s: _follow(s, f"tail {tail} -F {log_of(s.host, run)} 2>/dev/null", emit_line)
             )
         else:
 
             def work(session: Session) -> int:
-                path = path_of(session.host)
-                result = session.run(f"tail {tail} {path} 2>/dev/null || true", timeout=120)
-                text = result.stdout
+                text = session.run(
+                    f"tail {tail} {log_of(session.host, run)} 2>/dev/null || true", timeout=120
+                ).stdout
                 if runs_dir is not None and text:
-                    where = shell.quote(_run_dir_expr(session.host, run_id))
-                    resolved = session.run(f"basename $(readlink -f {where})").stdout.strip()
-                    target = runs_dir / resolved / session.host.name
+                    target = runs_dir / run / session.host.name
                     target.mkdir(parents=True, exist_ok=True)
                     (target / SERVER_LOG).write_text(text)
                 for tag, line in tag_lines(text.splitlines()):
@@ -775,7 +784,7 @@ def run_logs(
         elif out.value:
             host_report.results.append(Result("logs.node", OK, f"{out.value} line(s)"))
         else:
-            host_report.results.append(Result("logs.node", SKIP, "no log (no launch?)"))
+            host_report.results.append(Result("logs.node", SKIP, f"no log of run {run}"))
     return report
 
 
@@ -822,6 +831,3 @@ def launch(
     return Launcher(
         plan, hosts, options, forks=forks, runs_dir=runs_dir, run_id=run_id, progress=progress
     ).run()
-
-
-_ = LockHeld  # raised by acquire_lock; reported per host by failed_hosts

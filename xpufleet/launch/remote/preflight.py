@@ -8,8 +8,10 @@ then timed all_reduces per message size. Everything runs under one hard deadline
 each rank reports how far it got and why it stopped, so the control node can name the
 ranks that never joined and the likely cause instead of hanging like SGLang (sglang#7478).
 
-Standalone on purpose: Python standard library plus the node's torch; no xpufleet import.
-Usage: python preflight.py RUN_JSON  -> one JSON document on stdout.
+Run by the launch script as `preflight.py run.json --then -m sglang.launch_server ARGS`:
+the engine then starts in the same process (one torch import, not two) only if the
+preflight passed; the per-rank report is in `preflight.json` either way. Standalone on
+purpose: Python standard library plus the node's torch; no xpufleet import.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from datetime import timedelta
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+#: exit status of `--then` mode when the preflight failed (the engine never started)
+PREFLIGHT_FAILED = 3
 #: a connect that times out this many times in a row means packets are dropped
 DROPPED_AFTER = 3
 PROBE_TIMEOUT_S = 2.0
@@ -93,6 +97,11 @@ def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     rank, world = int(rank_cfg["rank"]), int(cfg["world_size"])
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(f"preflight_r{rank}"[:15])
+    except OSError:
+        pass
     os.environ.update({k: str(v) for k, v in cfg["env"].items()})
     os.environ.update({k: str(v) for k, v in rank_cfg["env"].items()})
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world))
@@ -197,36 +206,43 @@ def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out
     os._exit(0)
 
 
-def main(argv: list[str]) -> int:
-    with open(argv[1]) as fh:
+def _log(message: str) -> None:
+    """A line in the node's SGLang log format, so `invoke logs` shows it in order."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"[{stamp}] xpufleet preflight: {message}", file=sys.stderr, flush=True)
+
+
+def run_preflight(run_json: str) -> dict[str, Any]:
+    """Fork one process per planned rank of this node and collect their reports."""
+    with open(run_json) as fh:
         cfg = json.load(fh)["preflight"]
-    deadline = time.monotonic() + float(cfg["timeout"])
-    # import torch once; the ranks are forked from here (fast, like SGLang's node process)
+    # torch is imported once, here; the ranks are forked from this process
     import torch  # noqa: F401
     import torch.distributed  # noqa: F401
 
+    # the hard timeout covers the collective, not the import the engine needs anyway
+    deadline = time.monotonic() + float(cfg["timeout"])
+
     ctx = multiprocessing.get_context("fork")
     readers: dict[Any, int] = {}
-    pids: list[int] = []
+    procs: list[Any] = []
     reports: dict[int, dict[str, Any]] = {}
     for rank_cfg in cfg["ranks"]:
+        rank = int(rank_cfg["rank"])
         reader, writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=run_rank, args=(cfg, rank_cfg, deadline, writer))
         proc.start()
         writer.close()
-        readers[reader] = int(rank_cfg["rank"])
-        reports[int(rank_cfg["rank"])] = {
-            "rank": int(rank_cfg["rank"]), "stage": "start", "joined": False, "ok": False,
-        }  # fmt: skip
-        assert proc.pid is not None
-        pids.append(proc.pid)
+        readers[reader] = rank
+        reports[rank] = {"rank": rank, "stage": "start", "joined": False, "ok": False}
+        procs.append(proc)
     aborted = {"reason": ""}
 
     def on_term(signum: int, frame: object) -> None:
-        aborted["reason"] = "aborted by the control node (another node failed)"
+        aborted["reason"] = "aborted: another node failed"
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         while readers and time.monotonic() < deadline + 3:
             for reader in wait(list(readers), timeout=0.5):
@@ -243,11 +259,11 @@ def main(argv: list[str]) -> int:
                     reports[rank]["final"] = True
     except KeyboardInterrupt:
         pass
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for proc in procs:  # every rank has reported (or run out of time): none may linger
+        proc.kill()
+        proc.join(5)
     for report in reports.values():
         if not report.get("final") and "error" not in report:
             reason = aborted["reason"] or f"hard timeout ({cfg['timeout']} s)"
@@ -261,11 +277,41 @@ def main(argv: list[str]) -> int:
         "ok": all(r.get("ok") for r in reports.values()),
         "ranks": [reports[r] for r in sorted(reports)],
     }
-    text = json.dumps(doc)
-    with open(os.path.join(os.path.dirname(os.path.abspath(argv[1])), "preflight.json"), "w") as fh:
-        fh.write(text + "\n")
-    print(text, flush=True)
-    return 0 if doc["ok"] else 1
+    path = os.path.join(os.path.dirname(os.path.abspath(run_json)), "preflight.json")
+    with open(path + ".tmp", "w") as fh:
+        fh.write(json.dumps(doc) + "\n")
+    os.replace(path + ".tmp", path)
+    return doc
+
+
+def main(argv: list[str]) -> int:
+    """`preflight.py RUN_JSON`: the preflight alone (JSON on stdout).
+    `preflight.py RUN_JSON --then -m MODULE ARGS...`: the preflight, then, in this same
+    process (torch already imported), `python -m MODULE ARGS...` -- the engine starts
+    only if every local rank passed, and pays for one torch import, not two."""
+    run_json = argv[1]
+    then = argv[2:]
+    if then and (len(then) < 3 or then[:2] != ["--then", "-m"]):
+        print(__doc__, file=sys.stderr)
+        return 2
+    _log("joining the planned group" if then else "starting")
+    doc = run_preflight(run_json)
+    if not then:
+        print(json.dumps(doc), flush=True)
+        return 0 if doc["ok"] else 1
+    failed = [r for r in doc["ranks"] if not r.get("ok")]
+    if failed:
+        first = failed[0]
+        _log(f"FAILED on rank {first['rank']} at {first.get('stage')}: {first.get('error')}")
+        return PREFLIGHT_FAILED
+    timings = (doc["ranks"][0].get("timings") or []) if doc["ranks"] else []
+    detail = ", ".join(f"{t['bytes']} B busbw {t['busbw_gbps']:.3f} GB/s" for t in timings)
+    _log(f"passed ({detail or 'all_reduce correct'}); starting {then[2]}")
+    import runpy
+
+    sys.argv = [then[2], *then[3:]]
+    runpy.run_module(then[2], run_name="__main__", alter_sys=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ All processes of a run live in the supervisor's session (it is the session leade
 teardown finds every one of them, re-parented or not; as child subreaper it reaps the
 orphans too. Standalone on purpose: Python standard library only, no xpufleet import.
 
-Usage: supervisor.py supervise|status|stop|prepare|kill-preflight RUN_DIR
+Usage: supervisor.py supervise|status|stop|prepare RUN_DIR
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 TERMINAL_STATES = ("failed", "stopped")
-RANK_NAME = re.compile(r"TP(\d+)")
+#: how a rank process names itself: the stand-in's comm `sglang_TP3`, SGLang's
+#: setproctitle `sglang::scheduler_TP3` / `sglang::scheduler_DP0_TP3`
+RANK_NAME = re.compile(r"(?:^sglang_TP|sglang::scheduler(?:_DP\d+)?_TP)(\d+)(?:\s|$)")
 #: `[2025-02-06 21:35:19 TP5] msg` (rank lines) and `[2025-02-06 21:35:19] msg` (server lines)
 LOG_PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: (?:TP|DP\d+ TP)(\d+))?\]")
 
@@ -97,12 +99,26 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
-def process_name(pid: int) -> str:
-    parts = []
-    for name in ("cmdline", "comm"):
+def process_names(pid: int) -> list[str]:
+    """A process's comm and command line (what `ps` shows)."""
+    names = []
+    for name in ("comm", "cmdline"):
         with contextlib.suppress(OSError):
-            parts.append(Path(f"/proc/{pid}/{name}").read_bytes().replace(b"\0", b" ").decode())
-    return " ".join(parts)
+            raw = Path(f"/proc/{pid}/{name}").read_bytes().replace(b"\0", b" ")
+            names.append(raw.decode(errors="replace").strip())
+    return names
+
+
+def process_name(pid: int) -> str:
+    return " ".join(process_names(pid))
+
+
+def rank_of(pid: int) -> int | None:
+    for name in process_names(pid):
+        match = RANK_NAME.search(name)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def zombie_status(pid: int) -> int | None:
@@ -420,10 +436,9 @@ class Supervisor:
         for pid in children_of(self.server.pid):
             if pid in self.rank_pids.values():
                 continue
-            match = RANK_NAME.search(process_name(pid))
-            if not match:
+            rank = rank_of(pid)
+            if rank is None:
                 continue
-            rank = int(match.group(1))
             self.rank_pids[rank] = pid
             self.state["ranks"][str(rank)] = {
                 "pid": pid,
@@ -522,11 +537,15 @@ class Supervisor:
         while session_members(sid) and time.monotonic() < deadline:
             self.collect_exits()
             time.sleep(0.05)
-        self.collect_exits()
+        # a multi-threaded rank shows as a zombie before its last thread is gone; its
+        # pidfd turns readable only then: wait for every watched process to be gone
+        deadline = time.monotonic() + 5
+        while self.pidfds and time.monotonic() < deadline:
+            self.collect_exits(0.05)
         self.say(f"stopped {len(victims)} process(es)")
 
-    def collect_exits(self) -> None:
-        ready, _, _ = select.select(list(self.pidfds), [], [], 0)
+    def collect_exits(self, timeout: float = 0) -> None:
+        ready, _, _ = select.select(list(self.pidfds), [], [], timeout)
         for fd in ready:
             kind, rank, pid = self.pidfds.pop(fd)
             os.close(fd)
@@ -731,18 +750,6 @@ def prepare(run_dir: Path) -> dict[str, Any]:
     return {"host": cfg.get("host"), "stale_lock_removed": stale, "ports": check_ports(cfg)}
 
 
-def kill_preflight(run_dir: Path) -> dict[str, Any]:
-    pid_text = (
-        (run_dir / "preflight.pid").read_text().strip()
-        if (run_dir / "preflight.pid").exists()
-        else ""
-    )
-    if pid_text.isdigit() and is_running(int(pid_text)):
-        os.kill(int(pid_text), signal.SIGTERM)
-        return {"killed": int(pid_text)}
-    return {"killed": None}
-
-
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -754,7 +761,6 @@ def main(argv: list[str]) -> int:
         "status": status,
         "stop": stop,
         "prepare": prepare,
-        "kill-preflight": kill_preflight,
     }
     if command not in actions:
         print(f"unknown command {command}", file=sys.stderr)

@@ -1,0 +1,220 @@
+"""`invoke launch / status / stop / logs` on the lab: real sshd per node, the SGLang
+stand-in installed by provision, real torch.distributed (gloo) across the nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from xpufleet.lab import Lab
+from xpufleet.lab.standin import SOURCE_DIR
+from xpufleet.launch.remote.supervisor import port_holders
+
+pytestmark = pytest.mark.lab
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("torch")
+sys.path.insert(0, str(SOURCE_DIR))
+from sglang.srt.model import apply_chat_template, reference_completion  # noqa: E402
+
+INVOKE = str(Path(sys.executable).parent / "invoke")
+MODEL = "lab-tiny"
+HTTP_PORT = 30000
+
+
+@pytest.fixture(scope="module")
+def inventory(provisioned_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's inventory plus what a CPU launch needs: device cpu, gloo, a tiny model,
+    and each node's HTTP server on its own address (the lab's nodes share one network
+    namespace, so 0.0.0.0:30000 could be bound only once)."""
+    lab = provisioned_lab
+    directory = tmp_path_factory.mktemp("launch-inventory")
+    path = directory / "inventory.yaml"
+    shutil.copy(lab.inventory_path, path)
+    (directory / "group_vars").mkdir()
+    (directory / "group_vars" / "all.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "device": "cpu",
+                "dist_backend": "gloo",
+                "model_size_gb": 0.01,
+                "model_path": f"/models/{MODEL}",
+                "model_name": MODEL,
+                "sglang_port": HTTP_PORT,
+                "ready_timeout": 240,
+            }
+        )
+    )
+    (directory / "host_vars").mkdir()
+    for index, host in enumerate(lab.hosts(), start=1):
+        (directory / "host_vars" / f"{host.name}.yaml").write_text(
+            yaml.safe_dump({"sglang_host": lab.node_address(index)})
+        )
+    return path
+
+
+def invoke(inventory: Path, *args: str, timeout: float = 600) -> tuple[int, dict[str, Any]]:
+    proc = subprocess.run(
+        [INVOKE, *args, "--hosts", str(inventory), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except ValueError:
+        doc = {"raw": proc.stdout}
+    doc.setdefault("stderr", proc.stderr)
+    return proc.returncode, doc
+
+
+def messages(doc: dict[str, Any]) -> str:
+    items = [r for h in doc.get("hosts", {}).values() for r in h.get("results", [])]
+    items += doc.get("cluster", [])
+    return "\n".join(f"{r['id']} {r['status']} {r['message']}" for r in items)
+
+
+def rank_pids(status: dict[str, Any]) -> dict[int, int]:
+    pids = {}
+    for host in status["hosts"].values():
+        for result in host["results"]:
+            if result["id"].startswith("status.rank."):
+                pids[int(result["data"]["rank"])] = int(result["data"]["pid"])
+    return pids
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+@pytest.fixture
+def launched(inventory: Path) -> Iterator[Any]:
+    """Launch with the given flags; whatever happens, stop everything afterwards."""
+    started: list[dict[str, Any]] = []
+
+    def start(*flags: str) -> tuple[int, dict[str, Any]]:
+        code, doc = invoke(inventory, "launch", *flags)
+        started.append(doc)
+        return code, doc
+
+    try:
+        yield start
+    finally:
+        invoke(inventory, "stop")
+
+
+def chat_matches_tp1(base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key="lab", timeout=120)
+    chat = [{"role": "user", "content": "Which ranks answer this?"}]
+    reply = client.chat.completions.create(model=MODEL, messages=chat, max_tokens=16)
+    assert reply.choices[0].message.content == reference_completion(apply_chat_template(chat), 16)
+    assert [m.id for m in client.models.list().data] == [MODEL]
+
+
+def test_plan_prints_and_starts_nothing(inventory: Path) -> None:
+    code, doc = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2", "--plan")
+    assert code == 0, doc["stderr"]
+    plan = doc["plan"]
+    assert [n["node_rank"] for n in plan["nodes"]] == [0, 1]
+    assert plan["dist_init_addr"].endswith(":29500")
+    assert "--node-rank" in plan["nodes"][1]["argv"]
+    code, status = invoke(inventory, "status")
+    assert code in (0, 1)  # an earlier, ended run may be on record
+    assert not [line for line in messages(status).splitlines() if " pass running" in line]
+
+
+def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
+    inventory: Path, launched: Any
+) -> None:
+    code, doc = launched("--tp", "8", "--nnodes", "2")
+    assert code == 0, messages(doc) + doc["stderr"]
+    assert doc["ready"] is True
+    chat_matches_tp1(doc["base_url"])
+
+    code, status = invoke(inventory, "status")
+    assert code == 0, messages(status)
+    pids = rank_pids(status)
+    assert sorted(pids) == list(range(8))
+    assert all(running(pid) for pid in pids.values())
+
+    code, second = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2")
+    assert code == 1
+    assert "locked by launch" in messages(second)
+    assert all(running(pid) for pid in pids.values()), "the refused launch touched the run"
+
+    code, stopped = invoke(inventory, "stop")
+    assert code == 0, messages(stopped)
+    assert not any(running(pid) for pid in pids.values())
+    addresses = [n["http_address"] for n in doc["plan"]["nodes"]]
+    assert all(not port_holders(address, HTTP_PORT) for address in addresses)
+    assert not port_holders(doc["plan"]["rendezvous_address"], 29500)
+    code, again = invoke(inventory, "stop")
+    assert code == 0, messages(again)
+    code, logs = invoke(inventory, "logs")
+    assert code == 0
+    ready = [ln for ln in logs["lines"] if "The server is fired up" in ln["line"]]
+    assert [(ln["host"], ln["rank"]) for ln in ready] == [("node1", "main")]
+    assert any(ln["host"] == "node2" and ln["rank"] == "7" for ln in logs["lines"])
+
+
+def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
+    inventory: Path, launched: Any
+) -> None:
+    code, doc = launched("--tp", "8", "--nnodes", "4")
+    assert code == 0, messages(doc) + doc["stderr"]
+    chat_matches_tp1(doc["base_url"])
+    code, status = invoke(inventory, "status")
+    pids = rank_pids(status)
+    assert sorted(pids) == list(range(8))
+
+    victim = pids[5]  # node3's second rank
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: not any(running(p) for p in pids.values()), 30), (
+        "ranks still running after a rank died"
+    )
+    code, status = invoke(inventory, "status")
+    assert code == 1
+    death = status["first_death"]
+    assert (death["host"], death["rank"], death["pid"]) == ("node3", 5, victim)
+    assert death["exit"]["signal"] == "SIGKILL"
+    assert "first to die: rank 5 on node3" in messages(status)
+
+
+def test_blocked_rendezvous_port_fails_preflight_naming_the_node(
+    provisioned_lab: Lab, inventory: Path, launched: Any
+) -> None:
+    with provisioned_lab.fault(1, "blocked_port", 29500):
+        code, doc = launched("--tp", "8", "--nnodes", "2")
+    assert code == 1
+    text = messages(doc)
+    assert "launch.preflight fail preflight failed" in text
+    assert "never joined" in text
+    assert "port 29500 on node1" in text
+    assert doc.get("ready") is False or "ready" not in doc
+    code, status = invoke(inventory, "status")
+    assert not [line for line in messages(status).splitlines() if " pass running" in line]

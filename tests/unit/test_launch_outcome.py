@@ -1,0 +1,270 @@
+"""Launch without SSH: rendering the run directory, judging preflight reports, naming
+the first death, and the node scripts' pure helpers."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from xpufleet.errors import PlanError
+from xpufleet.host import Host
+from xpufleet.launch import outcome
+from xpufleet.launch.plan import plan_launch
+from xpufleet.launch.remote import supervisor
+from xpufleet.launch.render import bundle, new_run_id, node_config, render_launch_script
+from xpufleet.results import FAIL, PASS, SKIP
+
+
+def lab_plan(nodes: int = 2, tp: int = 8, **extra: object):
+    hosts = [
+        Host(
+            f"node{i}",
+            f"127.0.9.{i}",
+            vars={
+                "nic": "lo",
+                "device": "cpu",
+                "dist_backend": "gloo",
+                "model_size_gb": 0.01,
+                **extra,
+            },
+        )
+        for i in range(1, nodes + 1)
+    ]
+    return plan_launch(hosts, tp, nodes)
+
+
+def rank_report(rank: int, ok: bool = True, **fields: object) -> dict:
+    return {"rank": rank, "joined": ok, "ok": ok, "stage": "done" if ok else "connect", **fields}
+
+
+# -- rendering ---------------------------------------------------------------------------
+def test_launch_script_quotes_every_value_and_hands_the_preflight_the_plans_argv(
+    tmp_path: Path,
+) -> None:
+    plan = lab_plan(ccl_env={"EVIL": "$(touch /tmp/pwned) ; rm -rf /"})
+    node = plan.nodes[1]
+    script = render_launch_script(plan, node, "run1", "/opt/xpufleet/env/sglang.sh")
+    assert "export EVIL='$(touch /tmp/pwned) ; rm -rf /'" in script
+    last = script.rstrip().splitlines()[-1]
+    assert last.startswith("exec /opt/xpufleet/venv/bin/python /var/lib/xpufleet/runs/run1/")
+    # the script, run with printf for python, shows exactly the argv it would exec
+    fake = tmp_path / "launch.sh"
+    fake.write_text(script.replace("exec /opt/xpufleet/venv/bin/python", "exec printf '%s\\n'"))
+    out = subprocess.run(["bash", str(fake)], capture_output=True, text=True, check=True)
+    argv = out.stdout.splitlines()
+    assert argv[:2] == [
+        "/var/lib/xpufleet/runs/run1/preflight.py",
+        "/var/lib/xpufleet/runs/run1/run.json",
+    ]
+    assert argv[2:] == ["--then", *node.argv[1:]]
+    assert node.argv[1:3] == ("-m", "sglang.launch_server")
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_bad_environment_name_is_refused() -> None:
+    plan = lab_plan(ccl_env={"BAD NAME": "x"})
+    with pytest.raises(PlanError, match="not an environment variable name"):
+        render_launch_script(plan, plan.nodes[0], "run1", "/env.sh")
+
+
+def test_node_config_has_the_ports_and_the_preflight_topology() -> None:
+    plan = lab_plan(nodes=2)
+    head, other = (node_config(plan, n, "r1") for n in plan.nodes)
+    assert {(p["what"], p["port"]) for p in head["ports"]} == {
+        ("SGLang HTTP", 30000),
+        ("rendezvous", 29500),
+        ("supervisor hub", 29510),
+    }
+    assert [p["what"] for p in other["ports"]] == ["SGLang HTTP"]
+    assert other["preflight"]["world_size"] == 8
+    assert [r["rank"] for r in other["preflight"]["ranks"]] == [4, 5, 6, 7]
+    assert other["preflight"]["ranks"][2]["env"] == {"LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "4"}
+    assert other["hub"] == {"address": "127.0.9.1", "port": 29510}
+
+
+def test_bundle_holds_the_run_directory() -> None:
+    plan = lab_plan()
+    data = bundle(plan, plan.nodes[0], "r1", "/env.sh")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = set(tar.getnames())
+        assert tar.getmember("launch.sh").mode == 0o755
+        run = json.load(tar.extractfile("run.json"))  # type: ignore[arg-type]
+    assert names == {"run.json", "plan.json", "launch.sh", "supervisor.py", "preflight.py"}
+    assert run["run_id"] == "r1"
+
+
+def test_run_ids_sort_by_time() -> None:
+    assert new_run_id(1_700_000_000) < new_run_id(1_700_000_100)
+
+
+# -- preflight judgement -----------------------------------------------------------------
+def test_good_preflight_passes_with_bandwidth() -> None:
+    plan = lab_plan()
+    timings = [{"bytes": 4096, "time_us": 100.0, "algbw_gbps": 0.04, "busbw_gbps": 0.07}]
+    reports = {
+        "node1": {"ranks": [rank_report(0, timings=timings)] + [rank_report(r) for r in (1, 2, 3)]},
+        "node2": {"ranks": [rank_report(r) for r in (4, 5, 6, 7)]},
+    }
+    verdict = outcome.judge_preflight(plan, reports, {})
+    assert verdict.ok
+    assert verdict.cluster.status == PASS
+    assert "4 KiB 100 us busbw 0.070 GB/s" in verdict.cluster.message
+    assert {r.status for r in verdict.hosts.values()} == {PASS}
+
+
+def test_blocked_port_names_the_rendezvous_node_and_the_ranks_that_never_joined() -> None:
+    plan = lab_plan()
+    dropped = {"kind": "timeout", "error": "cannot reach the rendezvous store: timed out"}
+    aborted = {"kind": "aborted", "error": "stopped: aborted by the control node"}
+    reports = {
+        "node1": {"ranks": [rank_report(r, False, **aborted) for r in (0, 1, 2, 3)]},
+        "node2": {"ranks": [rank_report(r, False, **dropped) for r in (4, 5, 6, 7)]},
+    }
+    verdict = outcome.judge_preflight(plan, reports, {})
+    assert not verdict.ok
+    assert verdict.never_joined == list(range(8))
+    message = verdict.cluster.message
+    assert "node1 ranks 0-3, node2 ranks 4-7 never joined" in message
+    assert "blocking port 29500 on node1" in message
+    assert verdict.cluster.runbook == "docs/runbooks/launch.md#rendezvous-timeout"
+    assert verdict.hosts["node2"].status == FAIL
+
+
+def test_refused_store_and_missing_ranks_reported_by_rank0() -> None:
+    plan = lab_plan()
+    refused = {"kind": "refused", "error": "Connection refused"}
+    reports = {
+        "node1": {
+            "ranks": [
+                rank_report(
+                    0, False, joined=True, stage="join", kind="timeout", missing_ranks=[4, 5]
+                )
+            ]
+            + [rank_report(r) for r in (1, 2, 3)]
+        },
+        "node2": {"ranks": [rank_report(r, False, **refused) for r in (4, 5)]},
+    }
+    verdict = outcome.judge_preflight(plan, reports, {})
+    assert verdict.never_joined == [4, 5, 6, 7]  # 6 and 7 never even reported
+    assert "nothing listens at 127.0.9.1:29500" in verdict.cluster.message
+
+
+def test_port_in_use_on_rank0_points_at_the_port_runbook() -> None:
+    plan = lab_plan()
+    reports = {
+        "node1": {"ranks": [rank_report(0, False, kind="addrinuse", error="address in use")]},
+        "node2": None,
+    }
+    verdict = outcome.judge_preflight(plan, reports, {"node2": "connection refused"})
+    assert "already in use" in verdict.cluster.message
+    assert verdict.cluster.runbook == outcome.RUNBOOK_PORT
+    assert "preflight did not run" in verdict.hosts["node2"].message
+
+
+# -- deaths and status rows --------------------------------------------------------------
+def test_first_death_is_the_earliest_across_nodes() -> None:
+    statuses = {
+        "node1": {"first_death": {"host": "node1", "rank": 0, "died_at": 12.5}},
+        "node2": None,
+        "node3": {"first_death": {"host": "node3", "rank": 5, "died_at": 12.1}},
+        "node4": {"first_death": None},
+    }
+    assert outcome.first_death(statuses)["rank"] == 5
+    assert outcome.first_death({"node1": {}}) is None
+
+
+def test_death_result_names_rank_exit_and_last_line_and_spots_oom() -> None:
+    death = {
+        "host": "node3",
+        "rank": 5,
+        "pid": 42,
+        "what": "rank 5",
+        "exit": supervisor.describe_status(signal.SIGKILL),
+        "tail": ["[2025-01-01 00:00:00 TP5] RuntimeError: XPU out of memory"],
+    }
+    result = outcome.death_result(death)
+    assert "rank 5 on node3 (pid 42) killed by SIGKILL (exit code -9)" in result.message
+    assert "XPU out of memory" in result.message
+    assert result.runbook == outcome.RUNBOOK_OOM
+    death["tail"] = ["segfault"]
+    assert outcome.death_result(death).runbook == outcome.RUNBOOK_RANK_CRASH
+
+
+def test_rank_rows_tell_a_crash_from_a_rank_xpufleet_stopped() -> None:
+    status = {
+        "ranks": [
+            {"rank": 0, "pid": 1, "alive": True, "uptime_s": 75},
+            {"rank": 1, "pid": 2, "alive": False, "cause": "stopped", "exit": {"text": "t"}},
+            {"rank": 2, "pid": 3, "alive": False, "cause": "died", "exit": {"text": "code 1"}},
+        ]
+    }
+    rows = outcome.rank_results(status, ready=True)
+    assert [r.status for r in rows] == [PASS, SKIP, FAIL]
+    assert rows[0].message == "running, pid 1, up 1m15s, ready"
+
+
+def test_spans_and_sizes() -> None:
+    assert outcome.spans([7, 0, 1, 2, 5]) == "0-2,5,7"
+    assert outcome.human_bytes(4 << 20) == "4 MiB"
+
+
+# -- node script helpers -----------------------------------------------------------------
+def test_log_lines_are_tagged_by_rank_with_tracebacks_kept_together() -> None:
+    text = Path(__file__).parents[1] / "fixtures"
+    sample = (text / "14e_sglang_startup_TP0_then_warmup_failure_issue2468.txt").read_text()
+    tags = supervisor.tag_lines(sample.splitlines())
+    assert tags[0][0] == "0"  # [2024-12-13 01:44:59 TP0] Load weight end.
+    traceback = [tag for tag, line in tags if line.startswith("  File ")]
+    assert traceback == ["main"]  # belongs to "[...] Initialization failed. warmup error"
+    multi = text / "14c_sglang_multinode_TP16_init_torch_distributed_PARTIAL_issue2892.txt"
+    assert {tag for tag, _ in supervisor.tag_lines(multi.read_text().splitlines())} == {
+        "2",
+        "5",
+        "6",
+        "9",
+    }
+
+
+def test_exit_statuses_read_like_waitpid() -> None:
+    assert supervisor.describe_status(signal.SIGKILL)["text"] == "killed by SIGKILL (exit code -9)"
+    assert supervisor.describe_status(3 << 8) == {
+        "code": 3,
+        "signal": None,
+        "text": "exited with code 3",
+    }
+    assert supervisor.describe_status(None)["code"] is None
+
+
+def test_zombie_exit_status_comes_from_proc() -> None:
+    proc = subprocess.Popen(["sleep", "30"])
+    os.kill(proc.pid, signal.SIGKILL)
+    try:
+        deadline = 50
+        while supervisor.zombie_status(proc.pid) is None and deadline:
+            deadline -= 1
+            os.sched_yield()
+            import time
+
+            time.sleep(0.02)
+        assert supervisor.describe_status(supervisor.zombie_status(proc.pid))["signal"] == "SIGKILL"
+    finally:
+        proc.wait()
+
+
+def test_port_holders_find_the_listening_process() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        holders = supervisor.port_holders("127.0.0.1", port)
+        assert [h["pid"] for h in holders] == [os.getpid()]
+    assert supervisor.port_holders("127.0.0.1", port) == []
