@@ -78,6 +78,12 @@ VARIABLES: dict[str, Variable] = {
             "the environment xpufleet installs into and runs from",
         ),
         _v(
+            "stack",
+            list,
+            ["torch", "triton", "vllm", "sglang"],
+            "components doctor requires in the environment (REFERENCE §1 stack)",
+        ),
+        _v(
             "base_site_packages",
             list,
             [],

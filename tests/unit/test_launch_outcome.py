@@ -268,3 +268,13 @@ def test_port_holders_find_the_listening_process() -> None:
         holders = supervisor.port_holders("127.0.0.1", port)
         assert [h["pid"] for h in holders] == [os.getpid()]
     assert supervisor.port_holders("127.0.0.1", port) == []
+
+
+def test_ranks_are_told_apart_by_name_or_else_by_start_order() -> None:
+    assert supervisor.RANK_NAME.search("sglang_TP12").group(1) == "12"
+    assert supervisor.RANK_NAME.search("sglang::scheduler_DP0_TP3 ").group(1) == "3"
+    assert supervisor.RANK_NAME.search("python -m sglang.launch_server --model /m/TP16") is None
+    children = [(30, 100.0), (10, 101.0), (20, 100.5)]  # (pid, start time)
+    assert supervisor.ranks_by_start_order(children, [4, 5], now=110.0) == {4: 30, 5: 20}
+    assert supervisor.ranks_by_start_order(children, [4, 5], now=102.0) == {}  # too young
+    assert supervisor.ranks_by_start_order(children[:1], [4, 5], now=110.0) == {}

@@ -125,6 +125,7 @@ class Expect:
     max_clock_offset_s: float
     ports: tuple[int, ...]
     tile_memory_gb: float
+    stack: tuple[str, ...] = ("torch", "triton", "vllm", "sglang")
     node0: str | None = None
 
     @classmethod
@@ -144,6 +145,7 @@ class Expect:
             conda_packages=tuple(str(p) for p in var(host, "conda_packages")),
             python_env=str(var(host, "python_env")),
             venv=str(var(host, "venv")),
+            stack=tuple(str(c) for c in var(host, "stack")),
             min_free_disk_gb=float(var(host, "min_free_disk_gb")),
             min_free_mem_gb=float(var(host, "min_free_mem_gb")),
             max_clock_offset_s=float(var(host, "max_clock_offset_s")),
@@ -607,9 +609,15 @@ def check_torch_xccl(facts: NodeFacts, expect: Expect) -> Result:
 
 
 def _package_check(
-    check_id: str, names: tuple[str, ...], label: str
+    check_id: str, names: tuple[str, ...], label: str, component: str
 ) -> Callable[[NodeFacts, Expect], Result]:
     def run(facts: NodeFacts, expect: Expect) -> Result:
+        if component not in expect.stack:
+            return result(
+                check_id,
+                SKIP,
+                f"{label} is not in this inventory's stack ({', '.join(expect.stack)})",
+            )
         missing_env = _env_missing(facts, check_id)
         if missing_env:
             return missing_env
@@ -624,10 +632,10 @@ def _package_check(
 
 
 check_triton = _package_check(
-    TRITON_XPU, ("pytorch-triton-xpu", "triton-xpu", "triton"), "Triton for XPU"
+    TRITON_XPU, ("pytorch-triton-xpu", "triton-xpu", "triton"), "Triton for XPU", "triton"
 )
-check_vllm = _package_check(VLLM_VERSION, ("vllm",), "vLLM")
-check_sglang = _package_check(SGLANG_VERSION, ("sglang",), "SGLang")
+check_vllm = _package_check(VLLM_VERSION, ("vllm",), "vLLM", "vllm")
+check_sglang = _package_check(SGLANG_VERSION, ("sglang",), "SGLang", "sglang")
 
 
 # -- network ---------------------------------------------------------------------------

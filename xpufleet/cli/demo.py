@@ -7,44 +7,71 @@ from typing import Any
 
 from invoke import task
 
-from .common import console, exits
+from ..config import Settings
+from ..provision.manifest import load_manifest
+from ..shell import join
+from .common import console, exits, settings_from
 
-#: the steps, as a user would type them (after `make demo` the same commands work by hand)
-STEPS: list[tuple[str, list[str]]] = [
-    ("bring up the lab cluster (simulated Intel Max 1550 nodes)", ["lab.up"]),
-    ("fan-out: one command on every node", ["run", "hostname; cat /opt/intel/.lab/node.json"]),
-    ("validate every node and the cluster", ["doctor"]),
-    ("provision the nodes (second run must be all ok)", ["provision"]),
-    ("provision again: idempotent", ["provision"]),
-    ("launch SGLang (the lab's stand-in) with tensor parallelism 8", ["launch", "--tp", "8"]),
-    ("status of every rank", ["status"]),
+#: (title, invoke arguments, may fail without stopping the tour)
+Step = tuple[str, list[str], bool]
+
+BEFORE_PROVISION: list[Step] = [
+    ("bring up the lab cluster (simulated Intel Max 1550 nodes)", ["lab.up"], False),
+    ("fan-out: one command on every node", ["run", "hostname"], False),
+    ("validate every node before provisioning (environment checks skip)", ["doctor"], False),
+]
+STAND_IN_BUILD: Step = (
+    "build the SGLang stand-in wheel on node1 and fetch it into files/wheels/",
+    ["build", "--host", "node1", "--recipe", "sglang-standin"],
+    False,
+)
+AFTER_BUILD: list[Step] = [
+    ("provision every node", ["provision"], False),
+    ("provision again: idempotent, nothing sent", ["provision"], False),
+    ("validate again: the whole stack now", ["doctor"], False),
+    (
+        "launch SGLang (the lab's stand-in): --tp 8 across 4 nodes, 2 ranks each",
+        ["launch", "--tp", "8", "--nnodes", "4"],
+        False,
+    ),
+    ("status of every rank", ["status"], False),
+    ("one chat request through the OpenAI-compatible API", ["chat", "Hello from xpufleet"], False),
 ]
 
 
-def _invoke(c: Any, args: list[str], *, warn: bool = False) -> int:
-    from ..shell import join
-
+def _invoke(c: Any, args: list[str]) -> int:
     result = c.run(join([sys.executable, "-m", "invoke", *args]), warn=True, pty=False)
-    if result.exited and not warn:
-        console.print(f"[bold red]demo step failed:[/] invoke {' '.join(args)} ({result.exited})")
     return int(result.exited)
+
+
+def _has_standin_wheel(settings: Settings) -> bool:
+    manifest = settings.path(settings.wheels_dir) / "manifest.json"
+    if not manifest.exists():
+        return False
+    return any(entry.name == "sglang" for entry in load_manifest(manifest).wheels)
 
 
 @task
 @exits
 def demo(c: Any) -> int:
-    """Lab tour: lab.up -> run -> doctor -> provision (twice) -> launch --tp 8 -> chat -> stop."""
-    for title, args in STEPS:
+    """Lab tour: lab.up, run, doctor, build, provision x2, doctor, launch --tp 8, chat, stop."""
+    settings = settings_from(c)
+    steps = list(BEFORE_PROVISION)
+    if not _has_standin_wheel(settings):
+        steps.append(STAND_IN_BUILD)
+    steps += AFTER_BUILD
+    code = 0
+    for title, args, may_fail in steps:
         console.rule(f"[bold]{title}[/]  (invoke {' '.join(args)})")
         code = _invoke(c, args)
-        if code and args[0] not in ("doctor",):
-            _invoke(c, ["stop"], warn=True)
-            return code
-    console.rule("[bold]one chat request through the OpenAI-compatible API[/]")
-    code = _invoke(c, ["chat", "Hello from xpufleet"])
-    console.rule("[bold]stop every rank[/]")
+        if code and not may_fail:
+            console.print(f"[bold red]demo stopped:[/] `invoke {' '.join(args)}` exited {code}")
+            break
+    console.rule("[bold]stop every rank[/]  (invoke stop)")
     stop_code = _invoke(c, ["stop"])
-    console.print("The lab is still up: try `invoke doctor`, `invoke launch --tp 8`, `invoke lab.down`.")
+    console.print(
+        "The lab stays up: try `invoke doctor`, `invoke launch --tp 8`, `invoke lab.down`."
+    )
     return code or stop_code
 
 

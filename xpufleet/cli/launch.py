@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import XpufleetError
+from ..launch.chat import chat_once
 from ..launch.plan import LaunchPlan, plan_launch
 from ..launch.runner import launch as run_launch
 from ..launch.runner import run_logs, run_status, run_stop
@@ -256,7 +257,7 @@ def chat(
         url = found.extra.get("base_url")
         if not url:
             raise XpufleetError("no running launch found (`invoke launch --tp N` first)")
-    answer = openai_chat(url, message, int(max_tokens))
+    answer = chat_once(url, message, int(max_tokens)).to_json()
     report = TaskReport("chat")
     report.cluster.append(
         Result(
@@ -276,42 +277,6 @@ def chat(
         highlight=False,
     )
     return 0
-
-
-def openai_chat(base_url: str, message: str, max_tokens: int) -> dict[str, Any]:
-    """POST /chat/completions (standard library only; the `openai` package is not needed)."""
-    import time
-    import urllib.error
-    import urllib.request
-
-    def call(path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        data = jsonlib.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            base_url.rstrip("/") + path, data=data, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                return dict(jsonlib.loads(response.read()))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise XpufleetError(f"chat request to {base_url}{path} failed: {exc}") from exc
-
-    model = call("/models")["data"][0]["id"]
-    tic = time.perf_counter()
-    reply = call(
-        "/chat/completions",
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": message}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-        },
-    )
-    return {
-        "model": model,
-        "content": reply["choices"][0]["message"]["content"],
-        "completion_tokens": reply.get("usage", {}).get("completion_tokens"),
-        "seconds": time.perf_counter() - tic,
-    }
 
 
 TASKS = [launch, status, stop, logs, chat]

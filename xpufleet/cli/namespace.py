@@ -16,6 +16,7 @@ TASK_MODULES: list[tuple[str, str | None]] = [
     ("provision", None),
     ("build", None),
     ("launch", None),
+    ("demo", None),
 ]
 
 

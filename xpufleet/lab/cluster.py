@@ -1004,6 +1004,23 @@ class Lab:
 
 
 # -- inventory --------------------------------------------------------------------------
+#: what makes the lab's stand-in work on a small CPU machine: CPU torch with gloo, a
+#: tiny model, thresholds sized for one shared 2-core box, pins available offline
+LAB_SIZED_VARS: dict[str, Any] = {
+    "device": "cpu",
+    "dist_backend": "gloo",
+    "model_path": "/models/xpufleet-lab-tiny",
+    "model_name": "xpufleet-lab/tiny-tp",
+    "model_size_gb": 0.01,
+    "min_free_disk_gb": 1,
+    "min_free_mem_gb": 1,
+    "ready_timeout": 180,
+    "pip_packages": ["py-cpuinfo==9.0.0", "msgspec"],
+    # no Triton/vLLM builds for CPU here: the lab's stack is torch + the SGLang stand-in
+    "stack": ["torch", "sglang"],
+}
+
+
 def render_inventory(
     lab: Lab,
     specs: list[NodeSpec],
@@ -1021,7 +1038,9 @@ def render_inventory(
     defaults = NodeSpec()
     hosts: dict[str, dict[str, Any]] = {}
     for i, spec in enumerate(specs, start=1):
-        entry: dict[str, Any] = {"ansible_host": lab.node_address(i)}
+        address = lab.node_address(i)
+        # nodes share one network namespace: each serves HTTP on its own address only
+        entry: dict[str, Any] = {"ansible_host": address, "sglang_host": address}
         if spec.gpu_model != defaults.gpu_model:
             entry["gpu_model"] = spec.gpu_model
         if spec.cards != defaults.cards:
@@ -1041,6 +1060,7 @@ def render_inventory(
                 "nic": "lo",
                 "python": str(env.python),
                 "base_site_packages": [str(env.site_packages)],
+                **LAB_SIZED_VARS,
             },
             "children": {"gpu_nodes": {"hosts": hosts}},
         }

@@ -36,7 +36,7 @@ PREFLIGHT_SIZES = {
 }
 #: how the supervisors keep each other honest (seconds)
 HEARTBEAT_S = 1.0
-PEER_TIMEOUT_S = 6.0
+PEER_TIMEOUT_S = 10.0
 HUB_CONNECT_TIMEOUT_S = 30.0
 #: SIGTERM, then SIGKILL after this many seconds
 GRACE_S = 3.0

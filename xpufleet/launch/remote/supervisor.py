@@ -143,6 +143,17 @@ def describe_status(status: int | None) -> dict[str, Any]:
     return {"code": code, "signal": None, "text": f"exited with code {code}"}
 
 
+def ranks_by_start_order(
+    children: list[tuple[int, float]], ranks: list[int], now: float, settle_s: float = 3.0
+) -> dict[int, int]:
+    """{rank: pid} for the first len(ranks) children by start time, once every one of them
+    has lived `settle_s` seconds (SGLang starts its schedulers first, in rank order)."""
+    ordered = sorted(children, key=lambda item: (item[1], item[0]))[: len(ranks)]
+    if len(ordered) < len(ranks) or any(now - started < settle_s for _, started in ordered):
+        return {}
+    return {rank: pid for rank, (pid, _) in zip(ranks, ordered, strict=True)}
+
+
 # -- ports --------------------------------------------------------------------------
 def _hex_to_addr(text: str) -> str:
     if len(text) == 8:
@@ -433,12 +444,23 @@ class Supervisor:
     def discover_ranks(self) -> None:
         if self.server is None:
             return
+        found: dict[int, int] = {}
+        unnamed: list[tuple[int, float]] = []
         for pid in children_of(self.server.pid):
             if pid in self.rank_pids.values():
                 continue
             rank = rank_of(pid)
-            if rank is None:
-                continue
+            if rank is not None:
+                found[rank] = pid
+            elif not any(n.startswith("preflight_r") for n in process_names(pid)):
+                unnamed.append((pid, start_time(pid) or 0.0))
+        if not found and not self.rank_pids:
+            # an engine whose ranks do not name themselves (no setproctitle): its first
+            # children, once they have lived a few seconds, are the schedulers in rank order
+            found = ranks_by_start_order(unnamed, self.cfg["ranks"], time.time())
+            if found:
+                self.say("ranks do not name themselves: taken in start order")
+        for rank, pid in sorted(found.items()):
             self.rank_pids[rank] = pid
             self.state["ranks"][str(rank)] = {
                 "pid": pid,
