@@ -24,7 +24,8 @@ from fabric import Connection
 
 from xpufleet.executor import SessionPool
 from xpufleet.lab import Lab
-from xpufleet.provision.transfer import push_file, sha256_file
+from xpufleet.provision.manifest import sha256_file
+from xpufleet.provision.transfer import push_file
 from xpufleet.transport import Session
 
 DEST = "/var/lib/xpufleet/bench-push"

@@ -37,10 +37,16 @@ class Settings:
         for name, value in flags.items():
             if value is not None:
                 values[name] = value
-        settings = cls(**values)
-        if int(settings.forks) < 1:
+        # Invoke passes `--forks 4` as a string: made an int here, once, for every task
+        try:
+            values["forks"] = int(values.get("forks", cls.forks))
+        except (TypeError, ValueError):
+            raise InputError(
+                f"--forks must be a whole number, got {values['forks']!r}", key="forks"
+            ) from None
+        if values["forks"] < 1:
             raise InputError("--forks must be at least 1", key="forks")
-        return settings
+        return cls(**values)
 
     def path(self, value: str) -> Path:
         """A configured path: ~ expanded, relative to the project root."""

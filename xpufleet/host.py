@@ -17,6 +17,3 @@ class Host:
     key_file: str | None = None
     groups: tuple[str, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-    def var(self, name: str, default: Any = None) -> Any:
-        return self.vars.get(name, default)

@@ -71,6 +71,10 @@ class Source:
     file: str
     line: int | None = None
 
+    def error(self, message: str, key: object) -> InventoryError:
+        """An InventoryError that names this file, line and `key`."""
+        return InventoryError(message, file=self.file, line=self.line, key=str(key))
+
 
 @dataclass
 class Group:
@@ -299,7 +303,7 @@ def check_variable(name: Any, value: Any, where: Source) -> None:
     """Refuse a typo of an xpufleet variable, a wrong type or choice, a bad connection value."""
 
     def refuse(message: str) -> InventoryError:
-        return InventoryError(message, file=where.file, line=where.line, key=str(name))
+        return where.error(message, name)
 
     if not isinstance(name, str):
         raise refuse("variable names must be strings")
@@ -459,19 +463,12 @@ class _Builder:
 
     def _parse_group(self, name: Any, body: Any, where: Source) -> str:
         if not isinstance(name, str) or not name:
-            raise InventoryError(
-                "a group name must be a non-empty string",
-                file=where.file,
-                line=where.line,
-                key=str(name),
-            )
+            raise where.error("a group name must be a non-empty string", name)
         if body is not None and not isinstance(body, dict):
-            raise InventoryError(
+            raise where.error(
                 f"group '{name}' must be a mapping with hosts/children/vars, "
                 f"got {type(body).__name__}",
-                file=where.file,
-                line=where.line,
-                key=name,
+                name,
             )
         self.groups.setdefault(name, _GroupState(name, where))
         for section, content in (body or {}).items():
@@ -479,23 +476,19 @@ class _Builder:
             if section not in GROUP_KEYS:
                 close = difflib.get_close_matches(str(section), GROUP_KEYS, n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                raise InventoryError(
+                raise at.error(
                     f"unexpected key in group '{name}': only hosts, children and vars{hint}",
-                    file=at.file,
-                    line=at.line,
-                    key=str(section),
+                    section,
                 )
             if isinstance(content, str):  # Ansible accepts `hosts: node1`
                 content = {content: None}
             if content is None:
                 continue
             if not isinstance(content, dict):
-                raise InventoryError(
+                raise at.error(
                     f"'{section}' of group '{name}' must be a mapping (name: ...), "
                     f"got {type(content).__name__}",
-                    file=at.file,
-                    line=at.line,
-                    key=section,
+                    section,
                 )
             if section == "vars":
                 for var, value in content.items():
@@ -514,27 +507,18 @@ class _Builder:
 
     def _parse_hosts(self, group: str, pattern: Any, host_vars: Any, where: Source) -> None:
         if not isinstance(pattern, str) or not pattern.strip():
-            raise InventoryError(
-                "a host name must be a string (quote numbers and addresses)",
-                file=where.file,
-                line=where.line,
-                key=str(pattern),
-            )
+            raise where.error("a host name must be a string (quote numbers and addresses)", pattern)
         if host_vars is not None and not isinstance(host_vars, dict):
-            raise InventoryError(
+            raise where.error(
                 f"host '{pattern}' must map to its variables (name: value) or nothing, "
                 f"got {type(host_vars).__name__} {host_vars!r}",
-                file=where.file,
-                line=where.line,
-                key=pattern,
+                pattern,
             )
         name_pattern, port = _split_port(pattern)
         try:
             names = expand_host_range(name_pattern)
         except ValueError as exc:
-            raise InventoryError(
-                f"bad host range: {exc}", file=where.file, line=where.line, key=pattern
-            ) from None
+            raise where.error(f"bad host range: {exc}", pattern) from None
         for name in names:
             host = self.hosts.get(name)
             if host is None:
@@ -553,12 +537,7 @@ class _Builder:
             try:
                 state.priority = int(value)
             except (TypeError, ValueError):
-                raise InventoryError(
-                    f"expected an integer, got {value!r}",
-                    file=where.file,
-                    line=where.line,
-                    key=var,
-                ) from None
+                raise where.error(f"expected an integer, got {value!r}", var) from None
             return
         check_variable(var, value, where)
         state.vars[var] = _plain(value)
@@ -572,15 +551,10 @@ class _Builder:
 
     def _add_child(self, parent: str, child: str, where: Source) -> None:
         if child == "all":
-            raise InventoryError(
-                "'all' cannot be a child group", file=where.file, line=where.line, key=child
-            )
+            raise where.error("'all' cannot be a child group", child)
         if child == parent or parent in self.descendants(child):
-            raise InventoryError(
-                f"group '{child}' would contain itself (loop through '{parent}')",
-                file=where.file,
-                line=where.line,
-                key=child,
+            raise where.error(
+                f"group '{child}' would contain itself (loop through '{parent}')", child
             )
         if child not in self.groups[parent].children:
             self.groups[parent].children.append(child)
@@ -799,12 +773,10 @@ def load_inventory(path: str | Path) -> Inventory:
         other = by_address.setdefault((host.address, host.port), name)
         if other != name:
             where = sources.get(address_var or "", state.source)
-            raise InventoryError(
+            raise where.error(
                 f"host '{name}' has the same address {host.address}:{host.port} as host "
                 f"'{other}'; each host needs its own address or port",
-                file=where.file,
-                line=where.line,
-                key=address_var or name,
+                address_var or name,
             )
         hosts[name] = host
         hostvars[name] = merged

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, HostError, UnreachableError
 
 PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
 OK, CHANGED, FAILED = "ok", "changed", "failed"
@@ -56,6 +56,15 @@ class HostReport:
     #: why the host was unreachable (or why the task stopped on it), one line
     error: str | None = None
     error_kind: str | None = None
+
+    def add_error(self, error: HostError, result_id: str, status: str = FAILED) -> None:
+        """What stopped the work on this host: an unreachable host's error line, or (it
+        answered) a `result_id` result."""
+        if isinstance(error, UnreachableError):
+            self.reachable = False
+            self.error, self.error_kind = error.message, error.kind
+        else:
+            self.results.append(Result(result_id, status, error.message))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -141,8 +141,7 @@ class Session:
             connect_kwargs=connect_kwargs,
         )
         client = paramiko.SSHClient()
-        # the inventory's per-host `known_hosts` (already absolute) beats the setting
-        known_hosts = Path(host.vars.get("known_hosts") or options.known_hosts).expanduser()
+        known_hosts = known_hosts_for(host, options)
         if known_hosts.exists():
             client.load_host_keys(str(known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -184,26 +183,24 @@ class Session:
         env: Mapping[str, object] | None = None,
         timeout: float | None = None,
         check: bool = True,
+        stdout_to: Callable[[bytes], None] | None = None,
     ) -> CommandResult:
-        """Run a shell command; stdin is sent in large chunks; env values are quoted."""
+        """Run a shell command; stdin is sent in large chunks; env values are quoted.
+
+        `stdout_to` takes stdout block by block as it arrives (a fetched file never sits in
+        memory); the result's stdout is then empty.
+        """
         full = shell.env_assignments(env or {}) + command
         data = stdin.encode() if isinstance(stdin, str) else stdin
         timeout = self.options.command_timeout if timeout is None else timeout
-        try:
-            channel = self.transport.open_session()
-        except paramiko.SSHException as exc:
-            raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
-        self.round_trips += 1
-        try:
-            channel.exec_command(full)
+
+        def send_stdin(channel: paramiko.Channel) -> None:
             if data:
                 channel.sendall(data)
-            channel.shutdown_write()
-            stdout, stderr, status = _drain(channel, timeout)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLost(self.host.name, f"connection lost: {exc}") from exc
-        finally:
-            channel.close()
+
+        stdout, stderr, status = self._exec(
+            full, send_stdin, timeout, lost="connection lost", stdout_to=stdout_to
+        )
         out = stdout.decode(errors="replace")
         err = stderr.decode(errors="replace")
         if status is None:
@@ -223,24 +220,16 @@ class Session:
     ) -> CommandResult:
         """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
         timeout = self.options.command_timeout if timeout is None else timeout
-        # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
-        channel = self.transport.open_session(window_size=BULK_WINDOW, max_packet_size=BULK_PACKET)
-        self.round_trips += 1
-        try:
-            channel.exec_command(command)
-            while True:
-                block = source.read(CHUNK)
-                if not block:
-                    break
+
+        def send_source(channel: paramiko.Channel) -> None:
+            while block := source.read(CHUNK):
                 channel.sendall(block)
                 if progress:
                     progress(len(block))
-            channel.shutdown_write()
-            stdout, stderr, status = _drain(channel, timeout)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLost(self.host.name, f"transfer cut off: {exc}") from exc
-        finally:
-            channel.close()
+
+        stdout, stderr, status = self._exec(
+            command, send_source, timeout, lost="transfer cut off", bulk=True
+        )
         err = stderr.decode(errors="replace")
         if status is None:
             raise CommandTimeout(self.host.name, command, -1, err)
@@ -248,15 +237,51 @@ class Session:
             raise CommandFailed(self.host.name, command, status, err)
         return CommandResult(self.host.name, command, status, stdout.decode(errors="replace"), err)
 
+    def _exec(
+        self,
+        command: str,
+        send: Callable[[paramiko.Channel], None],
+        timeout: float | None,
+        *,
+        lost: str,
+        bulk: bool = False,
+        stdout_to: Callable[[bytes], None] | None = None,
+    ) -> tuple[bytes, bytes, int | None]:
+        """One channel per command: exec, `send` its stdin, drain; SSH errors -> ConnectionLost."""
+        # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
+        window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
+        try:
+            channel = self.transport.open_session(**window)
+        except paramiko.SSHException as exc:
+            raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
+        self.round_trips += 1
+        try:
+            channel.exec_command(command)
+            send(channel)
+            channel.shutdown_write()
+            return _drain(channel, timeout, stdout_to)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(self.host.name, f"{lost}: {exc}") from exc
+        finally:
+            channel.close()
 
-def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, bytes, int | None]:
-    """Read stdout and stderr until the command exits; None status on timeout."""
+
+def _drain(
+    channel: paramiko.Channel,
+    timeout: float | None,
+    stdout_to: Callable[[bytes], None] | None = None,
+) -> tuple[bytes, bytes, int | None]:
+    """Read stdout and stderr until the command exits; None status on timeout.
+
+    With `stdout_to`, stdout goes there block by block and comes back empty.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     out: list[bytes] = []
     err: list[bytes] = []
+    take_out = stdout_to or out.append
     while True:
         if channel.recv_ready():
-            out.append(channel.recv(CHUNK))
+            take_out(channel.recv(CHUNK))
             continue
         if channel.recv_stderr_ready():
             err.append(channel.recv_stderr(CHUNK))
@@ -272,7 +297,7 @@ def _drain(channel: paramiko.Channel, timeout: float | None) -> tuple[bytes, byt
         select.select([channel], [], [], 0.05)
     # flush whatever arrived together with the exit status
     while channel.recv_ready():
-        out.append(channel.recv(CHUNK))
+        take_out(channel.recv(CHUNK))
     while channel.recv_stderr_ready():
         err.append(channel.recv_stderr(CHUNK))
     return b"".join(out), b"".join(err), channel.recv_exit_status()
@@ -292,6 +317,11 @@ def scan_host_key(host: Host, timeout: float = 10.0) -> paramiko.PKey:
         raise map_connect_error(host, exc) from exc
     finally:
         transport.close()
+
+
+def known_hosts_for(host: Host, options: SSHOptions) -> Path:
+    """The inventory's per-host `known_hosts` (already absolute) beats the setting."""
+    return Path(host.vars.get("known_hosts") or options.known_hosts).expanduser()
 
 
 def known_hosts_name(host: Host) -> str:

@@ -5,24 +5,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
-from pathlib import Path
 
 import paramiko
 
 from .errors import HostError
 from .host import Host
 from .results import CHANGED, FAIL, OK, HostReport, Result, TaskReport
-from .transport import SSHOptions, known_hosts_name, scan_host_key
+from .transport import SSHOptions, known_hosts_for, known_hosts_name, scan_host_key
 
 
 def sha256_fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's `SHA256:...` form, the one `ssh-keygen -lf` prints."""
     digest = hashlib.sha256(key.asbytes()).digest()
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def known_hosts_for(host: Host, options: SSHOptions) -> Path:
-    return Path(host.vars.get("known_hosts") or options.known_hosts).expanduser()
 
 
 def trust_hosts(hosts: list[Host], options: SSHOptions, *, assume_yes: bool) -> TaskReport:

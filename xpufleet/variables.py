@@ -9,7 +9,10 @@ other names are left alone, so an existing Ansible inventory works unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .host import Host
 
 
 @dataclass(frozen=True)
@@ -180,3 +183,14 @@ VARIABLES: dict[str, Variable] = {
 
 def default(name: str) -> Any:
     return VARIABLES[name].default
+
+
+def venv_python(venv: str) -> str:
+    """The interpreter of the Python environment (venv or conda prefix) at `venv`."""
+    return f"{str(venv).rstrip('/')}/bin/python"
+
+
+def var(host: Host, name: str) -> Any:
+    """A host's value of one of xpufleet's variables, or its registered default."""
+    value = host.vars.get(name)
+    return default(name) if value is None else value

@@ -5,12 +5,9 @@ from __future__ import annotations
 from xpufleet import shell
 from xpufleet.provision.roles import RoleContext
 from xpufleet.provision.steps import Command, Packages, Skip, Step
+from xpufleet.variables import venv_python
 
 _PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
-
-
-def env_python(venv: str) -> str:
-    return f"{venv.rstrip('/')}/bin/python"
 
 
 def create_env(role: RoleContext) -> Command:
@@ -29,7 +26,7 @@ def create_env(role: RoleContext) -> Command:
         role.id("env"),
         role.tags("env"),
         reprobe=True,
-        guard=f"test -x {shell.quote(env_python(venv))}",
+        guard=f"test -x {shell.quote(venv_python(venv))}",
         command=command,
         action=action,
         present=f"{v['python_env']} {venv}",
@@ -42,7 +39,7 @@ def base_pth(role: RoleContext) -> Step:
     dirs = [str(d) for d in v["base_site_packages"] or []]
     if not dirs:
         return Skip(role.id("base_site_packages"), role.tags("env"), reason="no base_site_packages")
-    py = shell.quote(env_python(str(v["venv"])))
+    py = shell.quote(venv_python(str(v["venv"])))
     name = shell.quote(str(v["base_pth_name"]))
     content = "\n".join(dirs)
     site = f'sp=$({py} -c {shell.quote(_PURELIB)}) && [ -n "$sp" ]'
@@ -104,7 +101,7 @@ def steps(role: RoleContext) -> list[Step]:
         Packages(
             role.id("pip_packages"),
             role.tags("packages"),
-            python=env_python(str(v["venv"])),
+            python=venv_python(str(v["venv"])),
             requirements=[str(r) for r in v["pip_packages"] or []],
             pip_args=[str(a) for a in v["pip_extra_args"] or []],
         ),

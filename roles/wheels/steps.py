@@ -5,6 +5,7 @@ from __future__ import annotations
 from xpufleet.provision.roles import RoleContext
 from xpufleet.provision.steps import Skip, Step
 from xpufleet.provision.wheels import Wheel
+from xpufleet.variables import venv_python
 
 
 def steps(role: RoleContext) -> list[Step]:
@@ -18,7 +19,7 @@ def steps(role: RoleContext) -> list[Step]:
                 reason=f"no wheels in {role.manifest.path} (run `invoke build`)",
             )
         ]
-    python = f"{str(v['venv']).rstrip('/')}/bin/python"
+    python = venv_python(str(v["venv"]))
     out: list[Step] = [role.directory("cache_dir", str(v["wheel_cache_dir"]), 0o755)]
     for entry in entries:
         out.append(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from xpufleet.bench.configs import (
@@ -13,9 +15,12 @@ from xpufleet.bench.configs import (
     invocations,
     name_list,
     one_batch_argv,
+    optional_int,
     plan_bench,
     select_configs,
     serving_argv,
+    serving_dataset,
+    with_profile,
 )
 from xpufleet.errors import EXIT_BAD_INPUT, InputError, PlanError
 
@@ -141,24 +146,63 @@ def test_not_a_product_runs_each_config_alone() -> None:
     assert [[c.name for c in inv.configs] for inv in invocations(plan)] == [["a"], ["b"], ["c"]]
 
 
-def test_serving_argv_random_dataset_nothing_downloaded() -> None:
+def test_serving_argv_random_dataset_exact_lengths_nothing_downloaded() -> None:
     config = BenchConfig("x", batch_size=16, input_len=1024, output_len=32, tp=16)
-    assert serving_argv(config, host="127.0.0.1", port=30000, python="/v/bin/python3") == [
-        "/v/bin/python3",
-        "-m",
-        "sglang.bench_serving",
-        "--backend",
-        "sglang",
-        "--dataset-name",
-        "random",
-        "--random-input-len",
-        "1024",
-        "--random-output-len",
-        "32",
-        "--num-prompts",
-        "16",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "30000",
+    argv = serving_argv(
+        config,
+        host="127.0.0.1",
+        port=30000,
+        dataset_path="/var/lib/xpufleet/runs/r/bench/0/sharegpt.json",
+        tokenizer=MODEL,
+        output_file="/var/lib/xpufleet/runs/r/bench/0/bench_serving.jsonl",
+        python="/v/bin/python3",
+    )
+    assert " ".join(argv) == (
+        "/v/bin/python3 -m sglang.bench_serving --backend sglang --dataset-name random "
+        "--dataset-path /var/lib/xpufleet/runs/r/bench/0/sharegpt.json "
+        "--random-input-len 1024 --random-output-len 32 --random-range-ratio 1 "
+        f"--num-prompts 16 --tokenizer {MODEL} --host 127.0.0.1 --port 30000 "
+        "--output-file /var/lib/xpufleet/runs/r/bench/0/bench_serving.jsonl"
+    )
+    profiled = serving_argv(
+        with_profile(config), host="h", port=1, dataset_path="d", tokenizer="t", output_file="o"
+    )
+    assert profiled[-1] == "--profile"
+
+
+def test_serving_dataset_is_sharegpt_format_one_conversation_per_prompt() -> None:
+    doc = json.loads(serving_dataset(5))
+    assert len(doc) == 5
+    for conversation in doc:
+        turns = conversation["conversations"]
+        assert len(turns) >= 2 and all(turn["value"].strip() for turn in turns)
+    assert len({c["conversations"][0]["value"] for c in doc}) == 5
+
+
+def test_nnodes_spreads_multi_tile_configs_over_the_launched_nodes() -> None:
+    configs = select_configs(["single-tile"], tps=[8], input_lens=[64], output_lens=[8])
+    plan = plan_bench(configs, tiles_per_node=8, nodes=["n1", "n2"], model_path=MODEL, nnodes=2)
+    assert [(r.config.name, r.kind, r.nnodes) for r in plan.runs] == [
+        ("single-tile", ONE_BATCH, 1),
+        ("bs1-in64-out8-tp8", SERVING, 2),
     ]
+    # without --nnodes the same tp 8 fits node 0: bench_one_batch
+    plain = plan_bench(configs, tiles_per_node=8, nodes=["n1", "n2"], model_path=MODEL)
+    assert [r.kind for r in plain.runs] == [ONE_BATCH, ONE_BATCH]
+    with pytest.raises(PlanError, match="needs 2 node"):
+        plan_bench(
+            select_configs(tps=[16]), tiles_per_node=8, nodes=["a", "b"], model_path="m", nnodes=1
+        )
+    with pytest.raises(PlanError, match="needs 3 node"):
+        plan_bench(
+            select_configs(tps=[24]), tiles_per_node=8, nodes=["a", "b"], model_path="m", nnodes=3
+        )
+
+
+def test_nnodes_flag_is_one_positive_integer() -> None:
+    assert optional_int(None, "nnodes") is None
+    assert optional_int("2", "nnodes") == 2
+    for bad in ("0", "two", "1,2"):
+        with pytest.raises(InputError) as info:
+            optional_int(bad, "nnodes")
+        assert info.value.exit_code == EXIT_BAD_INPUT and info.value.key == "nnodes"

@@ -25,7 +25,12 @@ from xpufleet.bench.results import (
     version_changes,
     write_run,
 )
-from xpufleet.bench.runner import environment_from_facts, row_result, serving_problem
+from xpufleet.bench.runner import (
+    environment_from_facts,
+    profile_note,
+    row_result,
+    serving_problem,
+)
 from xpufleet.errors import InputError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -221,8 +226,16 @@ def test_environment_from_facts_marks_the_lab() -> None:
     assert env.versions == {"python": "3.12.3", "torch": "2.13.0", "sglang": "0.0.1+lab"}
     assert env.wheels == {"sglang": {"version": "0.0.1+lab", "sha256": "b" * 64}}
     assert env.simulated is not None and "stand-in" in env.simulated
+    assert "not Intel hardware" in env.simulated
     real = environment_from_facts({"python": "3.10.12", "packages": {}, "lab_json": None})
     assert real.simulated is None and real.wheels == {}
+    # the stand-in's version alone says so too (a node without the lab's marker file)
+    standin = environment_from_facts(
+        {"python": "3.11.2", "packages": {"sglang": "0.4.3.post2+xpufleetlab"}, "lab_json": None}
+    )
+    assert standin.simulated is not None and "0.4.3.post2+xpufleetlab" in standin.simulated
+    fork = environment_from_facts({"python": "3.10", "packages": {"sglang": "0.4.3.post2"}})
+    assert fork.simulated is None
 
 
 def test_serving_needs_a_launched_server_of_the_same_tp() -> None:
@@ -233,6 +246,15 @@ def test_serving_needs_a_launched_server_of_the_same_tp() -> None:
     assert serving_problem({"tp_size": 16}, tp=16, node="node1", port=30000) is None
 
 
+def test_serving_needs_the_server_to_span_the_planned_nodes() -> None:
+    info = {"tp_size": 8, "nnodes": 1}
+    wrong = serving_problem(info, tp=8, nnodes=2, node="node1", port=30000)
+    assert wrong is not None and "spans 1 node(s), this plan 2" in wrong
+    assert "invoke launch --tp 8 --nnodes 2" in wrong
+    ok = serving_problem({"tp_size": 8, "nnodes": 2}, tp=8, nnodes=2, node="n", port=1)
+    assert ok is None
+
+
 def test_row_result_says_simulated() -> None:
     row = sample_run().rows[0]
     result = row_result(row, "lab: stand-in")
@@ -240,3 +262,11 @@ def test_row_result_says_simulated() -> None:
     assert "0.062 s" in result.message and "simulated" in result.message
     failed = BenchRow(BenchConfig("x", 1, 1, 1), ONE_BATCH, "n", "failed", message="boom")
     assert row_result(failed, None).status == "failed"
+
+
+def test_profile_note_points_at_traces_or_says_there_are_none() -> None:
+    files = ["result.jsonl", "profile_batch1_input32_output32.trace.json.gz"]
+    note = profile_note(files, node="node1", workdir="/var/lib/xpufleet/runs/r/bench/0")
+    assert note == "1 profiler trace(s) in node1:/var/lib/xpufleet/runs/r/bench/0"
+    none = profile_note(["result.jsonl"], node="node1", workdir="/w")
+    assert none == "--profile: no profiler trace was written in node1:/w"

@@ -161,13 +161,15 @@ def test_sweep_and_failure_run_through_a_real_shell(tmp_path: Path) -> None:
 
 
 FAKE_SERVING = r"""
-import argparse, pathlib, sys
+import argparse, json, pathlib, sys
 p = argparse.ArgumentParser()
-for flag in ("--backend", "--dataset-name", "--random-input-len", "--random-output-len",
-             "--num-prompts", "--host", "--port"):
+for flag in ("--backend", "--dataset-name", "--dataset-path", "--random-input-len",
+             "--random-output-len", "--random-range-ratio", "--num-prompts", "--tokenizer",
+             "--host", "--port", "--output-file"):
     p.add_argument(flag)
 a = p.parse_args()
 assert a.dataset_name == "random" and a.backend == "sglang", a
+assert len(json.load(open(a.dataset_path))) == int(a.num_prompts), a  # staged, no download
 print("Namespace(...)")
 print(pathlib.Path(sys.argv[0]).with_name("block.txt").read_text())
 """

@@ -49,6 +49,17 @@ def run_probe_locally(script: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(lines[0])
 
 
+def sh_only_bin(tmp_path: Path) -> Path:
+    """A PATH dir with this machine's copies of SH_TOOLS and no python3."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in SH_TOOLS:
+        found = shutil.which(name)
+        if found:
+            os.symlink(found, bin_dir / name)
+    return bin_dir
+
+
 def hostile_host(tmp_path: Path) -> tuple[Host, Path]:
     marker = tmp_path / "pwned"
     evil = f"$(touch {marker})'; touch {marker}; '"
@@ -111,12 +122,7 @@ def test_probe_sees_a_fake_oneapi_tree_and_wheels_manifest(tmp_path: Path) -> No
 
 
 def test_sh_fallback_when_python3_is_missing(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in SH_TOOLS:
-        found = shutil.which(name)
-        if found:
-            os.symlink(found, bin_dir / name)
+    bin_dir = sh_only_bin(tmp_path)
     if not (bin_dir / "awk").exists():
         pytest.skip("no awk on this machine")
     host, marker = hostile_host(tmp_path)
@@ -137,12 +143,7 @@ def test_sh_fallback_when_python3_is_missing(tmp_path: Path) -> None:
 
 def test_sh_json_strings_survive_quotes_backslashes_and_tabs(tmp_path: Path) -> None:
     """The sh fallback's JSON escaping, on the one value a test can steer: the model path."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in SH_TOOLS:
-        found = shutil.which(name)
-        if found:
-            os.symlink(found, bin_dir / name)
+    bin_dir = sh_only_bin(tmp_path)
     nasty = f'{tmp_path}/a "quoted"\\back\tslash'
     host = Host("node1", "127.0.0.1", vars={"model_path": nasty})
     raw = run_probe_locally(build_script(probe_params(host)), env={"PATH": str(bin_dir)})

@@ -4,12 +4,14 @@ The seed (REFERENCE §1) benchmarks with `sglang.bench_one_batch` on one node: a
 tile (batch 1, input 32, output 32) and 8 tiles (input 1024, --tp-size 8), optionally
 with --profile. The fork's bench_one_batch is single-node only, so a config whose tp
 needs more tiles than one node has is measured with `bench_serving` against a server
-started by `invoke launch` (REFERENCE §2).
+started by `invoke launch` (REFERENCE §2); so is a config benchmarked with --nnodes > 1
+(as `invoke launch --nnodes`), which measures the server of that launch.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -75,6 +77,16 @@ def int_list(values: Iterable[object] | None, key: str) -> list[int]:
                 raise InputError(f"must be at least 1, got {number}", key=key)
             numbers.append(number)
     return numbers
+
+
+def optional_int(value: object | None, key: str) -> int | None:
+    """One positive integer flag (invoke passes it as a string), or None when not given."""
+    if value is None:
+        return None
+    numbers = int_list([value], key)
+    if len(numbers) != 1:
+        raise InputError(f"one integer expected, got {value!r}", key=key)
+    return numbers[0]
 
 
 def name_list(values: Iterable[object] | None) -> list[str]:
@@ -157,30 +169,46 @@ def plan_bench(
     tiles_per_node: int,
     nodes: Sequence[str],
     model_path: str,
+    nnodes: int | None = None,
 ) -> BenchPlan:
     """Single-node configs run bench_one_batch on node 0; the others bench_serving.
 
+    `nnodes` (as `invoke launch --nnodes`) spreads every config of tp >= nnodes over
+    that many nodes, so a tp that would fit one node is measured on the server launched
+    across several; a smaller tp (e.g. single-tile) still runs bench_one_batch.
     Refuses (exit 2, before any host is touched) a tp the selected nodes cannot hold.
     """
     if not nodes:
         raise PlanError("no host selected to benchmark on", key="limit")
     if tiles_per_node < 1:
         raise PlanError(f"tiles per node must be at least 1, got {tiles_per_node}", key="tiles")
+    if nnodes is not None and nnodes < 1:
+        raise PlanError(f"--nnodes must be at least 1, got {nnodes}", key="nnodes")
     runs: list[PlannedRun] = []
     for config in configs:
-        nnodes = math.ceil(config.tp / tiles_per_node)
-        if nnodes > len(nodes):
+        nnodes_of_run = math.ceil(config.tp / tiles_per_node)
+        if nnodes is not None and config.tp >= nnodes:  # a smaller tp cannot span them
+            if nnodes < nnodes_of_run:
+                raise PlanError(
+                    f"config {config.name}: tp {config.tp} needs {nnodes_of_run} node(s) of "
+                    f"{tiles_per_node} tiles, --nnodes is {nnodes}",
+                    key="nnodes",
+                )
+            nnodes_of_run = nnodes
+        if nnodes_of_run > len(nodes):
             raise PlanError(
-                f"config {config.name}: tp {config.tp} needs {nnodes} node(s) of "
+                f"config {config.name}: tp {config.tp} needs {nnodes_of_run} node(s) of "
                 f"{tiles_per_node} tiles, {len(nodes)} selected",
                 key="tp",
             )
-        if nnodes > 1 and config.tp % nnodes:
+        if nnodes_of_run > 1 and config.tp % nnodes_of_run:
             raise PlanError(
-                f"config {config.name}: tp {config.tp} does not split evenly over {nnodes} nodes",
+                f"config {config.name}: tp {config.tp} does not split evenly over "
+                f"{nnodes_of_run} nodes",
                 key="tp",
             )
-        runs.append(PlannedRun(config, ONE_BATCH if nnodes == 1 else SERVING, nnodes))
+        kind = ONE_BATCH if nnodes_of_run == 1 else SERVING
+        runs.append(PlannedRun(config, kind, nnodes_of_run))
     return BenchPlan(tuple(runs), tiles_per_node, tuple(nodes), model_path)
 
 
@@ -265,19 +293,58 @@ def serving_argv(
     *,
     host: str,
     port: int,
+    dataset_path: str,
+    tokenizer: str,
+    output_file: str,
     python: str = "python3",
 ) -> list[str]:
-    """bench_serving on the random dataset (nothing downloaded) against a running server;
-    the batch size is the number of prompts, all sent at once (request rate inf)."""
+    """bench_serving on the random dataset against a running server; the batch size is
+    the number of prompts, all sent at once (request rate inf).
+
+    `--random-range-ratio 1`: every prompt exactly input_len tokens and every answer
+    output_len (the default ratio 0 draws lengths from [1, len]). `--dataset-path`:
+    SGLang's random dataset takes its tokens from ShareGPT text and downloads ShareGPT
+    when no file is given, so xpufleet stages one (`serving_dataset`): nothing is
+    downloaded. `--tokenizer`: the model directory, as the served model name may not be
+    a path (the tool would then fetch a tokenizer from the hub).
+    """
     argv = [python, "-m", "sglang.bench_serving", "--backend", "sglang"]
-    argv += ["--dataset-name", "random"]
+    argv += ["--dataset-name", "random", "--dataset-path", dataset_path]
     argv += ["--random-input-len", str(config.input_len)]
     argv += ["--random-output-len", str(config.output_len)]
+    argv += ["--random-range-ratio", "1"]
     argv += ["--num-prompts", str(config.batch_size)]
+    argv += ["--tokenizer", tokenizer]
     argv += ["--host", host, "--port", str(port)]
+    argv += ["--output-file", output_file]
     if config.profile:
         argv.append("--profile")
     return argv
+
+
+#: English prose bench_serving's random dataset cuts or repeats into prompts
+_DATASET_TEXT = (
+    "Tensor parallelism splits every layer of a model across devices: each tile holds a "
+    "slice of the weights, computes its share of a matrix product, and an all-reduce joins "
+    "the partial results before the next layer. Throughput depends on the interconnect as "
+    "much as on the tiles themselves."
+)
+
+
+def serving_dataset(num_prompts: int) -> str:
+    """A ShareGPT-format JSON document of `num_prompts` conversations (bench_serving makes
+    at most one prompt per conversation), so its random dataset needs no download."""
+    conversations = [
+        {
+            "id": f"xpufleet-{index}",
+            "conversations": [
+                {"from": "human", "value": f"({index}) {_DATASET_TEXT}"},
+                {"from": "gpt", "value": "An all-reduce per layer."},
+            ],
+        }
+        for index in range(max(1, num_prompts))
+    ]
+    return json.dumps(conversations)
 
 
 def _unique(values: Iterable[Any]) -> list[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ METRIC_UNITS: dict[str, str] = {
     "p99_ttft": "ms",
     "mean_tpot": "ms",
     "median_tpot": "ms",
+    "p99_tpot": "ms",
     "mean_itl": "ms",
     "median_itl": "ms",
     "p99_itl": "ms",
@@ -352,7 +354,7 @@ def plot_run(run: BenchRun, path: Path) -> None:
     try:
         title = f"xpufleet bench {run.run_id}"
         if run.simulated:
-            title += f"\nSIMULATED: {run.simulated}"
+            title += "\n" + textwrap.fill(f"SIMULATED: {run.simulated}", width=110)
         fig.suptitle(title, fontsize=10)
         for ax, values, label, colour in (
             (ax_lat, [r.latency_s for r in measured], "latency (s)", "tab:orange"),
@@ -503,7 +505,7 @@ def results_table(run: BenchRun) -> Table:
     """The rows of one run: headline latency and throughput per config."""
     title = f"bench {run.run_id}"
     if run.simulated:
-        title += f"  [SIMULATED: {run.simulated}]"
+        title += "  [SIMULATED]"
     table = Table(title=title)
     table.add_column("config", no_wrap=True)
     for column in ("bs", "in", "out", "tp", "status", "latency s", "tok/s"):

@@ -28,6 +28,7 @@ from .configs import (
     invocations,
     one_batch_argv,
     serving_argv,
+    serving_dataset,
 )
 from .parsers import BenchOutputError, parse_one_batch, parse_one_batch_jsonl, parse_serving
 from .results import (
@@ -43,6 +44,8 @@ from .results import (
 
 #: bench_one_batch loads the whole model; DeepSeek-R1 from a cold cache takes minutes
 DEFAULT_TIMEOUT_S = 7200.0
+#: the local version label of the lab's SGLang stand-in (xpufleet.lab.standin)
+STANDIN_LOCAL_VERSION = "+xpufleetlab"
 
 #: one remote command: versions in the node's environment, its wheel state, the lab marker
 _FACTS_SCRIPT = r"""
@@ -62,6 +65,9 @@ for key, path in (("wheels_json", sys.argv[1]), ("lab_json", "/opt/intel/.lab/no
         out[key] = None
 print(json.dumps(out))
 """
+
+#: files of a bench_serving run in its directory on node 0: the staged dataset, its JSONL
+SERVING_DATASET_NAME, SERVING_RESULT_NAME = "sharegpt.json", "bench_serving.jsonl"
 
 #: what the server launched by `invoke launch` says about itself
 _SERVER_INFO_SCRIPT = r"""
@@ -102,13 +108,14 @@ def environment_from_facts(doc: dict[str, Any]) -> NodeEnvironment:
 
         for name, wheel in parse_node_state(doc["wheels_json"]).items():
             wheels[name] = {"version": wheel.version, "sha256": wheel.sha256}
-    simulated = None
     lab = _json_or_none(doc.get("lab_json"))
-    if isinstance(lab, dict) and lab.get("lab"):
-        sglang = versions.get("sglang", "not installed")
+    on_lab = isinstance(lab, dict) and bool(lab.get("lab"))
+    sglang = str(versions.get("sglang") or "not installed")
+    simulated = None
+    if on_lab or sglang.endswith(STANDIN_LOCAL_VERSION):
         simulated = (
-            f"lab: SGLang stand-in (sglang {sglang}) on CPU torch, simulated Intel Max; "
-            "not GPU performance"
+            f"lab stand-in sglang {sglang} (tiny model on CPU torch/gloo) on simulated "
+            "Intel Max nodes; not Intel hardware, not GPU performance"
         )
     return NodeEnvironment(versions, wheels, simulated)
 
@@ -295,9 +302,20 @@ def _run_one_batch(
     output = parse_one_batch(result.stdout)
     rows = rows_from_one_batch(invocation.configs, output, node=host.name, records=records)
     if invocation.configs[0].profile:
+        listing = session.run(f"ls -1 {shell.quote(workdir)}", check=False).stdout
+        note = profile_note(listing.split(), node=host.name, workdir=workdir)
         for row in rows:
-            row.message = row.message or f"profiler traces in {host.name}:{workdir}"
+            row.message = row.message or note
     return rows
+
+
+def profile_note(files: Sequence[str], *, node: str, workdir: str) -> str:
+    """Pure: where --profile's torch traces are (`*.trace.json[.gz]` in the run's
+    directory), or that none was written (the lab's stand-in records none)."""
+    traces = [f for f in files if ".trace.json" in f]
+    if not traces:
+        return f"--profile: no profiler trace was written in {node}:{workdir}"
+    return f"{len(traces)} profiler trace(s) in {node}:{workdir}"
 
 
 def _run_serving(
@@ -314,11 +332,26 @@ def _run_serving(
     python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
     address = serving_address(host)
     info = server_info(session, python, address, port)
-    problem = serving_problem(info, tp=config.tp, node=host.name, port=port)
+    problem = serving_problem(
+        info, tp=config.tp, nnodes=invocation.nnodes, node=host.name, port=port
+    )
     if problem:
         return BenchRow(config, SERVING, host.name, ROW_FAILED, message=problem)
     workdir = remote_workdir(host, run_id, index)
-    argv = serving_argv(config, host=address, port=port, python=python)
+    dataset = f"{workdir}/{SERVING_DATASET_NAME}"
+    session.run(
+        f"mkdir -p {shell.quote(workdir)} && cat > {shell.quote(dataset)}",
+        stdin=serving_dataset(config.batch_size),
+    )
+    argv = serving_argv(
+        config,
+        host=address,
+        port=port,
+        dataset_path=dataset,
+        tokenizer=str(var(host, "model_path")),
+        output_file=f"{workdir}/{SERVING_RESULT_NAME}",
+        python=python,
+    )
     result = session.run(remote_command(host, argv, workdir), timeout=timeout)
     _save(logs_dir, index, invocation.kind, result.stdout, suffix="stdout")
     _save(logs_dir, index, invocation.kind, result.stderr, suffix="stderr")
@@ -343,18 +376,29 @@ def server_info(session: Session, python: str, address: str, port: int) -> dict[
     return doc if isinstance(doc, dict) else {"error": f"unexpected answer: {doc!r}"}
 
 
-def serving_problem(info: dict[str, Any], *, tp: int, node: str, port: int) -> str | None:
-    """Pure: why bench_serving cannot measure this config against that server, or None."""
+def serving_problem(
+    info: dict[str, Any], *, tp: int, node: str, port: int, nnodes: int | None = None
+) -> str | None:
+    """Pure: why bench_serving cannot measure this config against that server, or None.
+
+    The server's tp and nnodes (from /get_server_info) must be the plan's: numbers of
+    another topology would be filed under this config's name."""
+    launch = f"invoke launch --tp {tp}" + (f" --nnodes {nnodes}" if nnodes else "")
     if "error" in info:
         return (
             f"no SGLang server answers on {node}:{port} ({info['error']}); "
-            f"start one with `invoke launch --tp {tp}` first"
+            f"start one with `{launch}` first"
         )
-    server_tp = info.get("tp_size")
+    server_tp, server_nnodes = info.get("tp_size"), info.get("nnodes")
     if server_tp is not None and int(server_tp) != tp:
         return (
             f"the server on {node}:{port} runs tp {server_tp}, this config needs tp {tp}: "
-            f"`invoke stop` then `invoke launch --tp {tp}`"
+            f"`invoke stop` then `{launch}`"
+        )
+    if nnodes and server_nnodes is not None and int(server_nnodes) != nnodes:
+        return (
+            f"the server on {node}:{port} spans {server_nnodes} node(s), this plan "
+            f"{nnodes}: `invoke stop` then `{launch}`"
         )
     return None
 

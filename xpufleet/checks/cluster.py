@@ -13,18 +13,18 @@ from collections.abc import Mapping, Sequence
 
 from ..errors import PlanError
 from ..facts.model import NodeFacts, Rendezvous
-from ..facts.probe import rendezvous_address
 from ..host import Host
 from ..launch.plan import (
     default_nnodes,
     device_memory_gb,
     devices_per_node,
     model_fit,
+    rendezvous_address,
     usable_fraction,
-    var,
 )
 from ..nodeset import fold
 from ..results import Result
+from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result
 
 CLUSTER_VERSIONS = check("cluster.versions", "same versions on every node", "cluster")

@@ -6,7 +6,7 @@ from typing import Any
 
 from invoke import task
 
-from ..bench.configs import int_list, name_list, plan_bench, select_configs
+from ..bench.configs import int_list, name_list, optional_int, plan_bench, select_configs
 from ..bench.results import (
     compare,
     compare_table,
@@ -35,6 +35,8 @@ LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
         "output": "sweep: output lengths (repeatable or comma list)",
         "tp": "sweep: tensor-parallel sizes; more than one node's tiles -> bench_serving "
         "against the server of `invoke launch`",
+        "nnodes": "nodes a config's tp spans, as `invoke launch --nnodes` (default: as many "
+        "as its tiles need); configs of tp >= N then run bench_serving against that server",
         "profile": "run each config under the torch profiler (traces stay on the node)",
         "compare": "compare two runs instead: --compare A --compare B (run ids or dirs)",
         **HOST_FLAGS_HELP,
@@ -48,6 +50,7 @@ def bench(
     input: list[str] | None = None,  # the flag is --input, as in the seed's guide
     output: list[str] | None = None,
     tp: list[str] | None = None,
+    nnodes: str | None = None,
     profile: bool = False,
     compare: list[str] | None = None,
     hosts: str | None = None,
@@ -74,6 +77,7 @@ def bench(
         tiles_per_node=devices_per_node(node0) if node0 else 0,
         nodes=[h.name for h in ctx.hosts],
         model_path=str(var(node0, "model_path")) if node0 else "",
+        nnodes=optional_int(nnodes, "nnodes"),
     )
     runs_dir = ctx.settings.path(ctx.settings.runs_dir)
     run_id = new_run_id(runs_dir)
@@ -87,11 +91,13 @@ def bench(
     )
     title = "bench"
     if outcome.run.simulated:
-        title += f" — SIMULATED ({outcome.run.simulated})"
+        title += " — SIMULATED (lab stand-in, not Intel hardware)"
     if not json and outcome.paths:
         console.print(results_table(outcome.run))
         for kind, path in outcome.paths.items():
             console.print(f"{kind}: {relative(path)}", highlight=False)
+    if not json and outcome.run.simulated:
+        console.print(f"SIMULATED: {outcome.run.simulated}", highlight=False, soft_wrap=True)
     return emit(outcome.report, as_json=json, title=title)
 
 
@@ -135,7 +141,11 @@ def _compare(c: Any, refs: list[str], *, as_json: bool) -> int:
     console.print(compare_table(a, b))
     for label, run in (("A", a), ("B", b)):
         if run.simulated:
-            console.print(f"{label} {run.run_id}: SIMULATED ({run.simulated})", highlight=False)
+            console.print(
+                f"{label} {run.run_id}: SIMULATED: {run.simulated}",
+                highlight=False,
+                soft_wrap=True,
+            )
     if changes:
         console.print("what changed between A and B:")
         for what, va, vb in changes:

@@ -45,7 +45,7 @@ def doctor(
     disk, memory, clock, leftovers) and the cluster (versions, wheels, rendezvous, plan)."""
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     tp_value = _tp(tp)
-    report = run_doctor(ctx.hosts, ctx.options, forks=int(ctx.settings.forks), tp=tp_value)
+    report = run_doctor(ctx.hosts, ctx.options, forks=ctx.settings.forks, tp=tp_value)
     code = emit(report, as_json=json, strict=strict, title="doctor")
     note = report.extra.get("doctor", {}).get("note")
     if note and not json:

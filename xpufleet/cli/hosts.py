@@ -6,8 +6,7 @@ from typing import Any
 
 from invoke import task
 
-from ..errors import HostError
-from ..results import FAILED, OK, HostReport, Result, TaskReport
+from ..results import OK, HostReport, Result, TaskReport
 from ..transport import Session
 from ..trust import trust_hosts
 from .common import HOST_FLAGS_HELP, emit, exits, open_context
@@ -44,11 +43,7 @@ def run(
         if outcome.skipped:
             host_report.results.append(Result("run.command", "skip", "not run (--fail-fast)"))
         elif outcome.error is not None:
-            if outcome.reachable:
-                host_report.results.append(Result("run.command", FAILED, outcome.error.message))
-            else:
-                host_report.error = outcome.error.message
-                host_report.error_kind = outcome.error.kind
+            host_report.add_error(outcome.error, "run.command")
         else:
             host_report.results.append(Result("run.command", OK, outcome.value or ""))
         report.hosts[name] = host_report
@@ -77,4 +72,3 @@ def trust(
 
 
 TASKS = [run, trust]
-_ = HostError  # re-exported for task modules that map errors

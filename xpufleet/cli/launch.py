@@ -109,7 +109,7 @@ def launch(
             the_plan,
             {h.name: h for h in ctx.hosts},
             ctx.options,
-            forks=int(ctx.settings.forks),
+            forks=ctx.settings.forks,
             runs_dir=ctx.settings.path(ctx.settings.runs_dir),
             progress=status.update,
         )
@@ -144,7 +144,7 @@ def status(
 ) -> int:
     """Every node's launched ranks: running or not, pid, uptime, ready; the first death."""
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
-    report = run_status(ctx.hosts, ctx.options, forks=int(ctx.settings.forks), run_id=run)
+    report = run_status(ctx.hosts, ctx.options, forks=ctx.settings.forks, run_id=run)
     code = emit(report, as_json=json, title="status")
     if not json and report.extra.get("base_url"):
         console.print(f"OpenAI base URL {report.extra['base_url']}", highlight=False)
@@ -166,7 +166,7 @@ def stop(
     report = run_stop(
         ctx.hosts,
         ctx.options,
-        forks=int(ctx.settings.forks),
+        forks=ctx.settings.forks,
         runs_dir=ctx.settings.path(ctx.settings.runs_dir),
         run_id=run,
     )
@@ -212,7 +212,7 @@ def logs(
         report = run_logs(
             ctx.hosts,
             ctx.options,
-            forks=int(ctx.settings.forks),
+            forks=ctx.settings.forks,
             emit_line=emit_line,
             run_id=run,
             follow=follow,
@@ -253,7 +253,7 @@ def chat(
     """One chat request through the launched server's OpenAI-compatible API."""
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     if url is None:
-        found = run_status(ctx.hosts, ctx.options, forks=int(ctx.settings.forks))
+        found = run_status(ctx.hosts, ctx.options, forks=ctx.settings.forks)
         url = found.extra.get("base_url")
         if not url:
             raise XpufleetError("no running launch found (`invoke launch --tp N` first)")

@@ -55,7 +55,7 @@ def provision(
             ctx.hosts,
             ctx.options,
             ctx.settings.path(ctx.settings.wheels_dir),
-            forks=int(ctx.settings.forks),
+            forks=ctx.settings.forks,
             options=options,
             tags=tags,
             skip_tags=skip_tags,

@@ -20,10 +20,6 @@ class GpuModel:
     tiles: int
     memory_gb: int
 
-    @property
-    def memory_per_tile_gb(self) -> float:
-        return self.memory_gb / self.tiles
-
 
 MAX1550 = GpuModel("max1550", "Data Center GPU Max 1550", 2, 128)
 MAX_2T_96 = GpuModel("max-2t-96gb", "Data Center GPU Max (2 tiles, 96 GB)", 2, 96)

@@ -18,9 +18,10 @@ from typing import Any
 
 from ..errors import InputError
 from ..host import Host
+from ..launch.plan import rendezvous_address
 from ..provision.manifest import node_state_path
 from ..transport import Session
-from ..variables import default
+from ..variables import var
 from .packages import RUNTIME_PACKAGES
 
 PROBE_COMMAND = "exec sh -s"
@@ -43,23 +44,12 @@ _SH_PARAM_ORDER = (
 )
 
 
-def host_var(host: Host, name: str) -> Any:
-    """A host's value of one of xpufleet's variables, or the registry default."""
-    value = host.vars.get(name)
-    return default(name) if value is None else value
-
-
-def rendezvous_address(node0: Host) -> str:
-    """Where ranks rendezvous: node 0's `rendezvous_address`, else its inventory address."""
-    return str(host_var(node0, "rendezvous_address") or node0.address)
-
-
 def rendezvous_target(host: Host) -> dict[str, Any]:
     """Where a node would listen for the rendezvous if it were node 0."""
     return {
         "host": host.name,
         "address": rendezvous_address(host),
-        "port": int(host_var(host, "rendezvous_port")),
+        "port": int(var(host, "rendezvous_port")),
     }
 
 
@@ -71,13 +61,13 @@ def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
     node's port is dropped (everyone times out on it) from which node cannot get out."""
     params: dict[str, Any] = {
         "address": host.address,
-        "nic": host_var(host, "nic"),
-        "venv": host_var(host, "venv"),
-        "oneapi_root": host_var(host, "oneapi_root"),
-        "wheels_manifest": node_state_path(host_var(host, "state_dir")),
-        "model_path": host_var(host, "model_path"),
-        "device_hierarchy": host_var(host, "device_hierarchy"),
-        "ports": sorted({int(host_var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
+        "nic": var(host, "nic"),
+        "venv": var(host, "venv"),
+        "oneapi_root": var(host, "oneapi_root"),
+        "wheels_manifest": node_state_path(var(host, "state_dir")),
+        "model_path": var(host, "model_path"),
+        "device_hierarchy": var(host, "device_hierarchy"),
+        "ports": sorted({int(var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
         "packages": list(RUNTIME_PACKAGES),
         "connect_timeout": CONNECT_TIMEOUT_S,
         "budget": PROBE_TIMEOUT_S - 30,

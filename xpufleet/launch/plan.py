@@ -20,19 +20,13 @@ from typing import Any
 
 from ..errors import PlanError
 from ..host import Host
-from ..variables import default
+from ..variables import var, venv_python
 
 #: share of a device's memory the weights may take when mem_fraction_static is unset
 #: (SGLang keeps the rest for the KV cache and activations)
 DEFAULT_USABLE_FRACTION = 0.9
 #: variables every node of one launch must agree on
 UNIFORM_VARS = ("device", "dist_backend", "model_name", "sglang_port")
-
-
-def var(host: Host, name: str) -> Any:
-    """A host's value of one of xpufleet's variables, or its registered default."""
-    value = host.vars.get(name)
-    return default(name) if value is None else value
 
 
 @dataclass(frozen=True)
@@ -88,6 +82,11 @@ def devices_per_node(host: Host) -> int:
     return int(var(host, "tiles"))
 
 
+def rendezvous_address(node0: Host) -> str:
+    """Where ranks rendezvous: node 0's `rendezvous_address`, else its inventory address."""
+    return str(var(node0, "rendezvous_address") or node0.address)
+
+
 def device_memory_gb(host: Host) -> float:
     """Memory of one device: a tile, or in COMPOSITE mode a card (all its tiles)."""
     tile = float(var(host, "tile_memory_gb"))
@@ -98,7 +97,7 @@ def device_memory_gb(host: Host) -> float:
 
 
 def usable_fraction(host: Host) -> float:
-    fraction = host.vars.get("mem_fraction_static")
+    fraction = var(host, "mem_fraction_static")
     return float(fraction) if fraction else DEFAULT_USABLE_FRACTION
 
 
@@ -315,13 +314,13 @@ def plan_launch(
     if not fit.fits:
         raise PlanError(f"model does not fit: {fit.message} (--tp {tp})", key="model_size_gb")
 
-    rendezvous_address = str(var(head, "rendezvous_address") or head.address)
+    rendezvous_host = rendezvous_address(head)
     rendezvous_port = int(var(head, "rendezvous_port"))
-    dist_init_addr = f"{url_host(rendezvous_address)}:{rendezvous_port}"
+    dist_init_addr = f"{url_host(rendezvous_host)}:{rendezvous_port}"
     warnings: list[str] = []
-    if not _is_ip(rendezvous_address):
+    if not _is_ip(rendezvous_host):
         warnings.append(
-            f"rendezvous address {rendezvous_address!r} is a name: if it resolves to "
+            f"rendezvous address {rendezvous_host!r} is a name: if it resolves to "
             "127.0.1.1 or another NIC the ranks cannot meet; set rendezvous_address to "
             "node 0's IP on the rendezvous NIC"
         )
@@ -344,7 +343,7 @@ def plan_launch(
             )
             for local in range(per_node)
         )
-        python = f"{str(var(host, 'venv')).rstrip('/')}/bin/python"
+        python = venv_python(var(host, "venv"))
         http_host = str(var(host, "sglang_host"))
         http_port = int(var(host, "sglang_port"))
         argv: list[str] = [
@@ -371,7 +370,7 @@ def plan_launch(
             str(http_port),
             "--trust-remote-code",
         ]
-        fraction = host.vars.get("mem_fraction_static")
+        fraction = var(host, "mem_fraction_static")
         if fraction:
             argv += ["--mem-fraction-static", str(fraction)]
         argv += [str(a) for a in var(host, "sglang_extra_args") or []]
@@ -395,7 +394,7 @@ def plan_launch(
         tp=tp,
         nnodes=nnodes,
         ranks_per_node=per_node,
-        rendezvous_address=rendezvous_address,
+        rendezvous_address=rendezvous_host,
         rendezvous_port=rendezvous_port,
         supervisor_port=int(var(head, "supervisor_port")),
         dist_init_addr=dist_init_addr,

@@ -21,6 +21,7 @@ import jinja2
 
 from .. import shell
 from ..errors import PlanError
+from ..provision.lock import lock_path
 from .plan import LaunchPlan, NodePlan
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -60,10 +61,6 @@ class RunPaths:
     @property
     def current(self) -> str:
         return f"{self.runs}/current"
-
-    @property
-    def lock(self) -> str:
-        return f"{self.state_dir.rstrip('/')}/lock"
 
 
 def new_run_id(now: float | None = None) -> str:
@@ -128,7 +125,7 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
             "http_host": node.http_host,
             "http_port": node.http_port,
         },
-        "lock_path": RunPaths(node.state_dir, run_id).lock,
+        "lock_path": lock_path(node.state_dir),  # provision's lock: the supervisor holds it
         "ports": ports,
         "grace_s": GRACE_S,
         "heartbeat_s": HEARTBEAT_S,

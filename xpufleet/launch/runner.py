@@ -36,8 +36,9 @@ from ..host import Host
 from ..provision.lock import NodeLock, acquire_lock, release_lock
 from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
+from ..variables import var, venv_python
 from . import outcome as judge
-from .plan import LaunchPlan, NodePlan, url_host, var
+from .plan import LaunchPlan, NodePlan, url_host
 from .remote.supervisor import tag_lines
 from .render import SERVER_LOG, RunPaths, bundle, env_file, new_run_id
 
@@ -81,9 +82,13 @@ def http_status(url: str, timeout: float) -> int:
         return 0
 
 
+def health_path(node_rank: object) -> str:
+    """Node 0 proves it generates; the other nodes only that their server is up."""
+    return "/health_generate" if node_rank == 0 else "/health"
+
+
 def health_url(node: NodePlan) -> str:
-    path = "/health_generate" if node.node_rank == 0 else "/health"
-    return f"http://{url_host(node.http_address)}:{node.http_port}{path}"
+    return f"http://{url_host(node.http_address)}:{node.http_port}{health_path(node.node_rank)}"
 
 
 class Launcher:
@@ -102,7 +107,6 @@ class Launcher:
     ) -> None:
         self.plan = plan
         self.hosts = [hosts[n.host] for n in plan.nodes]
-        self.host_vars = {h.name: h.vars for h in self.hosts}
         self.pool = SessionPool(self.hosts, options, forks)
         self.run_id = run_id or new_run_id()
         self.local = runs_dir / self.run_id
@@ -136,12 +140,7 @@ class Launcher:
             if out.error is None:
                 continue
             bad.append(name)
-            report = self.host_report(name)
-            if not out.reachable:
-                report.reachable = False
-                report.error, report.error_kind = out.error.message, out.error.kind
-            else:
-                self.add(name, Result(step, FAILED, out.error.message))
+            self.host_report(name).add_error(out.error, step)
         return bad
 
     def lap(self, name: str, since: float) -> float:
@@ -198,7 +197,7 @@ class Launcher:
     def prepare(self) -> bool:
         def work(session: Session, run: NodeRun) -> dict[str, Any]:
             node = run.node
-            data = bundle(self.plan, node, self.run_id, env_file(node, self.host_vars[node.host]))
+            data = bundle(self.plan, node, self.run_id, env_file(node, session.host.vars))
             directory = shell.quote(run.paths.dir)
             command = (
                 f"set -e; mkdir -p {directory}; tar -xf - -C {directory}; "
@@ -260,10 +259,6 @@ class Launcher:
                 session.run(f"rm -rf {shell.quote(run.paths.dir)}", check=False)
 
         self.on_all(work, list(self.prepared))
-
-    @property
-    def hosts_by_name(self) -> dict[str, Host]:
-        return {h.name: h for h in self.hosts}
 
     def start(self) -> bool:
         def work(session: Session, run: NodeRun) -> int:
@@ -381,7 +376,7 @@ class Launcher:
     def on_ready(self, seconds: float) -> None:
         plan = self.plan
         for node in plan.nodes:
-            what = "/health_generate" if node.node_rank == 0 else "/health"
+            what = health_path(node.node_rank)
             self.add(
                 node.host,
                 Result(
@@ -530,14 +525,14 @@ def collect_run_logs(
 
 
 # -- status / stop / logs of an existing run ---------------------------------------------
-def _run_dir_expr(host: Host, run_id: str | None) -> str:
-    paths = RunPaths(str(var(host, "state_dir")), run_id or "current")
-    return paths.dir
+def _run_dir(host: Host, run_id: str | None) -> str:
+    """A run's directory on a node (no run id: its `current` link)."""
+    return RunPaths(str(var(host, "state_dir")), run_id or "current").dir
 
 
 def _node_command(host: Host, action: str, run_id: str | None) -> str:
-    directory = shell.quote(_run_dir_expr(host, run_id))
-    python = node_python(f"{str(var(host, 'venv')).rstrip('/')}/bin/python")
+    directory = shell.quote(_run_dir(host, run_id))
+    python = node_python(venv_python(var(host, "venv")))
     return (
         f"if [ -f {directory}/run.json ] && [ -f {directory}/supervisor.py ]; then "
         f"{python} {directory}/supervisor.py {action} {directory}; else echo '{{}}'; fi"
@@ -557,7 +552,7 @@ def node_ready(host: Host, status: dict[str, Any]) -> bool | None:
     where = _http_address(host, status)
     if where is None or status.get("state") != "running":
         return None
-    path = "/health_generate" if status.get("node_rank") == 0 else "/health"
+    path = health_path(status.get("node_rank"))
     return http_status(f"http://{url_host(where[0])}:{where[1]}{path}", timeout=10) == 200
 
 
@@ -575,12 +570,9 @@ def run_status(
     found = {n: o.value for n, o in outcomes.items() if o.value}
     latest = max((str(s.get("run_id") or "") for s in found.values()), default="")
     for name, out in outcomes.items():
-        host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
+        host_report = report.hosts.setdefault(name, HostReport())
         if out.error is not None:
-            if out.reachable:
-                host_report.results.append(Result("status.node", FAIL, out.error.message))
-            else:
-                host_report.error, host_report.error_kind = out.error.message, out.error.kind
+            host_report.add_error(out.error, "status.node", FAIL)
             continue
         status = out.value or {}
         if not status:
@@ -680,18 +672,15 @@ def run_stop(
             if out.value and out.value.get("run_id"):
                 ids.add(out.value["run_id"])
                 host = next(h for h in hosts if h.name == name)
-                run_dirs[name] = RunPaths(str(var(host, "state_dir")), out.value["run_id"]).dir
+                run_dirs[name] = _run_dir(host, out.value["run_id"])
         for run in ids:
             collect_run_logs(
                 pool, hosts, runs_dir / run, {n: d for n, d in run_dirs.items() if run in d}
             )
     for name, out in outcomes.items():
-        host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
+        host_report = report.hosts.setdefault(name, HostReport())
         if out.error is not None:
-            if out.reachable:
-                host_report.results.append(Result("stop.node", FAILED, out.error.message))
-            else:
-                host_report.error, host_report.error_kind = out.error.message, out.error.kind
+            host_report.add_error(out.error, "stop.node")
             continue
         status = out.value or {}
         if not status:
@@ -741,13 +730,13 @@ def run_logs(
     tail = f"-n {int(lines)}" if lines else "-n +1"
 
     def log_of(host: Host, run: str) -> str:
-        return shell.quote(f"{RunPaths(str(var(host, 'state_dir')), run).dir}/{SERVER_LOG}")
+        return shell.quote(f"{_run_dir(host, run)}/{SERVER_LOG}")
 
     with SessionPool(hosts, options, forks) as pool:
         if run_id is None:
             current = pool.map(
                 lambda s: s.run(
-                    f'basename "$(readlink {shell.quote(_run_dir_expr(s.host, None))})" '
+                    f'basename "$(readlink {shell.quote(_run_dir(s.host, None))})" '
                     "2>/dev/null || true"
                 ).stdout.strip()
             )
@@ -775,12 +764,9 @@ def run_logs(
 
             outcomes = pool.map(work)
     for name, out in outcomes.items():
-        host_report = report.hosts.setdefault(name, HostReport(reachable=out.reachable))
+        host_report = report.hosts.setdefault(name, HostReport())
         if out.error is not None:
-            if out.reachable:
-                host_report.results.append(Result("logs.node", FAILED, out.error.message))
-            else:
-                host_report.error, host_report.error_kind = out.error.message, out.error.kind
+            host_report.add_error(out.error, "logs.node")
         elif out.value:
             host_report.results.append(Result("logs.node", OK, f"{out.value} line(s)"))
         else:

@@ -25,6 +25,7 @@ Wheels install in dependency order (`WHEEL_ORDER`): vLLM imports torch, SGLang i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -96,23 +97,26 @@ class WheelEntry:
         return out
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 4 MiB blocks (wheels are large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(4 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def entry_for_file(path: Path, **meta: Any) -> WheelEntry:
     """A manifest entry for a wheel file: name/version from its name, sha256 and size of
     its bytes; `meta` adds source, commit, build_host, date, no_deps, import_name, features."""
-    import hashlib
-
     name, version = parse_wheel_filename(path.name)
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
     meta.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     meta["features"] = tuple(meta.get("features") or ())
     return WheelEntry(
         name=name,
         version=version,
         filename=path.name,
-        sha256=digest.hexdigest(),
+        sha256=sha256_file(path),
         size=path.stat().st_size,
         **meta,
     )

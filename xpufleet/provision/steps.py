@@ -193,6 +193,16 @@ _VERSIONS_PY = (
 )
 
 
+def python_snippet(python: str, code: str, args: list[str], *, absent: str) -> str:
+    """Shell: `python -c code args` when that interpreter exists (the env may not yet),
+    else print `absent`."""
+    py = shell.quote(python)
+    return (
+        f"if [ -x {py} ]; then {py} -c {shell.quote(code)} {shell.join(args)}; "
+        f"else echo {absent}; fi"
+    )
+
+
 def parse_requirement(text: str, *, where: str = "pip_packages") -> Requirement:
     try:
         return Requirement(text)
@@ -229,11 +239,7 @@ class Packages(Step):
 
     def probe(self) -> str:
         names = [parse_requirement(r).name for r in self.requirements]
-        py = shell.quote(self.python)
-        return (
-            f"if [ -x {py} ]; then {py} -c {shell.quote(_VERSIONS_PY)} {shell.join(names)}; "
-            "else echo nopython; fi"
-        )
+        return python_snippet(self.python, _VERSIONS_PY, names, absent="nopython")
 
     def decide(self, state: str, *, diff: bool = False) -> Decision:
         state = state.strip()

@@ -15,23 +15,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import paramiko
-
 from .. import shell
-from ..errors import CommandFailed, ConnectionLost
-from ..transport import CHUNK, Session
+from ..errors import CommandFailed, ConnectionLost, HostError
+from ..transport import Session
 
 #: exit status of the remote receiver when size or hash do not match
 EXIT_MISMATCH = 65
-READ_CHUNK = 4 * CHUNK
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(READ_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def receive_command(dest_dir: str, name: str, size: int, sha256: str | None) -> str:
@@ -110,35 +99,29 @@ def fetch_file(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part.{os.getpid()}")
     digest = hashlib.sha256()
-    try:
-        channel = session.transport.open_session()
-    except paramiko.SSHException as exc:
-        raise ConnectionLost(session.host.name, f"cannot open a channel: {exc}") from exc
-    session.round_trips += 1
-    try:
-        channel.settimeout(timeout or session.options.command_timeout)
-        channel.exec_command(f"cat {remote}")
-        with tmp.open("wb") as out:
-            while True:
-                block = channel.recv(READ_CHUNK)
-                if not block:
-                    break
-                out.write(block)
-                digest.update(block)
-                if progress:
-                    progress(len(block))
-        status = channel.recv_exit_status()
-        err = b""
-        while channel.recv_stderr_ready():
-            err += channel.recv_stderr(CHUNK)
-    except (OSError, EOFError, paramiko.SSHException) as exc:
+    with tmp.open("wb") as out:
+
+        def take(block: bytes) -> None:
+            out.write(block)
+            digest.update(block)
+            if progress:
+                progress(len(block))
+
+        try:
+            result = session.run(f"cat {remote}", timeout=timeout, check=False, stdout_to=take)
+        except ConnectionLost as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConnectionLost(
+                session.host.name, f"fetch of {remote_path} cut off: {exc.message}"
+            ) from exc
+        except HostError:
+            tmp.unlink(missing_ok=True)
+            raise
+    if result.exit_status != 0:
         tmp.unlink(missing_ok=True)
-        raise ConnectionLost(session.host.name, f"fetch of {remote_path} cut off: {exc}") from exc
-    finally:
-        channel.close()
-    if status != 0:
-        tmp.unlink(missing_ok=True)
-        raise CommandFailed(session.host.name, f"cat {remote_path}", status, err.decode())
+        raise CommandFailed(
+            session.host.name, f"cat {remote_path}", result.exit_status, result.stderr
+        )
     got = digest.hexdigest()
     if got != expected:
         tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from .. import shell
 from ..errors import CommandFailed
 from ..results import CHANGED, FAILED, OK
 from .manifest import FEATURE_CHECKS, WheelEntry, node_state_path, parse_node_state
-from .steps import Decision, Step
+from .steps import Decision, Step, python_snippet
 from .transfer import push_file
 
 if TYPE_CHECKING:
@@ -96,12 +96,10 @@ class Wheel(Step):
         return node_state_path(self.state_dir)
 
     def probe(self) -> str:
-        py = shell.quote(self.python)
         return (
             f"printf 'recorded '; base64 -w0 < {shell.quote(self.state_file)} 2>/dev/null; echo; "
-            f"printf 'installed '; if [ -x {py} ]; then "
-            f"{py} -c {shell.quote(_INSTALLED_PY)} {shell.quote(self._entry.key)}; "
-            "else echo none; fi"
+            "printf 'installed '; "
+            + python_snippet(self.python, _INSTALLED_PY, [self._entry.key], absent="none")
         )
 
     def decide(self, state: str, *, diff: bool = False) -> Decision:

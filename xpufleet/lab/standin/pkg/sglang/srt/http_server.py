@@ -237,6 +237,9 @@ class Handler(BaseHTTPRequestHandler):
             single = isinstance(text, str)
             prompts = [encode(t) for t in ([text] if single else text)]
         results = complete(self.state, prompts, max_new, _stops(params.get("stop")))
+        if body.get("stream") and single:
+            self._stream_generate(results[0], max_new)
+            return
         docs = []
         for result in results:
             reason: dict[str, Any] = (
@@ -257,6 +260,43 @@ class Handler(BaseHTTPRequestHandler):
                 }
             )
         self._send(200, docs[0] if single else docs)
+
+    def _stream_generate(self, result: Completion, max_new: int) -> None:
+        """/generate with "stream": true, as SGLang sends it (and bench_serving reads it):
+        one event per token with the text so far and its meta_info, then [DONE]. The
+        stand-in generates first and streams afterwards, so time to first token is not
+        a measure of anything here."""
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        ident = uuid.uuid4().hex
+        pieces = list(result.text) or [""]
+        for count in range(1, len(pieces) + 1):
+            last = count == len(pieces)
+            reason: dict[str, Any] | None = None
+            if last:
+                reason = (
+                    {"type": "length", "length": max_new}
+                    if result.finish_reason == "length"
+                    else {"type": "stop", "matched": result.matched_stop}
+                )
+            doc = {
+                "text": "".join(pieces[:count]),
+                "meta_info": {
+                    "id": ident,
+                    "finish_reason": reason,
+                    "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": count if result.text else 0,
+                    "cached_tokens": 0,
+                },
+                "index": 0,
+            }
+            self.wfile.write(f"data: {json.dumps(doc)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
 
     def _openai(self, chat: bool) -> None:
         body = self._body()

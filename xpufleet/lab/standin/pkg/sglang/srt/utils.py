@@ -17,7 +17,8 @@ logger = logging.getLogger("sglang")
 
 def configure_logger(log_level: str = "info", prefix: str = "") -> None:
     """`[YYYY-MM-DD HH:MM:SS TPn] message`, as SGLang 0.4.x prints (fixtures 14c, 14e)."""
-    handler = logging.StreamHandler(sys.stdout)
+    # stderr, like SGLang's logging.basicConfig: stdout stays for rank 0's results
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter(f"[%(asctime)s{prefix}] %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
     )
