@@ -539,7 +539,9 @@ class Lab:
         for sub, _target in NODE_DIRS:
             (fs / sub).mkdir(parents=True, exist_ok=True)
         (fs / "opt_intel" / "oneapi").mkdir(exist_ok=True)  # mount point of the release
-        torch_info = generate.torch_description(spec, xccl="torch_no_xccl" not in faults)
+        torch_info = generate.torch_description(
+            spec, xccl="torch_no_xccl" not in faults, driver="no_driver" not in faults
+        )
         lab_files: generate.Tree = {
             "node.json": generate.file(
                 json.dumps(generate.node_description(name, spec), indent=2) + "\n"
@@ -730,6 +732,7 @@ class Lab:
                 self._stop_sshd(index)
                 self._start_sshd(index, holder)
         elif name == "no_driver":
+            self._render_node(index, spec, faults)  # torch.json: no XPU without a driver
             sysfs = root / "sys"
             if on:
                 drm = sysfs / "class/drm"

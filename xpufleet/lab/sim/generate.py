@@ -120,12 +120,14 @@ def node_description(node_name: str, spec: NodeSpec) -> dict[str, Any]:
     }
 
 
-def torch_description(spec: NodeSpec, *, xccl: bool) -> dict[str, Any]:
-    """/opt/intel/.lab/torch.json: read by the base environment's torch patch."""
+def torch_description(spec: NodeSpec, *, xccl: bool, driver: bool = True) -> dict[str, Any]:
+    """/opt/intel/.lab/torch.json: read by the base environment's torch patch.
+
+    Without a GPU driver torch sees no XPU, as on a real node."""
     build = spec.compute_runtime.split(".")
     driver_version = f"1.3.{build[2]}+{build[3]}" if len(build) >= 4 else "1.3.0+0"
     return {
-        "xpu_available": True,
+        "xpu_available": driver,
         "xccl_available": xccl,
         "driver_version": driver_version,
         "device_count_flat": spec.cards * spec.model.tiles,

@@ -488,6 +488,8 @@ def _patch_torch() -> None:
     import torch.distributed as dist
 
     def visible() -> list[tuple[dict[str, Any], int | None]]:
+        if not torch_info.get("xpu_available", True):
+            return []  # no GPU driver: Level Zero finds no device
         return devices(node, dict(os.environ))
 
     def get_device_properties(device: Any = None) -> XpuDeviceProperties:
