@@ -29,7 +29,6 @@ from xpufleet.lab import Lab
 from xpufleet.lab.standin import build_wheel, version
 
 pytestmark = pytest.mark.lab
-pytest.importorskip("torch")
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 REPO = Path(__file__).resolve().parents[2]

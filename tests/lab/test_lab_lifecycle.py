@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,13 @@ def _pids_in(namespaces: set[int]) -> list[int]:
     return pids
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # gone meanwhile
+
+
 def _holders(lab: Lab) -> dict[str, int | None]:
     return {n.name: n.holder for n in lab.status().nodes}
 
@@ -62,9 +70,8 @@ def test_up_converges_and_down_leaves_nothing_behind(own_lab: Lab) -> None:
         os.stat(f"/proc/{n.holder}/ns/mnt").st_ino for n in lab.status().nodes if n.holder
     }
     assert len(namespaces) == 3
-    assert any(
-        Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sleep\x00600")
-        for pid in _pids_in(namespaces)
+    assert _eventually(  # setsid forks before it execs sleep: wait for the exec
+        lambda: any(_cmdline(pid).startswith(b"sleep\x00600") for pid in _pids_in(namespaces))
     )
     lab.state_path.unlink()  # as after a crash of the controlling process
     assert not lab.status().all_up
@@ -78,12 +85,37 @@ def test_up_converges_and_down_leaves_nothing_behind(own_lab: Lab) -> None:
     assert not lab.status().running
 
 
+def _eventually(condition: Callable[[], bool], limit: float = 10.0) -> bool:
+    """The condition, polled until it holds or `limit` seconds pass (a wait, not a timing test)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _wait_dead(*pids: int | None, limit: float = 10.0) -> None:
+    """Until each pid is gone or a zombie (no timing assertion: a bounded wait)."""
+    deadline = time.monotonic() + limit
+    for pid in pids:
+        while pid and time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                break
+            if state == "Z":
+                break
+            time.sleep(0.02)
+
+
 def test_up_restarts_nodes_whose_processes_died(own_lab: Lab) -> None:
     lab = own_lab
     lab.up(nodes=2)
     victim = lab.status().nodes[1]
     os.kill(victim.holder or 0, signal.SIGKILL)
     os.kill(victim.sshd or 0, signal.SIGKILL)
+    _wait_dead(victim.holder, victim.sshd)  # SIGKILL is delivered asynchronously
     assert [n.state for n in lab.status().nodes] == ["up", "gone"]
     assert lab.up(nodes=2).all_up
     assert lab.status().nodes[0].holder == _holders(lab)["node1"]

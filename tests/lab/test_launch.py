@@ -23,8 +23,8 @@ from xpufleet.launch.remote.supervisor import port_holders
 
 pytestmark = pytest.mark.lab
 
-openai = pytest.importorskip("openai")
-pytest.importorskip("torch")
+import openai  # noqa: E402
+
 sys.path.insert(0, str(SOURCE_DIR))
 from sglang.srt.model import apply_chat_template, reference_completion  # noqa: E402
 

@@ -16,7 +16,6 @@ from xpufleet.launch.plan import plan_launch
 from xpufleet.launch.remote import preflight
 from xpufleet.launch.render import node_config
 
-pytest.importorskip("torch")
 SCRIPT = Path(preflight.__file__)
 
 

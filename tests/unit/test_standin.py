@@ -16,8 +16,7 @@ import pytest
 from xpufleet.lab.standin import SOURCE_DIR, build_wheel, version
 
 sys.path.insert(0, str(SOURCE_DIR))
-torch = pytest.importorskip("torch")
-
+import torch  # noqa: E402
 from sglang.srt.model import (  # noqa: E402
     EOS_ID,
     TinyTPModel,

@@ -15,13 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np  # noqa: E402
 import pytest
 
 from xpufleet.bench.parsers import parse_serving
 from xpufleet.lab.standin import SOURCE_DIR
 
-pytest.importorskip("torch")
-np = pytest.importorskip("numpy")
 sys.path.insert(0, str(SOURCE_DIR))
 
 from sglang import bench_serving as bs  # noqa: E402

@@ -15,12 +15,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai  # noqa: E402
 import pytest
 
 from xpufleet.lab.standin import SOURCE_DIR
 
-pytest.importorskip("torch")
-openai = pytest.importorskip("openai")
 sys.path.insert(0, str(SOURCE_DIR))
 
 from sglang.srt.model import apply_chat_template, reference_completion  # noqa: E402
