@@ -49,6 +49,8 @@ class SessionPool:
         self._lock = threading.Lock()
         #: hosts that failed to connect once are not retried within the task
         self.unreachable: dict[str, UnreachableError] = {}
+        #: set when the task is interrupted: work that loops (log following) checks it
+        self.cancelled = threading.Event()
 
     def session(self, host: Host) -> Session:
         with self._lock:
@@ -83,7 +85,8 @@ class SessionPool:
             except HostError as exc:
                 return Outcome(host, error=exc)
 
-        with ThreadPoolExecutor(max_workers=min(self.forks, max(1, len(targets)))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.forks, max(1, len(targets))))
+        try:
             pending: set[Future[Outcome[T]]] = {pool.submit(one, h) for h in targets}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -94,6 +97,13 @@ class SessionPool:
                         stop.set()
                     if on_done:
                         on_done(outcome)
+        except BaseException:
+            # Ctrl-C: start nothing new, tell long-running work to end, don't wait for it
+            stop.set()
+            self.cancelled.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return {h.name: outcomes[h.name] for h in targets}
 
     def close(self) -> None:

@@ -208,19 +208,16 @@ def logs(
                 prefix = Text(f"{host}:{rank} ", style="cyan")
                 console.print(prefix + Text(line), highlight=False, soft_wrap=True)
 
-    try:
-        report = run_logs(
-            ctx.hosts,
-            ctx.options,
-            forks=ctx.settings.forks,
-            emit_line=emit_line,
-            run_id=run,
-            follow=follow,
-            lines=int(lines),
-            runs_dir=ctx.settings.path(ctx.settings.runs_dir),
-        )
-    except KeyboardInterrupt:
-        return 0
+    report = run_logs(  # Ctrl-C ends --follow: exit 130 like every interrupted task
+        ctx.hosts,
+        ctx.options,
+        forks=ctx.settings.forks,
+        emit_line=emit_line,
+        run_id=run,
+        follow=follow,
+        lines=int(lines),
+        runs_dir=ctx.settings.path(ctx.settings.runs_dir),
+    )
     if json:
         report.extra["lines"] = collected
         return emit(report, as_json=True)

@@ -22,6 +22,7 @@ after this command has returned.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -746,7 +747,12 @@ def run_logs(
 
         if follow:
             outcomes = pool.map(
-                lambda s: _follow(s, f"tail {tail} -F {log_of(s.host, run)} 2>/dev/null", emit_line)
+                lambda s: _follow(
+                    s,
+                    f"tail {tail} -F {log_of(s.host, run)} 2>/dev/null",
+                    emit_line,
+                    pool.cancelled,
+                )
             )
         else:
 
@@ -774,8 +780,13 @@ def run_logs(
     return report
 
 
-def _follow(session: Session, command: str, emit_line: Callable[[str, str, str], None]) -> int:
-    """Stream a remote `tail -F`, line by line, until interrupted or the command ends."""
+def _follow(
+    session: Session,
+    command: str,
+    emit_line: Callable[[str, str, str], None],
+    cancelled: threading.Event,
+) -> int:
+    """Stream a remote `tail -F`, line by line, until cancelled or the command ends."""
     channel = session.transport.open_session()
     channel.settimeout(0.5)
     channel.exec_command(command)
@@ -783,7 +794,7 @@ def _follow(session: Session, command: str, emit_line: Callable[[str, str, str],
     tag = "main"
     count = 0
     try:
-        while not channel.exit_status_ready() or channel.recv_ready():
+        while not cancelled.is_set() and (not channel.exit_status_ready() or channel.recv_ready()):
             try:
                 data = channel.recv(65536)
             except TimeoutError:
