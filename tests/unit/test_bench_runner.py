@@ -101,6 +101,7 @@ def make_node(tmp_path: Path) -> tuple[Host, Path]:
     venv_bin = tmp_path / "node dir" / "venv" / "bin"  # a space: quoting must hold
     venv_bin.mkdir(parents=True)
     (venv_bin / "python3").symlink_to(sys.executable)
+    (venv_bin / "python").symlink_to(sys.executable)  # a venv has both names
     oneapi = tmp_path / "node dir" / "oneapi"
     oneapi.mkdir()
     (oneapi / "setvars.sh").write_text("export FAKE_ONEAPI=sourced\n")

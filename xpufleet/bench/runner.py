@@ -17,9 +17,10 @@ from .. import shell
 from ..errors import CommandFailed, HostError, UnreachableError
 from ..executor import SessionPool
 from ..host import Host
-from ..launch.plan import url_host, var
+from ..launch.plan import url_host
 from ..results import FAILED, OK, SKIP, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
+from ..variables import var, venv_python
 from .configs import (
     ONE_BATCH,
     SERVING,
@@ -131,7 +132,7 @@ def _json_or_none(text: Any) -> Any:
 
 def gather_environment(session: Session) -> NodeEnvironment:
     host = session.host
-    python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
+    python = venv_python(var(host, "venv"))
     state = f"{var(host, 'state_dir').rstrip('/')}/wheels.json"
     result = session.run(f"{shell.quote(python)} - {shell.quote(state)}", stdin=_FACTS_SCRIPT)
     return environment_from_facts(json.loads(result.stdout.strip().splitlines()[-1]))
@@ -284,7 +285,7 @@ def _run_one_batch(
 ) -> list[BenchRow]:
     host = session.host
     workdir = remote_workdir(host, run_id, index)
-    python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
+    python = venv_python(var(host, "venv"))
     argv = one_batch_argv(
         invocation.configs,
         model=var(host, "model_path"),
@@ -329,7 +330,7 @@ def _run_serving(
     host = session.host
     config = invocation.configs[0]
     port = int(var(host, "sglang_port"))
-    python = f"{var(host, 'venv').rstrip('/')}/bin/python3"
+    python = venv_python(var(host, "venv"))
     address = serving_address(host)
     info = server_info(session, python, address, port)
     problem = serving_problem(

@@ -18,8 +18,9 @@ from ..bench.results import (
 )
 from ..bench.runner import run_bench
 from ..errors import InputError
-from ..launch.plan import devices_per_node, var
+from ..launch.plan import devices_per_node
 from ..results import TaskReport
+from ..variables import var
 from .common import HOST_FLAGS_HELP, console, emit, exits, open_context, relative, settings_from
 
 LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
