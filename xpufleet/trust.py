@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
 
@@ -20,22 +21,33 @@ def sha256_fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def trust_hosts(hosts: list[Host], options: SSHOptions, *, assume_yes: bool) -> TaskReport:
-    """Add each unknown host key after showing it; a changed key is reported, never replaced."""
+def _scan(host: Host, timeout: float) -> paramiko.PKey | HostError:
+    try:
+        return scan_host_key(host, timeout)
+    except HostError as exc:
+        return exc
+
+
+def trust_hosts(
+    hosts: list[Host], options: SSHOptions, *, assume_yes: bool, forks: int = 32
+) -> TaskReport:
+    """Add each unknown host key after showing it; a changed key is reported, never replaced.
+
+    Keys are fetched in parallel (`forks` at once); questions are asked one host at a time."""
     report = TaskReport("trust")
-    for host in hosts:
+    with ThreadPoolExecutor(max_workers=min(max(1, forks), max(1, len(hosts)))) as pool:
+        scanned = list(pool.map(lambda h: _scan(h, options.connect_timeout), hosts))
+    for host, key in zip(hosts, scanned, strict=True):
+        if isinstance(key, HostError):
+            report.hosts[host.name] = HostReport(
+                reachable=False, error=key.message, error_kind=key.kind
+            )
+            continue
         path = known_hosts_for(host, options)
         known = paramiko.HostKeys()
         if path.exists():
             known.load(str(path))
         name = known_hosts_name(host)
-        try:
-            key = scan_host_key(host, options.connect_timeout)
-        except HostError as exc:
-            report.hosts[host.name] = HostReport(
-                reachable=False, error=exc.message, error_kind=exc.kind
-            )
-            continue
         fingerprint = sha256_fingerprint(key)
         entry = known.lookup(name) or {}
         existing = entry.get(key.get_name())

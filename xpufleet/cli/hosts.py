@@ -67,7 +67,7 @@ def trust(
 ) -> int:
     """Show the hosts' SSH key fingerprints and add unknown ones to the known_hosts file."""
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
-    report = trust_hosts(ctx.hosts, ctx.options, assume_yes=yes)
+    report = trust_hosts(ctx.hosts, ctx.options, assume_yes=yes, forks=ctx.settings.forks)
     return emit(report, as_json=json, title="trust")
 
 
