@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from xpufleet.host import Host
 from xpufleet.lab import Lab
@@ -84,3 +86,20 @@ def provisioned_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
         ]
         pytest.fail("provisioning the lab failed: " + "; ".join(failed or ["unreachable"]))
     return lab
+
+
+def _inventory_with(lab: Lab, directory: Path, **overrides: object) -> Path:
+    """A copy of the lab's inventory (already sized for a CPU launch: device cpu, gloo,
+    a tiny model, each node's HTTP server on its own address) with `overrides` in
+    group_vars/all.yaml, which Ansible's precedence puts above the inventory's own vars."""
+    path = directory / "inventory.yaml"
+    shutil.copy(lab.inventory_path, path)
+    (directory / "group_vars").mkdir()
+    (directory / "group_vars" / "all.yaml").write_text(yaml.safe_dump(dict(overrides)))
+    return path
+
+
+@pytest.fixture(scope="session")
+def inventory_with() -> Callable[..., Path]:
+    """`inventory_with(lab, directory, **overrides)`: see _inventory_with."""
+    return _inventory_with

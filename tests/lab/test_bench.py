@@ -13,16 +13,14 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from xpufleet.bench.parsers import parse_serving
 from xpufleet.lab import Lab
@@ -71,36 +69,23 @@ def run_dirs(runs_dir: Path) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def launch_inventory(provisioned_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lab's inventory plus what a CPU launch needs (as tests/lab/test_launch.py):
-    device cpu, gloo, a tiny model, each node's HTTP server on its own address, and a
-    rendezvous port of this lab's own (torch's TCPStore listens on every address, and
-    the labs of a machine share one network namespace)."""
-    lab = provisioned_lab
-    directory = tmp_path_factory.mktemp("bench-inventory")
-    path = directory / "inventory.yaml"
-    shutil.copy(lab.inventory_path, path)
-    (directory / "group_vars").mkdir()
-    (directory / "group_vars" / "all.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "device": "cpu",
-                "dist_backend": "gloo",
-                "model_size_gb": 0.01,
-                "model_path": f"/models/{MODEL}",
-                "model_name": MODEL,
-                "sglang_port": 30000,
-                "ready_timeout": 240,
-                "rendezvous_port": 29500 + lab.port % 1000,
-            }
-        )
+def launch_inventory(
+    provisioned_lab: Lab,
+    tmp_path_factory: pytest.TempPathFactory,
+    inventory_with: Callable[..., Path],
+) -> Path:
+    """The lab's inventory with this module's model name and a rendezvous port of this
+    lab's own (torch's TCPStore listens on every address, and the labs of a machine
+    share one network namespace)."""
+    return inventory_with(
+        provisioned_lab,
+        tmp_path_factory.mktemp("bench-inventory"),
+        model_path=f"/models/{MODEL}",
+        model_name=MODEL,
+        sglang_port=30000,
+        ready_timeout=240,
+        rendezvous_port=29500 + provisioned_lab.port % 1000,
     )
-    (directory / "host_vars").mkdir()
-    for index, host in enumerate(lab.hosts(), start=1):
-        (directory / "host_vars" / f"{host.name}.yaml").write_text(
-            yaml.safe_dump({"sglang_host": lab.node_address(index)})
-        )
-    return path
 
 
 @pytest.fixture(scope="module")

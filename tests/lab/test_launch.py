@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from xpufleet.lab import Lab
 from xpufleet.lab.standin import SOURCE_DIR
@@ -34,34 +32,20 @@ HTTP_PORT = 30000
 
 
 @pytest.fixture(scope="module")
-def inventory(provisioned_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lab's inventory plus what a CPU launch needs: device cpu, gloo, a tiny model,
-    and each node's HTTP server on its own address (the lab's nodes share one network
-    namespace, so 0.0.0.0:30000 could be bound only once)."""
-    lab = provisioned_lab
-    directory = tmp_path_factory.mktemp("launch-inventory")
-    path = directory / "inventory.yaml"
-    shutil.copy(lab.inventory_path, path)
-    (directory / "group_vars").mkdir()
-    (directory / "group_vars" / "all.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "device": "cpu",
-                "dist_backend": "gloo",
-                "model_size_gb": 0.01,
-                "model_path": f"/models/{MODEL}",
-                "model_name": MODEL,
-                "sglang_port": HTTP_PORT,
-                "ready_timeout": 240,
-            }
-        )
+def inventory(
+    provisioned_lab: Lab,
+    tmp_path_factory: pytest.TempPathFactory,
+    inventory_with: Callable[..., Path],
+) -> Path:
+    """The lab's inventory with this module's model name and a patient ready timeout."""
+    return inventory_with(
+        provisioned_lab,
+        tmp_path_factory.mktemp("launch-inventory"),
+        model_path=f"/models/{MODEL}",
+        model_name=MODEL,
+        sglang_port=HTTP_PORT,
+        ready_timeout=240,
     )
-    (directory / "host_vars").mkdir()
-    for index, host in enumerate(lab.hosts(), start=1):
-        (directory / "host_vars" / f"{host.name}.yaml").write_text(
-            yaml.safe_dump({"sglang_host": lab.node_address(index)})
-        )
-    return path
 
 
 def invoke(inventory: Path, *args: str, timeout: float = 600) -> tuple[int, dict[str, Any]]:
