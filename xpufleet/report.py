@@ -23,16 +23,38 @@ STYLE = {
 }
 
 
+#: statuses whose per-host details (offsets, addresses) fold into one row per check
+QUIET = frozenset({"pass", "ok", "skip"})
+
+
 def folded_rows(report: TaskReport) -> list[tuple[str, str, Result]]:
-    """(node set, id, result) rows: hosts with the same id+status+message share a row."""
+    """(node set, id, result) rows: hosts with the same id+status+message share a row.
+
+    Passing rows of one check fold even when their messages differ only by host details
+    (a clock offset, an address): the first host's message stands for them, marked so.
+    Warnings and failures keep one row per distinct message. JSON keeps every message."""
     groups: dict[tuple[str, str, str, str | None], list[str]] = defaultdict(list)
     sample: dict[tuple[str, str, str, str | None], Result] = {}
     for name, host in report.hosts.items():
         for r in host.results:
-            key = (r.id, r.status, r.message, r.runbook)
+            message = "" if r.status in QUIET else r.message
+            key = (r.id, r.status, message, r.runbook)
             groups[key].append(name)
             sample.setdefault(key, r)
-    rows = [(fold(names), key[0], sample[key]) for key, names in groups.items()]
+    rows: list[tuple[str, str, Result]] = []
+    for key, names in groups.items():
+        first = sample[key]
+        messages = {
+            r.message
+            for name in names
+            for r in report.hosts[name].results
+            if (r.id, r.status) == key[:2]
+        }
+        if len(messages) > 1:
+            first = Result(
+                first.id, first.status, f"{names[0]}: {first.message} (others alike)", first.runbook
+            )
+        rows.append((fold(names), key[0], first))
     rows += [("cluster", r.id, r) for r in report.cluster]
     rows.sort(key=lambda row: (SEVERITY[row[2].status], row[1]))
     return rows

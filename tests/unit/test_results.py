@@ -103,3 +103,18 @@ def test_command_failed_keeps_stderr_tail() -> None:
     exc = CommandFailed("node1", "false", 3, "line1\n\nline2\nboom\n")
     assert exc.message == "command exited 3: line1 | line2 | boom"
     assert exc.exit_code == EXIT_FAILED
+
+
+def test_passes_fold_across_host_details_failures_do_not() -> None:
+    report = report_with(
+        ("node1", True, [Result("clock.offset", "pass", "found +0.01 s")]),
+        ("node2", True, [Result("clock.offset", "pass", "found +0.03 s")]),
+        ("node3", True, [Result("clock.offset", "fail", "found +300 s")]),
+        ("node4", True, [Result("clock.offset", "fail", "found +200 s")]),
+    )
+    rows = [(nodes, r.status, r.message) for nodes, _, r in folded_rows(report)]
+    assert rows == [
+        ("node3", "fail", "found +300 s"),
+        ("node4", "fail", "found +200 s"),
+        ("node[1-2]", "pass", "node1: found +0.01 s (others alike)"),
+    ]
