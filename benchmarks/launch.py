@@ -46,7 +46,7 @@ from xpufleet import shell  # noqa: E402
 from xpufleet.executor import SessionPool  # noqa: E402
 from xpufleet.host import Host  # noqa: E402
 from xpufleet.inventory import load_inventory  # noqa: E402
-from xpufleet.lab import Lab  # noqa: E402
+from xpufleet.lab import Lab, pid_alive  # noqa: E402
 from xpufleet.lab.standin import build_wheel  # noqa: E402
 from xpufleet.launch.plan import plan_launch  # noqa: E402
 from xpufleet.launch.runner import (  # noqa: E402
@@ -93,14 +93,6 @@ def provision(lab: Lab, hosts: list[Host]) -> None:
     )  # fmt: skip
     if report.exit_code() != 0:
         raise SystemExit(f"provision failed: {json.dumps(report.to_json()['summary'])}")
-
-
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def rank_pids(report: Any) -> dict[int, tuple[str, int]]:
@@ -159,7 +151,7 @@ def one_run(lab: Lab, hosts: list[Host], tp: int, nnodes: int, runs_dir: Path) -
     victim = pids[victim_rank][1]
     killed = time.time()
     os.kill(victim, signal.SIGKILL)
-    while any(running(pid) for _, pid in pids.values()):
+    while any(pid_alive(pid) for _, pid in pids.values()):
         if time.time() - killed > 60:
             break
         time.sleep(0.005)

@@ -252,7 +252,8 @@ class Session:
         window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
         try:
             channel = self.transport.open_session(**window)
-        except paramiko.SSHException as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            # a connection cut a moment ago may still look active: opening then fails raw
             raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
         self.round_trips += 1
         try:

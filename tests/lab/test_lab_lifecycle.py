@@ -15,7 +15,7 @@ import pytest
 
 from xpufleet.config import PROJECT_ROOT
 from xpufleet.executor import fan_out
-from xpufleet.lab import Lab
+from xpufleet.lab import Lab, pid_alive
 from xpufleet.transport import Session
 
 pytestmark = pytest.mark.lab
@@ -95,27 +95,14 @@ def _eventually(condition: Callable[[], bool], limit: float = 10.0) -> bool:
     return True
 
 
-def _wait_dead(*pids: int | None, limit: float = 10.0) -> None:
-    """Until each pid is gone or a zombie (no timing assertion: a bounded wait)."""
-    deadline = time.monotonic() + limit
-    for pid in pids:
-        while pid and time.monotonic() < deadline:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                break
-            if state == "Z":
-                break
-            time.sleep(0.02)
-
-
 def test_up_restarts_nodes_whose_processes_died(own_lab: Lab) -> None:
     lab = own_lab
     lab.up(nodes=2)
     victim = lab.status().nodes[1]
     os.kill(victim.holder or 0, signal.SIGKILL)
     os.kill(victim.sshd or 0, signal.SIGKILL)
-    _wait_dead(victim.holder, victim.sshd)  # SIGKILL is delivered asynchronously
+    # SIGKILL is delivered asynchronously: wait until both are gone
+    assert _eventually(lambda: not pid_alive(victim.holder) and not pid_alive(victim.sshd))
     assert [n.state for n in lab.status().nodes] == ["up", "gone"]
     assert lab.up(nodes=2).all_up
     assert lab.status().nodes[0].holder == _holders(lab)["node1"]

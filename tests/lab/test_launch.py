@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from xpufleet.lab import Lab
+from xpufleet.lab import Lab, pid_alive
 from xpufleet.lab.standin import SOURCE_DIR
 from xpufleet.launch.remote.supervisor import port_holders
 
@@ -77,14 +77,6 @@ def rank_pids(status: dict[str, Any]) -> dict[int, int]:
             if result["id"].startswith("status.rank."):
                 pids[int(result["data"]["rank"])] = int(result["data"]["pid"])
     return pids
-
-
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
 
 
 def wait_until(predicate: Any, timeout: float) -> bool:
@@ -165,18 +157,18 @@ def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
     assert code == 0, messages(status)
     pids = rank_pids(status)
     assert sorted(pids) == list(range(8))
-    assert all(running(pid) for pid in pids.values())
+    assert all(pid_alive(pid) for pid in pids.values())
 
     code, second = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2")
     assert code == 1
     assert "locked by launch" in messages(second)
-    assert all(running(pid) for pid in pids.values()), "the refused launch touched the run"
+    assert all(pid_alive(pid) for pid in pids.values()), "the refused launch touched the run"
 
     follow_logs_then_interrupt(inventory)
 
     code, stopped = invoke(inventory, "stop")
     assert code == 0, messages(stopped)
-    assert not any(running(pid) for pid in pids.values())
+    assert not any(pid_alive(pid) for pid in pids.values())
     addresses = [n["http_address"] for n in doc["plan"]["nodes"]]
     assert all(not port_holders(address, HTTP_PORT) for address in addresses)
     assert not port_holders(doc["plan"]["rendezvous_address"], 29500)
@@ -201,7 +193,7 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
 
     victim = pids[5]  # node3's second rank
     os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: not any(running(p) for p in pids.values()), 30), (
+    assert wait_until(lambda: not any(pid_alive(p) for p in pids.values()), 30), (
         "ranks still running after a rank died"
     )
     code, status = invoke(inventory, "status")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import re
-import socket
 import sys
 import zipfile
 from multiprocessing.connection import Connection
@@ -26,6 +25,7 @@ from sglang.srt.model import (  # noqa: E402
     reference_completion,
 )
 from sglang.srt.server_args import prepare_server_args  # noqa: E402
+from sglang.srt.utils import free_port  # noqa: E402
 
 PROMPTS = ["Hello, world", apply_chat_template([{"role": "user", "content": "What is 2+2?"}])]
 
@@ -112,12 +112,6 @@ def test_tokenizer_round_trip_and_unknown_characters() -> None:
     assert decode([EOS_ID]) == ""
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _rank_main(rank: int, tp: int, port: int, reduce: bool, out: Connection) -> None:
     import torch.distributed as dist
 
@@ -131,7 +125,7 @@ def _rank_main(rank: int, tp: int, port: int, reduce: bool, out: Connection) -> 
 
 def _answers_at(tp: int, reduce: bool = True) -> list[list[str]]:
     ctx = multiprocessing.get_context("fork")
-    port = _free_port()
+    port = free_port()
     pipes, procs = [], []
     for rank in range(tp):
         reader, writer = ctx.Pipe(duplex=False)

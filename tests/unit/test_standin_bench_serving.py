@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,15 +24,10 @@ sys.path.insert(0, str(SOURCE_DIR))
 
 from sglang import bench_serving as bs  # noqa: E402
 from sglang.srt.model import encode  # noqa: E402
+from sglang.srt.utils import free_port  # noqa: E402
 
 READY = "The server is fired up and ready to roll!"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -182,7 +176,7 @@ def test_result_block_is_the_0_4_3_layout_and_xpufleet_parses_it() -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One stand-in server: tp 2 in one process group (gloo), on a free port."""
     logs = tmp_path_factory.mktemp("bench-serving")
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable, "-m", "sglang.launch_server", "--model", "/models/lab-tiny"]
     argv += ["--served-model-name", "lab-tiny", "--tp-size", "2", "--device", "cpu"]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
@@ -246,7 +240,7 @@ def test_openai_backend_without_streaming_one_at_a_time(server: int, tmp_path: P
 
 
 def test_no_server_fails_with_sglangs_hint(tmp_path: Path) -> None:
-    proc = _bench(_free_port(), tmp_path, "--dataset-name", "random", "--num-prompts", "1")
+    proc = _bench(free_port(), tmp_path, "--dataset-name", "random", "--num-prompts", "1")
     assert proc.returncode == 1
     assert "Please specify the correct host and port using `--host` and `--port`." in proc.stdout
     assert "Serving Benchmark Result" not in proc.stdout

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,15 @@ from pathlib import Path
 import openai  # noqa: E402
 import pytest
 
+from xpufleet.lab import pid_alive
 from xpufleet.lab.standin import SOURCE_DIR
 
 sys.path.insert(0, str(SOURCE_DIR))
 
 from sglang.srt.model import apply_chat_template, reference_completion  # noqa: E402
+from sglang.srt.utils import free_port  # noqa: E402
 
 READY = "The server is fired up and ready to roll!"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env() -> dict[str, str]:
@@ -45,14 +40,6 @@ def _status(url: str) -> int:
         return 0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -61,8 +48,8 @@ def _children(pid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     logs = tmp_path_factory.mktemp("standin")
-    init = f"127.0.0.1:{_free_port()}"
-    ports = [_free_port(), _free_port()]
+    init = f"127.0.0.1:{free_port()}"
+    ports = [free_port(), free_port()]
     procs: list[subprocess.Popen[bytes]] = []
     for node_rank, port in enumerate(ports):
         argv = [
@@ -184,9 +171,9 @@ def test_a_killed_rank_brings_its_peers_down(two_nodes: dict) -> None:
     assert "Scheduler hit an exception" in text
     ranks = two_nodes["ranks"][node0.pid]
     deadline = time.monotonic() + 10  # SIGKILLed by their server: gone in a moment
-    while any(_alive(r) for r in ranks) and time.monotonic() < deadline:
+    while any(pid_alive(r) for r in ranks) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(_alive(r) for r in ranks)
+    assert not any(pid_alive(r) for r in ranks)
 
 
 def test_bench_one_batch_prints_the_forks_format(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 profiles; `sim/` holds what a node simulates. See docs/design.md ("The lab").
 """
 
-from .cluster import Lab, LabStatus, NodeStatus
+from .cluster import Lab, LabStatus, NodeStatus, pid_alive
 from .profile import FAULTS, LabError, LabProfileError, NodeSpec, Profile, load_profile
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "NodeStatus",
     "Profile",
     "load_profile",
+    "pid_alive",
 ]

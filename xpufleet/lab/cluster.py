@@ -160,12 +160,13 @@ def _namespaces() -> dict[int, list[int]]:
     return groups
 
 
-def _alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process runs (a zombie or dead entry does not count)."""
     if not pid:
         return False
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
 
@@ -411,7 +412,7 @@ class Lab:
                 for index, pids in self._node_processes().items()
                 if indexes is None or index in indexes
                 for pid in pids
-                if pid not in holders and _alive(pid)
+                if pid not in holders and pid_alive(pid)
             ]
             if not victims:
                 return len(killed)
@@ -683,12 +684,12 @@ class Lab:
         """Stop only the listening sshd; open sessions go on (used to reload its config)."""
         pid_file = self.node_dir(index) / "sshd.pid"
         pid = _read_pid(pid_file)
-        if pid is not None and _alive(pid):
+        if pid is not None and pid_alive(pid):
             _kill_all([pid], signal.SIGTERM)
             deadline = time.monotonic() + KILL_TIMEOUT
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if _alive(pid):
+            if pid_alive(pid):
                 _kill_all([pid])
         pid_file.unlink(missing_ok=True)
 
@@ -703,7 +704,7 @@ class Lab:
     def _holder_of(self, index: int, state: dict[str, Any]) -> int:
         entry = state.get("nodes", {}).get(str(index))
         holder = entry.get("holder") if entry else None
-        if not _alive(holder) or _ns_inode(holder) != entry.get("mnt"):
+        if not pid_alive(holder) or _ns_inode(holder) != entry.get("mnt"):
             raise LabError(f"node{index} is not running (run `invoke lab.up`)")
         return int(holder)
 
@@ -839,7 +840,7 @@ class Lab:
                 healthy = (
                     old is not None
                     and i in running
-                    and _alive(old.get("holder"))
+                    and pid_alive(old.get("holder"))
                     and _ns_inode(old["holder"]) == old.get("mnt")
                     and old.get("hardware") == spec.hardware_hash()
                 )
@@ -872,7 +873,7 @@ class Lab:
                 entry = state["nodes"][str(i)]
                 faults = entry.get("faults", {})
                 pid = _read_pid(self.node_dir(i) / "sshd.pid")
-                if "dead_node" not in faults and not _alive(pid):
+                if "dead_node" not in faults and not pid_alive(pid):
                     self._start_sshd(i, entry["holder"])
             for i in sorted(set(keep) | set(started)):
                 spec = prof.node(i)
@@ -928,9 +929,9 @@ class Lab:
         for i in sorted(known):
             entry = state["nodes"][str(i)]
             holder = entry.get("holder")
-            node_ok = i in running and _alive(holder) and _ns_inode(holder) == entry.get("mnt")
+            node_ok = i in running and pid_alive(holder) and _ns_inode(holder) == entry.get("mnt")
             sshd = _read_pid(self.node_dir(i) / "sshd.pid")
-            sshd_ok = node_ok and _alive(sshd) and _ns_inode(sshd) == entry.get("mnt")
+            sshd_ok = node_ok and pid_alive(sshd) and _ns_inode(sshd) == entry.get("mnt")
             address = self.node_address(i)
             if sshd_ok and _port_open(address, self.port):
                 node_state = "up"

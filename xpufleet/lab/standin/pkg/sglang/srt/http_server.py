@@ -261,17 +261,21 @@ class Handler(BaseHTTPRequestHandler):
             )
         self._send(200, docs[0] if single else docs)
 
-    def _stream_generate(self, result: Completion, max_new: int) -> None:
-        """/generate with "stream": true, as SGLang sends it (and bench_serving reads it):
-        one event per token with the text so far and its meta_info, then [DONE]. The
-        stand-in generates first and streams afterwards, so time to first token is not
-        a measure of anything here."""
+    def _start_event_stream(self) -> None:
+        """Headers of a server-sent-event response; the connection closes after it."""
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
         self.send_header("connection", "close")
         self.end_headers()
         self.close_connection = True
+
+    def _stream_generate(self, result: Completion, max_new: int) -> None:
+        """/generate with "stream": true, as SGLang sends it (and bench_serving reads it):
+        one event per token with the text so far and its meta_info, then [DONE]. The
+        stand-in generates first and streams afterwards, so time to first token is not
+        a measure of anything here."""
+        self._start_event_stream()
         ident = uuid.uuid4().hex
         pieces = list(result.text) or [""]
         for count in range(1, len(pieces) + 1):
@@ -357,12 +361,7 @@ class Handler(BaseHTTPRequestHandler):
         self, ident: str, created: int, chat: bool, result: Completion, usage: dict[str, int]
     ) -> None:
         """Server-sent events, one character (= one token) per chunk, then [DONE]."""
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("cache-control", "no-cache")
-        self.send_header("connection", "close")
-        self.end_headers()
-        self.close_connection = True
+        self._start_event_stream()
         kind = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(piece: str | None, finish: str | None) -> bytes:
