@@ -264,7 +264,15 @@ class Session:
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise ConnectionLost(self.host.name, f"{lost}: {exc}") from exc
         finally:
-            channel.close()
+            close_quietly(channel)
+
+
+def close_quietly(channel: paramiko.Channel) -> None:
+    """Close a channel whose connection may already be gone (closing then fails raw)."""
+    try:
+        channel.close()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
 
 
 def _drain(

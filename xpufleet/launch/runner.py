@@ -36,7 +36,7 @@ from ..executor import Outcome, SessionPool
 from ..host import Host
 from ..provision.lock import NodeLock, acquire_lock, release_lock
 from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
-from ..transport import Session, SSHOptions
+from ..transport import Session, SSHOptions, close_quietly
 from ..variables import var, venv_python
 from . import outcome as judge
 from .plan import LaunchPlan, NodePlan, url_host
@@ -810,7 +810,7 @@ def _follow(
                     emit_line(session.host.name, line_tag, tagged)
                     count += 1
     finally:
-        channel.close()
+        close_quietly(channel)
     return count
 
 
