@@ -18,6 +18,8 @@ class Settings:
     hosts: str = "inventory/lab.yaml"
     forks: int = 32
     known_hosts: str = "~/.ssh/known_hosts"
+    #: OpenSSH client config applied to hosts ("none": read no ssh_config at all)
+    ssh_config: str = "~/.ssh/config"
     key_file: str | None = None
     connect_timeout: float = 10.0
     command_timeout: float = 600.0

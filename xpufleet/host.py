@@ -7,6 +7,29 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One jump host (ProxyJump) on the way to a node; None fields take the node's."""
+
+    address: str
+    port: int | None = None
+    user: str | None = None
+    key_file: str | None = None
+    known_hosts: str | None = None
+
+    def label(self, default_user: str = "") -> str:
+        user = self.user or default_user
+        return f"{user + '@' if user else ''}{self.address}:{self.port or 22}"
+
+
+@dataclass(frozen=True)
+class Become:
+    """Privilege escalation as Ansible's `ansible_become*` ask for it (sudo only)."""
+
+    user: str = "root"
+    method: str = "sudo"
+
+
+@dataclass(frozen=True)
 class Host:
     """One node as the inventory resolves it (Ansible precedence already applied)."""
 
@@ -17,3 +40,16 @@ class Host:
     key_file: str | None = None
     groups: tuple[str, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: jump hosts, outermost first (the control node connects to jump[0] directly)
+    jump: tuple[Hop, ...] = ()
+    #: seconds to wait for the TCP connection and handshake (None: the setting)
+    connect_timeout: float | None = None
+    #: connection settings the inventory left unset, which ssh_config may fill
+    unset: frozenset[str] = frozenset()
+    #: run privileged steps through sudo (None: the login user does everything)
+    become: Become | None = None
+
+    @property
+    def login(self) -> str:
+        """`user@address:port`, how messages name the connection."""
+        return f"{self.user}@{self.address}:{self.port}"

@@ -38,8 +38,10 @@ from typing import Any
 import yaml
 
 from .errors import InventoryError
-from .host import Host
+from .host import Become, Host
 from .patterns import select_hosts
+from .sshargs import ADDRESS_VARS, ARGS_VARS, ArgsError, SSHArgs, check_address, parse_jump
+from .sshargs import parse_ssh_args as _parse_ssh_args
 from .variables import VARIABLES
 
 #: extensions Ansible's host_group_vars plugin reads ("" = no extension)
@@ -62,6 +64,23 @@ _STRING_CONNECTION_VARS = frozenset(
 #: variables whose value is a path on the control node, relative to the inventory file
 _CONTROL_PATH_VARS = ("known_hosts",)
 _TYPO_CUTOFF = 0.8
+#: secrets Ansible keeps in the inventory; xpufleet reads them from the environment
+SECRET_VARS = frozenset(
+    {
+        "ansible_password",
+        "ansible_ssh_pass",
+        "ansible_ssh_password",
+        "ansible_become_password",
+        "ansible_become_pass",
+        "ansible_sudo_pass",
+        "ansible_sudo_password",
+    }
+)
+BECOME_METHODS = ("sudo",)
+_BOOL_WORDS = {
+    "yes": True, "true": True, "on": True, "1": True,
+    "no": False, "false": False, "off": False, "0": False,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -98,6 +117,8 @@ class Inventory:
     hostvars: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     #: every host of each group, its descendants included, in inventory order
     members: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    #: things the inventory asks for that xpufleet does not do (printed, never fatal)
+    warnings: list[str] = field(default_factory=list, repr=False)
 
     def select(self, limit: str | None) -> list[Host]:
         """Hosts an Ansible `--limit` pattern selects, in inventory order (exit 2 if none)."""
@@ -324,9 +345,43 @@ def check_variable(name: Any, value: Any, where: Source) -> None:
         if spec.choices and value not in spec.choices:
             allowed = ", ".join(str(c) for c in spec.choices)
             raise refuse(f"{value!r} is not one of: {allowed}")
+        if name in ADDRESS_VARS:
+            problem = check_address(value)
+            if problem:
+                raise refuse(problem)
         return
+    if name in SECRET_VARS:
+        raise refuse(
+            "passwords do not belong in the inventory: SSH logs in with keys "
+            "(ansible_ssh_private_key_file); a sudo password comes from the environment "
+            "variable XPUFLEET_BECOME_PASSWORD or the --ask-become-pass prompt"
+        )
     if name in _PORT_VARS:
         _port_of(value, refuse)
+        return
+    if name in ARGS_VARS:
+        try:
+            _parse_ssh_args(value)
+        except ArgsError as exc:
+            raise refuse(str(exc)) from None
+        return
+    if name == "ansible_become":
+        as_bool(value, refuse)
+        return
+    if name == "ansible_become_user":
+        if not isinstance(value, str) or check_address(value) is not None:
+            raise refuse(f"expected a user name, got {value!r}")
+        return
+    if name == "ansible_become_method":
+        if value not in BECOME_METHODS:
+            raise refuse(
+                f"become method {value!r} is not supported: xpufleet becomes root with sudo only"
+            )
+        return
+    if name in ADDRESS_VARS:
+        problem = check_address(value)
+        if problem:
+            raise refuse(problem)
         return
     if name in _STRING_CONNECTION_VARS:
         if not isinstance(value, str) or not value.strip():
@@ -338,6 +393,16 @@ def check_variable(name: Any, value: Any, where: Source) -> None:
             f"unknown xpufleet variable; did you mean '{typo}'? "
             "(see inventory/README.md for the variables xpufleet reads)"
         )
+
+
+def as_bool(value: Any, refuse: Any) -> bool:
+    """Ansible's booleans: true/false, yes/no, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word not in _BOOL_WORDS:
+        raise refuse(f"expected true or false, got {value!r}")
+    return _BOOL_WORDS[word]
 
 
 def _port_of(value: Any, refuse: Any) -> int:
@@ -693,19 +758,55 @@ def _merge(layers: list[_Layer]) -> tuple[dict[str, Any], dict[str, Source]]:
     return copy.deepcopy(merged), sources  # hosts never share a mutable value
 
 
+def ssh_args_of(merged: dict[str, Any]) -> SSHArgs:
+    """common args, then extra args: as ssh sees them, the first value of an option wins."""
+    args = SSHArgs()
+    for var in ARGS_VARS:
+        args.fill_from(_parse_ssh_args(merged.get(var)))
+    return args
+
+
 def _make_host(
     name: str, merged: dict[str, Any], member_of: set[str], base: Path
 ) -> tuple[Host, str | None]:
     """The Host (connection resolved, control-side paths absolute) and the var naming its
-    address (None when the address defaults to the host's name)."""
+    address (None when the address defaults to the host's name).
+
+    Precedence, as Ansible builds the ssh command line: ansible_user/port/key vars, then
+    the -o options of ansible_ssh_common_args, then of ansible_ssh_extra_args; what none
+    of them sets stays in `Host.unset` for ssh_config to fill.
+    """
     address, address_var = _connection(merged, "address")
     port, _ = _connection(merged, "port")
     user, _ = _connection(merged, "user")
     key_file, _ = _connection(merged, "key_file")
+    args = ssh_args_of(merged)
+    port = port if port is not None else args.port
+    user = user if user is not None else args.user
+    key_file = key_file if key_file is not None else args.identity_file
     resolved = dict(merged)
+    if resolved.get("known_hosts") is None and args.known_hosts:
+        resolved["known_hosts"] = args.known_hosts
     for var in _CONTROL_PATH_VARS:
         if isinstance(resolved.get(var), str):
             resolved[var] = _resolve_path(resolved[var], base)
+    if args.config_file is not None:
+        none = args.config_file.lower() in ("none", "/dev/null")
+        resolved["ssh_config_file"] = "none" if none else _resolve_path(args.config_file, base)
+    settings = {
+        "user": user,
+        "port": port,
+        "key_file": key_file,
+        "known_hosts": resolved.get("known_hosts"),
+        "jump": args.proxy_jump,
+        "connect_timeout": args.connect_timeout,
+    }
+    become = None
+    if as_bool(merged.get("ansible_become", False), ValueError):
+        become = Become(
+            user=str(merged.get("ansible_become_user") or "root"),
+            method=str(merged.get("ansible_become_method") or "sudo"),
+        )
     host = Host(
         name=name,
         address=str(address) if address is not None else name,
@@ -714,8 +815,24 @@ def _make_host(
         key_file=_resolve_path(str(key_file), base) if key_file is not None else None,
         groups=tuple(sorted(member_of)),
         vars=resolved,
+        jump=parse_jump(args.proxy_jump) if args.proxy_jump else (),
+        connect_timeout=args.connect_timeout,
+        unset=frozenset(k for k, v in settings.items() if v is None),
+        become=become,
     )
     return host, address_var
+
+
+def _args_warnings(merged: dict[str, Any], sources: dict[str, Source]) -> list[str]:
+    """One line per ssh option xpufleet does not act on, naming where it was written."""
+    found = []
+    for var in ARGS_VARS:
+        unsupported = _parse_ssh_args(merged.get(var)).unsupported
+        if unsupported:
+            where = sources.get(var)
+            place = f"{where.file}:{where.line}: " if where and where.line else ""
+            found.append(f"{place}key '{var}': xpufleet does not use {', '.join(unsupported)}")
+    return found
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -757,7 +874,8 @@ def load_inventory(path: str | Path) -> Inventory:
 
     hosts: dict[str, Host] = {}
     hostvars: dict[str, dict[str, Any]] = {}
-    by_address: dict[tuple[str, int], str] = {}
+    warnings: dict[str, None] = {}
+    by_address: dict[tuple[str, int, tuple[Any, ...]], str] = {}
     for name, state in builder.hosts.items():
         member_of = set(state.groups).union(*(builder.ancestors(g) for g in state.groups))
         member_of.discard("all")
@@ -770,7 +888,9 @@ def load_inventory(path: str | Path) -> Inventory:
         layers.append(vars_files_layer("host_vars", name))
         merged, sources = _merge(layers)
         host, address_var = _make_host(name, merged, member_of, base)
-        other = by_address.setdefault((host.address, host.port), name)
+        warnings.update(dict.fromkeys(_args_warnings(merged, sources)))
+        # the same private address behind two different jump hosts is two machines
+        other = by_address.setdefault((host.address, host.port, host.jump), name)
         if other != name:
             where = sources.get(address_var or "", state.source)
             raise where.error(
@@ -791,6 +911,7 @@ def load_inventory(path: str | Path) -> Inventory:
         groups=groups,
         hostvars=hostvars,
         members=members,
+        warnings=list(warnings),
     )
 
 

@@ -12,7 +12,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +34,7 @@ from .errors import (
     UnreachableError,
 )
 from .host import Host
+from .jump import JumpHub
 
 CHUNK = 1 << 20
 BULK_WINDOW = 64 << 20
@@ -48,6 +49,8 @@ class SSHOptions:
     key_file: str | None = None
     connect_timeout: float = 10.0
     command_timeout: float | None = 600.0
+    #: the task's jump-host connections, shared by every session (see jump.py)
+    hub: JumpHub = field(default_factory=JumpHub, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,20 +127,23 @@ class Session:
             return self
         host, options = self.host, self.options
         key_file = host.key_file or options.key_file
+        timeout = host.connect_timeout or options.connect_timeout
         connect_kwargs: dict[str, object] = {
             "look_for_keys": False,
             "allow_agent": False,
-            "banner_timeout": options.connect_timeout,
-            "auth_timeout": options.connect_timeout,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
         }
         if key_file:
             connect_kwargs["key_filename"] = [str(key_file)]
+        if host.jump:  # through the bastion's shared connection (released in close())
+            connect_kwargs["sock"] = options.hub.tunnel(host, options, timeout)
         conn = Connection(
             host.address,
             user=host.user,
             port=host.port,
             config=_fabric_config(),
-            connect_timeout=int(max(1, options.connect_timeout)),
+            connect_timeout=int(max(1, timeout)),
             connect_kwargs=connect_kwargs,
         )
         client = paramiko.SSHClient()
@@ -150,6 +156,8 @@ class Session:
             conn.open()
         except Exception as exc:  # noqa: BLE001 - mapped into our tree right here
             conn.close()
+            if host.jump:
+                options.hub.release(host, options)
             raise map_connect_error(host, exc) from exc
         self._conn = conn
         return self
@@ -158,6 +166,8 @@ class Session:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            if self.host.jump:
+                self.options.hub.release(self.host, self.options)
 
     def __enter__(self) -> Session:
         return self.open()
@@ -312,12 +322,28 @@ def _drain(
     return b"".join(out), b"".join(err), channel.recv_exit_status()
 
 
-def scan_host_key(host: Host, timeout: float = 10.0) -> paramiko.PKey:
-    """Fetch a host's public key without authenticating (for `invoke trust`)."""
+def scan_host_key(
+    host: Host, timeout: float = 10.0, options: SSHOptions | None = None
+) -> paramiko.PKey:
+    """Fetch a host's public key without authenticating (for `invoke trust`).
+
+    A host behind jump hosts is reached through them (their keys must be trusted)."""
+    sock: socket.socket | paramiko.Channel
     try:
-        sock = socket.create_connection((host.address, host.port), timeout=timeout)
+        if host.jump and options is not None:
+            sock = options.hub.tunnel(host, options, timeout)
+        else:
+            sock = socket.create_connection((host.address, host.port), timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         raise map_connect_error(host, exc) from exc
+    try:
+        return _scan(host, sock, timeout)
+    finally:
+        if host.jump and options is not None:
+            options.hub.release(host, options)
+
+
+def _scan(host: Host, sock: socket.socket | paramiko.Channel, timeout: float) -> paramiko.PKey:
     transport = paramiko.Transport(sock)
     try:
         transport.start_client(timeout=timeout)

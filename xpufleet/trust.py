@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import paramiko
 
 from .errors import HostError
 from .host import Host
+from .jump import chain_of
 from .results import CHANGED, FAIL, OK, HostReport, Result, TaskReport
 from .transport import SSHOptions, known_hosts_for, known_hosts_name, scan_host_key
 
@@ -21,11 +23,29 @@ def sha256_fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _scan(host: Host, timeout: float) -> paramiko.PKey | HostError:
+def _scan(host: Host, options: SSHOptions) -> paramiko.PKey | HostError:
     try:
-        return scan_host_key(host, timeout)
+        return scan_host_key(host, host.connect_timeout or options.connect_timeout, options)
     except HostError as exc:
         return exc
+
+
+def _levels(hosts: list[Host], options: SSHOptions) -> list[list[tuple[str, Host]]]:
+    """(report name, host) by distance: jump hosts first (a node's key can only be fetched
+    through a trusted bastion), each jump host once, then the nodes behind them."""
+    levels: list[dict[str, Host]] = []
+    for node in hosts:
+        chain = chain_of(node, options)
+        for depth, hop in enumerate(chain):
+            name = f"jump {hop.login}"
+            target = dataclasses.replace(hop, name=name, jump=node.jump[:depth])
+            while len(levels) <= depth:
+                levels.append({})
+            levels[depth].setdefault(name, target)
+        while len(levels) <= len(chain):
+            levels.append({})
+        levels[len(chain)][node.name] = node
+    return [list(level.items()) for level in levels]
 
 
 def trust_hosts(
@@ -35,11 +55,24 @@ def trust_hosts(
 
     Keys are fetched in parallel (`forks` at once); questions are asked one host at a time."""
     report = TaskReport("trust")
-    with ThreadPoolExecutor(max_workers=min(max(1, forks), max(1, len(hosts)))) as pool:
-        scanned = list(pool.map(lambda h: _scan(h, options.connect_timeout), hosts))
-    for host, key in zip(hosts, scanned, strict=True):
+    for level in _levels(hosts, options):
+        _trust_level(level, options, report, assume_yes=assume_yes, forks=forks)
+    return report
+
+
+def _trust_level(
+    level: list[tuple[str, Host]],
+    options: SSHOptions,
+    report: TaskReport,
+    *,
+    assume_yes: bool,
+    forks: int,
+) -> None:
+    with ThreadPoolExecutor(max_workers=min(max(1, forks), max(1, len(level)))) as pool:
+        scanned = list(pool.map(lambda item: _scan(item[1], options), level))
+    for (report_name, host), key in zip(level, scanned, strict=True):
         if isinstance(key, HostError):
-            report.hosts[host.name] = HostReport(
+            report.hosts[report_name] = HostReport(
                 reachable=False, error=key.message, error_kind=key.kind
             )
             continue
@@ -71,5 +104,4 @@ def trust_hosts(
                 result = Result(
                     "trust.hostkey", FAIL, f"not trusted: {key.get_name()} {fingerprint}"
                 )
-        report.hosts[host.name] = HostReport(results=[result])
-    return report
+        report.hosts[report_name] = HostReport(results=[result])

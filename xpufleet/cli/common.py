@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 from invoke.exceptions import Exit
 from rich.console import Console
 
+from .. import sshconfig
 from ..config import Settings
 from ..errors import EXIT_INTERRUPTED, XpufleetError
 from ..host import Host
@@ -68,8 +70,18 @@ def open_context(
     """Validate every input before any host is touched (errors here exit 2)."""
     settings = settings_from(c, hosts=hosts, forks=forks)
     inventory = load_inventory(settings.path(settings.hosts))
-    selected = inventory.select(limit)
+    for warning in inventory.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    selected = sshconfig.apply_all(inventory.select(limit), ssh_config_path(settings))
     return TaskContext(settings, inventory, selected, ssh_options(settings), as_json)
+
+
+def ssh_config_path(settings: Settings) -> str | None:
+    """The ssh_config file to read, None when the setting (or XPUFLEET_SSH_CONFIG) is none."""
+    value = os.environ.get("XPUFLEET_SSH_CONFIG") or settings.ssh_config
+    if not value or value.strip().lower() == sshconfig.NONE:
+        return None
+    return str(settings.path(value))
 
 
 def emit(
