@@ -20,6 +20,8 @@ import pytest
 from xpufleet.lab import Lab
 
 LAB_NODES = 4
+# no test reads the operator's ~/.ssh/config (tests that want one name their own file)
+os.environ["XPUFLEET_SSH_CONFIG"] = "none"
 
 
 @pytest.fixture(scope="session")

@@ -52,7 +52,7 @@ from ..config import PROJECT_ROOT
 from ..errors import InputError
 from ..host import Host
 from ..transport import SSHOptions, known_hosts_name
-from . import pybase
+from . import bastion, pybase
 from .profile import FAULTS, Fault, LabError, NodeSpec, Profile, load_profile
 from .sim import generate
 
@@ -270,6 +270,18 @@ class Lab:
 
     def node_address(self, index: int) -> str:
         return f"{self.net}.{index}"
+
+    def private_address(self, index: int) -> str | None:
+        """Node<index>'s address behind the bastion (None when NET leaves no room)."""
+        try:
+            return f"{bastion.private_net(self.net)}.{index}"
+        except (InputError, IndexError, ValueError):
+            return None
+
+    def bastion_up(self) -> bastion.Accounts:
+        """Add the login node, the firewall and the non-root accounts (see bastion.py)."""
+        with self._locked():
+            return bastion.up(self)
 
     def node_dir(self, index: int) -> Path:
         return self.dir / "nodes" / f"node{index}"
@@ -492,7 +504,14 @@ class Lab:
         lines = []
         for i in range(1, count + 1):
             pub = (self.node_dir(i) / "ssh_host_ed25519_key.pub").read_text().split()
-            host = Host(f"node{i}", self.node_address(i), self.port)
+            for address in (self.node_address(i), self.private_address(i)):
+                if address:
+                    host = Host(f"node{i}", address, self.port)
+                    lines.append(f"{known_hosts_name(host)} {pub[0]} {pub[1]}")
+        login_key = bastion.bastion_dir(self) / "ssh_host_ed25519_key.pub"
+        if login_key.exists():
+            pub = login_key.read_text().split()
+            host = Host("bastion", bastion.bastion_address(self), self.port)
             lines.append(f"{known_hosts_name(host)} {pub[0]} {pub[1]}")
         self.known_hosts.write_text("\n".join(lines) + "\n")
 
@@ -560,6 +579,8 @@ class Lab:
             pid_file=node / "sshd.pid",
             bin_dir=node / "bin",
             clock_skew=faults.get("clock_skew"),
+            extra_address=self.private_address(index),
+            users=bastion.accounts(self.net).users if self.private_address(index) else (),
         )
         generate.write_tree(node, {"sshd_config": generate.file(config)})
 
@@ -903,6 +924,7 @@ class Lab:
         self.validate()
         if not self.dir.is_dir():  # nothing to lock; still stop nodes found by name
             killed = self._kill_nodes(None)
+            bastion.down(self)
             self._remove_rules(None)
             return killed
         with self._locked():
@@ -910,6 +932,7 @@ class Lab:
 
     def _down_locked(self) -> int:
         killed = self._kill_nodes(None)
+        bastion.down(self)
         self._remove_rules(None)
         nodes = self.dir / "nodes"
         if nodes.is_dir():
@@ -1061,6 +1084,8 @@ def render_inventory(
                 "ansible_port": lab.port,
                 "ansible_ssh_private_key_file": key_file or str(lab.key_file),
                 "known_hosts": known_hosts or str(lab.known_hosts),
+                # the lab is never in the operator's ~/.ssh/config: read none
+                "ansible_ssh_common_args": "-F none",
                 "nic": "lo",
                 "python": str(env.python),
                 "base_site_packages": [str(env.site_packages)],
