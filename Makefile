@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.xpufleet-installed
-APT_PACKAGES := openssh-server openssh-client sudo iproute2 iptables faketime procps psmisc util-linux python3-venv python3-dev build-essential curl
+APT_PACKAGES := openssh-server openssh-client sudo iproute2 iptables faketime procps psmisc util-linux python3-venv python3-dev build-essential curl slurmctld slurmd slurm-client munge
 
 .PHONY: setup demo test unit lint lab-down clean
 

@@ -73,10 +73,18 @@ def _print_status(status: LabStatus, *, as_json: bool) -> None:
         "profile": "lab profile YAML (hardware and faults per node); `faults` names the "
         "packaged profile with one fault per node",
         "json": "machine-readable status on stdout",
+        "slurm": "also run a real Slurm (munged, slurmctld, a slurmd in each node) and write "
+        "its `plugin: slurm` inventory; a later lab.up keeps it, lab.down stops it",
     }
 )
 @exits
-def up(c: Any, nodes: str | None = None, profile: str | None = None, json: bool = False) -> int:
+def up(
+    c: Any,
+    nodes: str | None = None,
+    profile: str | None = None,
+    json: bool = False,
+    slurm: bool = False,
+) -> int:
     """Start the lab cluster, or converge a running one to the nodes and profile asked for."""
     count = None
     if nodes is not None:
@@ -85,7 +93,7 @@ def up(c: Any, nodes: str | None = None, profile: str | None = None, json: bool 
         count = int(nodes)
     lab = _lab(c)
     started = time.monotonic()
-    status = lab.up(nodes=count, profile=_profile_path(profile))
+    status = lab.up(nodes=count, profile=_profile_path(profile), slurm=True if slurm else None)
     elapsed = time.monotonic() - started
     _print_status(status, as_json=json)
     if not json:
@@ -93,6 +101,11 @@ def up(c: Any, nodes: str | None = None, profile: str | None = None, json: bool 
             f"lab up: {len(status.nodes)} nodes in {elapsed:.1f}s; "
             f"inventory: {relative(lab.inventory_path)}"
         )
+        if lab.slurm_inventory_path.exists():
+            console.print(
+                f"lab Slurm: SLURM_CONF={relative(lab.slurm.conf)}; "
+                f"inventory: {relative(lab.slurm_inventory_path)}"
+            )
     expected_down = {n.name for n in status.nodes if "dead_node" in n.faults}
     wrong = [n.name for n in status.nodes if (n.state == "up") == (n.name in expected_down)]
     return 1 if wrong else 0

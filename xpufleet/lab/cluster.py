@@ -55,6 +55,7 @@ from ..transport import SSHOptions, known_hosts_name
 from . import bastion, pybase
 from .profile import FAULTS, Fault, LabError, NodeSpec, Profile, load_profile
 from .sim import generate
+from .slurm import LabSlurm, render_slurm_inventory
 
 DEFAULT_DIR = ".lab"
 DEFAULT_NET = "127.0.1"
@@ -262,6 +263,16 @@ class Lab:
     @property
     def state_path(self) -> Path:
         return self.dir / "state.json"
+
+    @property
+    def slurm(self) -> LabSlurm:
+        """The lab's own Slurm (`up(slurm=True)` starts it; see slurm.py)."""
+        return LabSlurm(self)
+
+    @property
+    def slurm_inventory_path(self) -> Path:
+        """The `plugin: slurm` inventory of the lab (written while its Slurm runs)."""
+        return self.dir / "inventory-slurm.yaml"
 
     @property
     def tag(self) -> str:
@@ -781,6 +792,8 @@ class Lab:
                 (self.node_dir(index) / "sshd.pid").unlink(missing_ok=True)
             else:
                 self._start_sshd(index, holder)
+                if state.get("slurm"):
+                    self.slurm.start_node(index, holder)
 
     def _nsenter(self, holder: int, *argv: str) -> None:
         proc = subprocess.run(
@@ -820,11 +833,17 @@ class Lab:
 
     # -- public API -----------------------------------------------------------------------
     def up(
-        self, nodes: int | None = None, profile: Profile | str | Path | None = None
+        self,
+        nodes: int | None = None,
+        profile: Profile | str | Path | None = None,
+        *,
+        slurm: bool | None = None,
     ) -> LabStatus:
         """Start (or converge) the lab: `nodes` nodes (default: the profile's count) as the
         profile describes them. Nodes already running with the same hardware are kept;
-        their faults are brought to the profile's; extra nodes are stopped."""
+        their faults are brought to the profile's; extra nodes are stopped.
+
+        `slurm`: True starts the lab's Slurm too, False stops it, None keeps it as it was."""
         prof = profile if isinstance(profile, Profile) else load_profile(profile)
         count = nodes if nodes is not None else prof.count
         self.validate(count)
@@ -835,6 +854,7 @@ class Lab:
             if state and (state.get("net"), state.get("port")) != (self.net, self.port):
                 self._down_locked()
                 state = {}
+            had_slurm = bool(state.get("slurm"))
             running = self._node_processes()
             self._ensure_keys(count)
             self._render_shared(count)
@@ -911,7 +931,22 @@ class Lab:
             self.inventory_path.write_text(
                 render_inventory(self, [prof.node(i) for i in range(1, count + 1)], env)
             )
+            if had_slurm if slurm is None else slurm:
+                self._slurm_up(state, env)
+            elif had_slurm or slurm is False:
+                self.slurm.down()
+                self.slurm_inventory_path.unlink(missing_ok=True)
             return self.status()
+
+    def _slurm_up(self, state: dict[str, Any], env: pybase.BaseEnv) -> None:
+        """Converge the lab's Slurm to the running nodes (dead nodes get no slurmd)."""
+        nodes = state["nodes"]
+        holders = {int(i): entry["holder"] for i, entry in nodes.items()}
+        dead = {int(i) for i, entry in nodes.items() if "dead_node" in entry.get("faults", {})}
+        self.slurm.up(holders, dead=dead)
+        state["slurm"] = True
+        self._write_state(state)
+        self.slurm_inventory_path.write_text(render_slurm_inventory(self, env))
 
     @staticmethod
     def _initial_faults(spec: NodeSpec) -> dict[str, Any]:
@@ -923,7 +958,7 @@ class Lab:
         """Stop every node of this lab; returns how many processes were killed."""
         self.validate()
         if not self.dir.is_dir():  # nothing to lock; still stop nodes found by name
-            killed = self._kill_nodes(None)
+            killed = self.slurm.down() + self._kill_nodes(None)
             bastion.down(self)
             self._remove_rules(None)
             return killed
@@ -931,7 +966,9 @@ class Lab:
             return self._down_locked()
 
     def _down_locked(self) -> int:
-        killed = self._kill_nodes(None)
+        killed = self.slurm.down()
+        self.slurm_inventory_path.unlink(missing_ok=True)
+        killed += self._kill_nodes(None)
         bastion.down(self)
         self._remove_rules(None)
         nodes = self.dir / "nodes"
