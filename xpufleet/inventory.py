@@ -515,13 +515,6 @@ class _Builder:
                 file=self.shown,
                 line=1,
             )
-        if "plugin" in data:
-            raise InventoryError(
-                "inventory plugin configurations are not supported; use a YAML inventory",
-                file=self.shown,
-                line=_line(data, "plugin"),
-                key="plugin",
-            )
         for name, body in data.items():
             self._parse_group(name, body, Source(self.shown, _line(data, name)))
         self._reconcile()
@@ -849,7 +842,12 @@ def load_inventory(path: str | Path) -> Inventory:
     if not inventory_path.exists():
         raise InventoryError("inventory file not found", file=shown, key="hosts")
     builder = _Builder(shown)
-    builder.parse(load_yaml(inventory_path, shown))
+    data = load_yaml(inventory_path, shown)
+    if isinstance(data, dict) and "plugin" in data:  # Ansible's inventory-plugin files
+        from .inventory_slurm import expand_plugin
+
+        data = expand_plugin(data, inventory_path, shown)
+    builder.parse(data)
 
     base = inventory_path.parent
     shown_base = Path(shown).parent

@@ -40,6 +40,20 @@ VARIABLES: dict[str, Variable] = {
             None,
             "known_hosts file for this host (relative to the inventory file)",
         ),
+        _v(
+            "connector",
+            str,
+            "ssh",
+            "how commands reach the host: ssh, or slurm (srun inside an allocation)",
+            ("ssh", "slurm"),
+        ),
+        _v(
+            "slurm_job",
+            str,
+            None,
+            "Slurm job whose allocation srun steps run in (default: SLURM_JOB_ID)",
+        ),
+        _v("slurm_conf", str, None, "SLURM_CONF for the control node's Slurm commands"),
         # hardware expectations
         _v("gpu_model", str, "max1550", "expected card model", ("max1550", "max1100", "max1450")),
         _v("cards", int, 4, "expected number of GPU cards on the node"),
