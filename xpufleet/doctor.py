@@ -17,8 +17,10 @@ from .errors import stderr_tail
 from .executor import Outcome, SessionPool
 from .facts.model import NodeFacts, parse_facts
 from .facts.probe import ProbeOutput, probe_params, run_probe
+from .facts.probe_slurm import gather_over_slurm
 from .host import Host
 from .results import HostReport, TaskReport
+from .slurm import is_slurm
 from .transport import Session, SSHOptions
 
 SIMULATED_NOTE = (
@@ -39,8 +41,15 @@ def gather(
     def work(session: Session) -> ProbeOutput:
         return run_probe(session, probe_params(session.host, hosts))
 
-    with SessionPool(hosts, options, forks) as pool:
-        return pool.map(work, on_done=on_done)
+    over_slurm = [h for h in hosts if is_slurm(h)]
+    over_ssh = [h for h in hosts if not is_slurm(h)]
+    outcomes: dict[str, Outcome[ProbeOutput]] = {}
+    if over_slurm:  # one srun for all of them, not one step per host
+        outcomes.update(gather_over_slurm(over_slurm, hosts, options, forks=forks, on_done=on_done))
+    if over_ssh:
+        with SessionPool(over_ssh, options, forks) as pool:
+            outcomes.update(pool.map(work, on_done=on_done))
+    return {h.name: outcomes[h.name] for h in hosts}
 
 
 def host_report(

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from .errors import HostError, UnreachableError
 from .host import Host
 from .transport import Session, SSHOptions
+from .variables import var
 
 T = TypeVar("T")
 
@@ -38,6 +39,15 @@ class Outcome(Generic[T]):
         return not isinstance(self.error, UnreachableError)
 
 
+def connect(host: Host, options: SSHOptions) -> Session:
+    """The host's session over its connector (`connector` variable: ssh or slurm)."""
+    if var(host, "connector") == "slurm":
+        from .slurm import SlurmSession  # the Slurm connector offers Session's run/stream_to
+
+        return SlurmSession(host, options)  # type: ignore[return-value]
+    return Session(host, options)
+
+
 class SessionPool:
     """Sessions opened lazily, once per host, and closed together at the end."""
 
@@ -56,7 +66,9 @@ class SessionPool:
         with self._lock:
             if host.name in self.unreachable:
                 raise self.unreachable[host.name]
-            session = self._sessions.setdefault(host.name, Session(host, self.options))
+            session = self._sessions.get(host.name)
+            if session is None:
+                session = self._sessions[host.name] = connect(host, self.options)
         try:
             return session.open()
         except UnreachableError as exc:

@@ -10,12 +10,14 @@ nothing from the inventory is ever spliced into shell code.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import shell
 from ..errors import InputError
 from ..host import Host
 from ..launch.plan import rendezvous_address
@@ -83,37 +85,64 @@ def _sh_param_lines(params: dict[str, Any]) -> str:
         text = " ".join(value) if isinstance(value, list) else "" if value is None else str(value)
         if "\n" in text or "\r" in text:
             raise InputError("a newline is not allowed in this value", key=key)
+        if text in (_PY_END, _PARAMS_END):
+            raise InputError(f"a probe parameter contains the reserved line {text}", key=key)
         lines.append(text)
     return "\n".join(lines)
 
 
 def build_script(params: dict[str, Any]) -> str:
     """The stdin of PROBE_COMMAND: python3 probe if possible, POSIX-sh probe otherwise."""
+    return _script(
+        f"PARAMS = json.loads({json.dumps(params, sort_keys=True)!r})",
+        "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
+        "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
+        "IFS= read -r P_PKGS; } "
+        f"<<'{_PARAMS_END}'\n{_sh_param_lines(params)}\n{_PARAMS_END}\n",
+    )
+
+
+def build_node_script(params_by_node: dict[str, dict[str, Any]], selector: str) -> str:
+    """One stdin for many nodes (one `srun` broadcasts it): the probe's source once, each
+    node's parameters picked by the node name in environment variable `selector`."""
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", selector):
+        raise ValueError(f"not an environment variable name: {selector!r}")
+    literal = json.dumps(params_by_node, sort_keys=True)
+    branches = "".join(
+        f"{shell.quote(node)}) "
+        "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
+        "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
+        "IFS= read -r P_PKGS; } "
+        f"<<'{_PARAMS_END}'\n{_sh_param_lines(params)}\n{_PARAMS_END}\n;;\n"
+        for node, params in params_by_node.items()
+    )
+    return _script(
+        f"import os\nPARAMS = json.loads({literal!r})[os.environ[{selector!r}]]",
+        f'case "${selector}" in\n{branches}'
+        f'*) echo "no probe parameters for node ${selector}" >&2; exit 97;;\nesac\n',
+    )
+
+
+def _script(python_params: str, sh_params: str) -> str:
+    """The probe script around its parameters: `python_params` sets PARAMS for the python
+    probe, `sh_params` reads the P_* variables of the sh probe."""
     python_source = (_HERE / "remote_probe.py").read_text()
     sh_source = (_HERE / "remote_probe.sh").read_text()
-    params_literal = repr(json.dumps(params, sort_keys=True))
-    sh_lines = _sh_param_lines(params)
     script = (
         # the node's clock as early as possible: python's start-up stays out of the
         # window the clock offset is measured in
         "XPUFLEET_PROBE_T0=$(date +%s.%N 2>/dev/null); export XPUFLEET_PROBE_T0\n"
         "if command -v python3 >/dev/null 2>&1; then\n"
         f"exec python3 - <<'{_PY_END}'\n"
-        f"import json\nPARAMS = json.loads({params_literal})\n"
+        f"import json\n{python_params}\n"
         f"{python_source}\n"
         f"{_PY_END}\n"
         "fi\n"
-        "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
-        "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
-        "IFS= read -r P_PKGS; } "
-        f"<<'{_PARAMS_END}'\n"
-        f"{sh_lines}\n"
-        f"{_PARAMS_END}\n"
+        f"{sh_params}"
         f"{sh_source}"
     )
-    for end in (_PY_END, _PARAMS_END):
-        if script.count(f"\n{end}\n") != 1:
-            raise InputError(f"a probe parameter contains the reserved line {end}")
+    if script.count(f"\n{_PY_END}\n") != 1:
+        raise InputError(f"a probe parameter contains the reserved line {_PY_END}")
     return script
 
 
@@ -138,23 +167,45 @@ def run_probe(session: Session, params: dict[str, Any]) -> ProbeOutput:
     sent = time.time()
     result = session.run(PROBE_COMMAND, stdin=script, timeout=PROBE_TIMEOUT_S, check=False)
     received = time.time()
+    return probe_output(
+        session.host.name,
+        result.stdout,
+        result.stderr,
+        result.exit_status,
+        sent=sent,
+        received=received,
+        round_trips=session.round_trips,
+    )
+
+
+def probe_output(
+    host: str,
+    stdout: str,
+    stderr: str,
+    exit_status: int,
+    *,
+    sent: float,
+    received: float,
+    round_trips: int,
+) -> ProbeOutput:
+    """The probe's answer (its last stdout line is one JSON document), or why there is none."""
     raw: dict[str, Any] | None = None
     error = None
-    text = result.stdout.strip()
+    text = stdout.strip()
     try:
         doc = json.loads(text.splitlines()[-1]) if text else None
         raw = doc if isinstance(doc, dict) else None
     except ValueError as exc:
         error = f"probe printed no JSON ({exc})"
     if raw is None and error is None:
-        error = f"probe printed nothing (exit {result.exit_status})"
+        error = f"probe printed nothing (exit {exit_status})"
     return ProbeOutput(
-        host=session.host.name,
+        host=host,
         raw=raw,
         sent=sent,
         received=received,
-        exit_status=result.exit_status,
-        stderr=result.stderr,
-        round_trips=session.round_trips,
+        exit_status=exit_status,
+        stderr=stderr,
+        round_trips=round_trips,
         error=error,
     )

@@ -938,6 +938,16 @@ class Lab:
                 self.slurm_inventory_path.unlink(missing_ok=True)
             return self.status()
 
+    def stop_slurm(self) -> int:
+        """Stop the lab's Slurm, keep its nodes (a later `up` does not restart it)."""
+        with self._locked():
+            killed = self.slurm.down()
+            state = self._read_state()
+            if state.pop("slurm", None) is not None:
+                self._write_state(state)
+            self.slurm_inventory_path.unlink(missing_ok=True)
+            return killed
+
     def _slurm_up(self, state: dict[str, Any], env: pybase.BaseEnv) -> None:
         """Converge the lab's Slurm to the running nodes (dead nodes get no slurmd)."""
         nodes = state["nodes"]
