@@ -1,0 +1,179 @@
+"""The Slurm connector on the lab's real Slurm (Debian's slurmctld/slurmd/munge 22.05).
+
+The lab's Slurm is started once for this module (about a second on top of the session
+lab) and stopped at its end, also after failures. Each slurmd runs inside its node's
+namespaces, so a task sees the node's hostname, its own /opt/intel and the PATH its
+sshd gives: doctor over `srun` must find exactly what doctor over SSH finds, faults
+included, with ONE srun step for all nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from xpufleet.errors import CommandFailed, UnreachableError
+from xpufleet.inventory import load_inventory
+from xpufleet.lab import Lab
+from xpufleet.lab.slurm import available
+from xpufleet.slurm import SlurmSession
+
+#: the invoke of the venv running the tests
+INVOKE = str(Path(sys.executable).parent / "invoke")
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(not available(), reason="Slurm not installed (make setup installs it)"),
+]
+
+FAULTY = "node3"
+
+
+@pytest.fixture(scope="module")
+def slurm_lab(lab: Lab) -> Iterator[Lab]:
+    """The session lab with its Slurm running (stopped when the module ends)."""
+    try:
+        lab.up(nodes=4, slurm=True)
+        yield lab
+    finally:
+        lab.stop_slurm()
+
+
+def _client(lab: Lab, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=lab.slurm.client_env(), timeout=300, **kwargs
+    )
+
+
+@pytest.fixture
+def allocation(slurm_lab: Lab) -> Iterator[str]:
+    """A 4-node allocation without a shell (salloc --no-shell), cancelled afterwards."""
+    proc = _client(slurm_lab, ["salloc", "-N4", "--no-shell", "--job-name=xpufleet-test"])
+    match = re.search(r"Granted job allocation (\d+)", proc.stderr)
+    assert match, proc.stderr
+    job = match.group(1)
+    try:
+        yield job
+    finally:
+        _client(slurm_lab, ["scancel", job])
+
+
+def _inventory_for_job(lab: Lab, directory: Path, job: str) -> Path:
+    doc = yaml.safe_load(lab.slurm_inventory_path.read_text())
+    doc["job"] = job
+    path = directory / "inventory-slurm.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_tasks_run_inside_their_node(allocation: str, slurm_lab: Lab, tmp_path: Path) -> None:
+    """Each host's command runs on its own node (hostname, /opt/intel, tools on PATH), with
+    stdin, exit status and streamed stdout as over SSH."""
+    inventory = load_inventory(_inventory_for_job(slurm_lab, tmp_path, allocation))
+    hosts = inventory.select(None)
+    assert [h.name for h in hosts] == ["node1", "node2", "node3", "node4"]
+    options = slurm_lab.ssh_options()
+    for host in hosts:
+        session = SlurmSession(host, options)
+        result = session.run(
+            "hostname; cat /opt/intel/.lab/node.json; command -v xpu-smi; cat",
+            stdin="from stdin\n",
+        )
+        lines = result.stdout.splitlines()
+        assert lines[0] == host.name
+        assert json.loads("".join(lines[1:-2]))["node"] == host.name
+        assert lines[-2] == str(slurm_lab.node_dir(int(host.name[4:])) / "bin" / "xpu-smi")
+        assert lines[-1] == "from stdin"
+    session = SlurmSession(hosts[1], options)
+    failed = session.run("echo out; echo err >&2; exit 7", check=False)
+    assert (failed.exit_status, failed.stdout, failed.stderr) == (7, "out\n", "err\n")
+    with pytest.raises(CommandFailed):
+        session.run("exit 3")
+    chunks: list[bytes] = []
+    session.run("head -c 3000000 /dev/zero", stdout_to=chunks.append)
+    assert sum(len(c) for c in chunks) == 3_000_000
+
+
+def test_a_node_outside_the_allocation_is_named(allocation: str, slurm_lab: Lab) -> None:
+    inventory = load_inventory(slurm_lab.slurm_inventory_path.parent / "inventory.yaml")
+    stranger = inventory.select("node1")[0]
+    vars_ = {**stranger.vars, "connector": "slurm", "slurm_job": allocation,
+             "slurm_conf": str(slurm_lab.slurm.conf)}  # fmt: skip
+    bad = replace(stranger, name="node9", vars=vars_)
+    with pytest.raises(UnreachableError) as caught:
+        SlurmSession(bad, slurm_lab.ssh_options()).run("true")
+    assert caught.value.host == "node9"
+
+
+def test_inventory_from_the_allocation(slurm_lab: Lab) -> None:
+    """Inside `salloc -N2`, the plugin: slurm inventory holds the allocation's nodes, with
+    their Slurm NodeAddr as address; outside any allocation it is refused (exit 2)."""
+    proc = _client(
+        slurm_lab,
+        ["salloc", "-N2", INVOKE, "inventory", "--hosts", str(slurm_lab.slurm_inventory_path),
+         "--json"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    hostvars = doc["_meta"]["hostvars"]
+    assert sorted(hostvars) == ["node1", "node2"]
+    assert doc["gpu_nodes"]["hosts"] == ["node1", "node2"]
+    job = re.search(r"Granted job allocation (\d+)", proc.stderr)
+    assert job
+    for name, values in hostvars.items():
+        assert values["ansible_host"] == slurm_lab.node_address(int(name[4:]))
+        assert values["connector"] == "slurm"
+        assert values["slurm_job"] == job.group(1)
+    outside = _client(
+        slurm_lab, [INVOKE, "inventory", "--hosts", str(slurm_lab.slurm_inventory_path)]
+    )
+    assert outside.returncode == 2
+    assert "no Slurm allocation" in outside.stderr
+
+
+def _failing(report: dict[str, Any]) -> dict[str, set[str]]:
+    return {
+        name: {r["id"] for r in host["results"] if r["status"] in ("fail", "warn")}
+        for name, host in report["hosts"].items()
+    }
+
+
+@pytest.mark.parametrize("connector", ["ssh", "slurm"])
+def test_doctor_over_each_connector(
+    connector: str, allocation: str, slurm_lab: Lab, tmp_path: Path
+) -> None:
+    """The same doctor over SSH and over srun: a node whose clock is skewed (libfaketime,
+    set by its sshd, and for tasks by the lab's TaskProlog from the same line) is named,
+    on that node only; over Slurm all four nodes are probed in ONE srun step."""
+    if connector == "slurm":
+        inventory = _inventory_for_job(slurm_lab, tmp_path, allocation)
+    else:
+        inventory = slurm_lab.inventory_path
+    with slurm_lab.fault(FAULTY, "clock_skew"):
+        proc = _client(slurm_lab, [INVOKE, "doctor", "--hosts", str(inventory), "--json"])
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    failing = _failing(report)
+    assert sorted(failing) == ["node1", "node2", "node3", "node4"]
+    assert "clock.offset" in failing[FAULTY]
+    for name in ("node1", "node2", "node4"):
+        assert "clock.offset" not in failing[name]
+        assert failing[name] == failing["node1"]
+    assert failing[FAULTY] - failing["node1"] == {"clock.offset"}
+    if connector == "slurm":
+        # steps of a job are numbered from 0: the next step's id counts the steps doctor made
+        step = _client(
+            slurm_lab,
+            ["srun", f"--jobid={allocation}", "-N1", "-n1", "--overlap", "/bin/sh", "-c",
+             "echo $SLURM_STEPID"],
+        )  # fmt: skip
+        assert step.stdout.strip() == "1", step.stderr
