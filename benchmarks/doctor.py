@@ -2,6 +2,7 @@
 
     XPUFLEET_LAB_DIR=... XPUFLEET_LAB_NET=... XPUFLEET_LAB_PORT=... \\
         .venv/bin/python benchmarks/doctor.py [--nodes 4,8,16,32] [--runs 3] [--no-ansible]
+        [--slurm]
 
 For each N the lab is converged to N healthy nodes (`Lab.up`), then:
 - doctor (the library call `invoke doctor` makes: one probe per host, forks = N) is
@@ -10,7 +11,10 @@ For each N the lab is converged to N healthy nodes (`Lab.up`), then:
 - an Ansible playbook (ansible-core, benchmark-only) runs the same probes as 17 tasks
   with `gather_facts: false` and `forks` = N over the lab's own inventory, with the lab's
   key and known_hosts (ssh reads no user config), and is timed once.
-The ratio is Ansible's time over doctor's. Default lab: its own dir, 127.0.9.x and port
+The ratio is Ansible's time over doctor's. With `--slurm` the lab also runs its real
+Slurm and doctor is timed a second way, over the Slurm connector: the same hosts from
+a `plugin: slurm` inventory of an N-node allocation (salloc --no-shell), all probed in
+ONE srun step (column `srun s`, median of `--runs`). Default lab: its own dir, 127.0.9.x and port
 22922 (override with the XPUFLEET_LAB_* variables); it is brought down at the end.
 
 The lab is real sshd nodes on loopback of ONE shared 2-core machine, not yet
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -130,12 +135,44 @@ def time_doctor(lab: Lab, nodes: int, runs: int) -> tuple[list[float], dict[str,
     return times, round_trips, summary
 
 
+def time_doctor_slurm(lab: Lab, nodes: int, runs: int, workdir: Path) -> list[float]:
+    """doctor over srun inside an N-node allocation (made and cancelled here)."""
+    env = lab.slurm.client_env()
+    proc = subprocess.run(
+        ["salloc", f"-N{nodes}", "--no-shell", "--job-name=bench-doctor"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    match = re.search(r"Granted job allocation (\d+)", proc.stderr)
+    assert match, proc.stderr
+    job = match.group(1)
+    try:
+        doc = yaml.safe_load(lab.slurm_inventory_path.read_text())
+        doc["job"] = job
+        inventory = workdir / f"slurm-{nodes}.yaml"
+        inventory.write_text(yaml.safe_dump(doc))
+        hosts = load_inventory(inventory).select(None)
+        assert len(hosts) == nodes, f"allocation has {len(hosts)} hosts, expected {nodes}"
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            report = run_doctor(hosts, lab.ssh_options(), forks=nodes)
+            times.append(time.perf_counter() - started)
+            failed = report.summary().get("fail", 0)
+            assert not failed, f"doctor over srun failed {failed} checks"
+        return times
+    finally:
+        subprocess.run(["scancel", job], env=env, check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="4,8,16,32", help="comma-separated node counts")
     parser.add_argument("--runs", type=int, default=3, help="doctor runs per N (median shown)")
     parser.add_argument("--no-ansible", action="store_true", help="time doctor only")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    parser.add_argument("--slurm", action="store_true", help="also time doctor over srun")
     args = parser.parse_args()
     counts = [int(n) for n in args.nodes.split(",")]
     lab = Lab(
@@ -145,12 +182,14 @@ def main() -> None:
     )
     print(f"lab {lab.dir} ({lab.net}.x:{lab.port}); load average {os.getloadavg()}")
     header = f"{'N':>3} {'doctor s':>9} {'runs':>18} {'rt/host':>7} {'ansible s':>9} {'ratio':>6}"
+    if args.slurm:
+        header += f" {'srun s':>7} {'srun runs':>18}"
     rows = []
     print(header)
     try:
         with tempfile.TemporaryDirectory(prefix="xpufleet-bench-doctor-") as tmp:
             for nodes in counts:
-                lab.up(nodes=nodes)
+                lab.up(nodes=nodes, slurm=True if args.slurm else None)
                 times, trips, summary = time_doctor(lab, nodes, args.runs)
                 median = statistics.median(times)
                 per_host = sorted(set(trips.values()))
@@ -164,6 +203,10 @@ def main() -> None:
                     f"{nodes:>3} {median:>9.2f} {runs:>18} {trips_text:>7} "
                     f"{ansible_s:>9.1f} {ratio:>5.1f}x"
                 )
+                if args.slurm:
+                    srun_times = time_doctor_slurm(lab, nodes, args.runs, Path(tmp))
+                    srun_runs = ",".join(f"{t:.2f}" for t in srun_times)
+                    row += f" {statistics.median(srun_times):>7.2f} {srun_runs:>18}"
                 if status:
                     row += f"  (ansible exit {status})"
                 rows.append(row)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import HostError, UnreachableError
-from ..executor import SessionPool
+from ..executor import SessionPool, connect
 from ..host import Host
 from ..results import CHANGED, FAILED, OK, SKIP, HostReport, Result, TaskReport
 from ..transport import CommandResult, Session, SSHOptions
@@ -220,7 +220,7 @@ def _release(session: Session, lock: NodeLock) -> None:
         return
     except HostError:
         pass
-    with contextlib.suppress(HostError), Session(session.host, session.options) as fresh:
+    with contextlib.suppress(HostError), connect(session.host, session.options) as fresh:
         release_lock(fresh, lock)
 
 
