@@ -177,3 +177,47 @@ def test_doctor_over_each_connector(
              "echo $SLURM_STEPID"],
         )  # fmt: skip
         assert step.stdout.strip() == "1", step.stderr
+
+
+def test_provision_over_slurm_converges_and_pushes_wheels_once(
+    allocation: str, slurm_lab: Lab, tmp_path: Path
+) -> None:
+    """provision through srun steps: every role and the stand-in wheel land on each node
+    (a previous SSH provision may have done it already: then nothing fails); the rerun
+    changes nothing and sends no wheel byte; SSH then sees the same wheels."""
+    from xpufleet.lab.standin import build_wheel
+    from xpufleet.provision import ProvisionOptions, run_provision
+    from xpufleet.provision.manifest import Manifest, entry_for_file
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    manifest = Manifest(wheels / "manifest.json")
+    manifest.upsert(
+        entry_for_file(build_wheel(wheels), source="xpufleet/lab/standin/pkg", import_name="sglang")
+    )
+    manifest.save()
+    hosts = load_inventory(_inventory_for_job(slurm_lab, tmp_path, allocation)).select(None)
+    options = slurm_lab.ssh_options(command_timeout=300.0)
+
+    def provision() -> Any:
+        return run_provision(hosts, options, wheels, forks=4, options=ProvisionOptions())
+
+    first = provision()
+    assert first.exit_code() == 0, [
+        (n, r.id, r.message)
+        for n, h in first.hosts.items()
+        for r in h.results
+        if r.status == "failed"
+    ]
+    again = provision()
+    assert again.exit_code() == 0
+    assert again.extra["bytes_sent"] == 0
+    changed = [
+        (n, r.id) for n, h in again.hosts.items() for r in h.results if r.status == "changed"
+    ]
+    assert changed == []
+    proc = _client(
+        slurm_lab, [INVOKE, "doctor", "--hosts", str(slurm_lab.inventory_path), "--json"]
+    )
+    cluster = {r["id"]: r["status"] for r in json.loads(proc.stdout)["cluster"]}
+    assert cluster["cluster.wheels"] == "pass"
