@@ -39,6 +39,7 @@ from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, Ta
 from ..transport import Session, SSHOptions, close_quietly
 from ..variables import var, venv_python
 from . import outcome as judge
+from . import slurm_step
 from .plan import LaunchPlan, NodePlan, url_host
 from .remote.supervisor import tag_lines
 from .render import SERVER_LOG, RunPaths, bundle, env_file, new_run_id
@@ -262,6 +263,9 @@ class Launcher:
         self.on_all(work, list(self.prepared))
 
     def start(self) -> bool:
+        if slurm_step.over_slurm(self.hosts):  # one srun step is the run (slurm_step.py)
+            return slurm_step.start(self)
+
         def work(session: Session, run: NodeRun) -> int:
             assert run.lock is not None
             directory = shell.quote(run.paths.dir)
@@ -711,6 +715,8 @@ def run_stop(
             )
         )
     report.extra["runs"] = sorted(ids)
+    if slurm_step.over_slurm(hosts):
+        report.cluster.append(slurm_step.cancel_leftover_steps(hosts))
     return report
 
 

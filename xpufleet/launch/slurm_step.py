@@ -1,0 +1,198 @@
+"""Launch over Slurm: the engine runs as ONE srun step inside the allocation.
+
+Over SSH each node's supervisor is started under `setsid nohup` so it outlives the SSH
+session. Inside Slurm that would be a process escaping its job (with proctrack/cgroup
+it would be killed as soon as the starting step ends), so instead the control node
+starts one step, `srun -N nnodes --ntasks-per-node 1 -K`, whose task on each node IS
+that node's supervisor (`setsid --wait`, so it still leads the session of its ranks).
+The step lives as long as the run: srun's `-K` ends every task when one supervisor
+exits with a failure (SIGTERM, then SIGKILL after the cluster's KillWait), on top of
+the supervisors' own fail-fast; the first death is read from the supervisors' state
+files, not from srun's exit status (143 when it killed the others). `stop` asks the
+supervisors, as over SSH: every task then exits and the step ends; `scancel` of the
+step is the backstop (step_name names it).
+
+Each node's task finds its run directory by its node name (SLURMD_NODENAME), so node
+ranks are the plan's (inventory order), whatever Slurm's node order is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import shell
+from ..host import Host
+from ..results import FAIL, OK, Result
+from ..slurm import COMMAND_VAR, STEP_ARGV, is_slurm, srun_env
+from ..variables import var
+
+if TYPE_CHECKING:
+    from ..transport import Session
+    from .runner import Launcher, NodeRun
+
+#: seconds a node's task gets to write its supervisor.pid once the step started
+PID_WAIT_S = 30
+
+
+def over_slurm(hosts: Sequence[Host]) -> bool:
+    """Every host of the launch uses the Slurm connector (mixing is not supported)."""
+    return bool(hosts) and all(is_slurm(h) for h in hosts)
+
+
+def step_name(run_id: str) -> str:
+    return f"xpufleet-launch-{run_id}"
+
+
+def engine_command(run_dirs: dict[str, str], pythons: dict[str, str]) -> str:
+    """The step's task: this node's supervisor in the foreground, picked by node name."""
+    branches = "".join(
+        f"{shell.quote(name)}) cd {shell.quote(directory)} || exit 97; "
+        f"exec setsid --wait {pythons[name]} supervisor.py supervise {shell.quote(directory)} "
+        "> supervisor.log 2>&1 < /dev/null;;\n"
+        for name, directory in run_dirs.items()
+    )
+    return (
+        f'case "$SLURMD_NODENAME" in\n{branches}'
+        '*) echo "xpufleet: no run on node $SLURMD_NODENAME" >&2; exit 97;;\nesac\n'
+    )
+
+
+def engine_argv(hosts: Sequence[Host], run_id: str) -> list[str]:
+    """One task per node, killed together when one fails (-K); not --overlap: it is the
+    allocation's main work (xpufleet's own short steps overlap it)."""
+    names = [h.name for h in hosts]
+    argv = [
+        "srun",
+        "--quiet",
+        "--kill-on-bad-exit=1",
+        f"--export={COMMAND_VAR}",
+        f"--job-name={step_name(run_id)}",
+        f"--nodes={len(names)}",
+        f"--ntasks={len(names)}",
+        "--ntasks-per-node=1",
+        f"--nodelist={','.join(names)}",
+    ]
+    job = var(hosts[0], "slurm_job")
+    if job:
+        argv.append(f"--jobid={job}")
+    return [*argv, *STEP_ARGV]
+
+
+def start(launcher: Launcher) -> bool:
+    """Hand each node its lock, start the one step, wait for every supervisor's pid."""
+    from .runner import node_python
+
+    run_id = launcher.run_id
+
+    def handover(session: Session, run: NodeRun) -> None:
+        assert run.lock is not None
+        directory = shell.quote(run.paths.dir)
+        lock_doc = json.dumps({"path": run.lock.path, "token": run.lock.token})
+        session.run(
+            f"set -e; cd {directory}; cat > lock.json; "
+            f"ln -sfn {shell.quote(run_id)} {shell.quote(run.paths.current)}",
+            stdin=lock_doc,
+        )
+
+    bad = launcher.failed_hosts(launcher.on_all(handover), "launch.start")
+    if bad:
+        launcher.stop_everywhere()
+        launcher.report.cluster.append(
+            Result("launch.start", FAIL, f"could not start on {', '.join(bad)}")
+        )
+        return False
+    runs = {h.name: launcher.runs[h.name] for h in launcher.hosts}
+    command = engine_command(
+        {n: r.paths.dir for n, r in runs.items()},
+        {n: node_python(r.node.python) for n, r in runs.items()},
+    )
+    launcher.local.mkdir(parents=True, exist_ok=True)
+    log_path = launcher.local / "srun.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            engine_argv(launcher.hosts, run_id),
+            env=srun_env(launcher.hosts[0], command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives `invoke launch`, as long as the allocation
+        )
+    launcher.report.extra["slurm"] = {
+        "job": var(launcher.hosts[0], "slurm_job"),
+        "step_name": step_name(run_id),
+        "srun_pid": proc.pid,
+        "srun_log": str(log_path),
+    }
+
+    def supervisor_pid(session: Session, run: NodeRun) -> int:
+        directory = shell.quote(run.paths.dir)
+        text = session.run(
+            f"cd {directory}; for i in $(seq 1 {PID_WAIT_S * 20}); do "
+            "[ -s supervisor.pid ] && break; sleep 0.05; done; cat supervisor.pid",
+            timeout=PID_WAIT_S + 30,
+        ).stdout
+        return int(text.strip())
+
+    outcomes = launcher.on_all(supervisor_pid)
+    bad = launcher.failed_hosts(outcomes, "launch.start")
+    for name, out in outcomes.items():
+        if out.value is None:
+            continue
+        run = launcher.runs[name]
+        run.lock = None  # the supervisor holds it now
+        launcher.add(
+            name,
+            Result(
+                "launch.start",
+                OK,
+                f"supervisor pid {out.value} started ranks {run.node.rank_span} as task of "
+                f"srun step {step_name(run_id)} (run dir {run.paths.dir})",
+            ),
+        )
+    if bad:
+        launcher.stop_everywhere()
+        tail = srun_tail(log_path.read_text(errors="replace"))
+        launcher.report.cluster.append(
+            Result("launch.start", FAIL, f"could not start on {', '.join(bad)}{tail}")
+        )
+    return not bad
+
+
+def srun_tail(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return f"; srun: {lines[-1].strip()}" if lines else ""
+
+
+def parse_steps(text: str) -> dict[str, str]:
+    """`squeue -h -s -o '%i %j'` -> {step name: step id} (pure, unit-tested)."""
+    steps = {}
+    for line in text.splitlines():
+        match = re.match(r"^\s*(\d+\.\d+)\s+(\S+)\s*$", line)
+        if match:
+            steps[match.group(2)] = match.group(1)
+    return steps
+
+
+def running_steps(hosts: Sequence[Host]) -> dict[str, Any]:
+    """The launch steps Slurm still runs in the hosts' job: {step name: step id}."""
+    job = var(hosts[0], "slurm_job")
+    argv = ["squeue", "-h", "-s", "-o", "%i %j"] + ([f"--jobs={job}"] if job else [])
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=srun_env(hosts[0], ""), timeout=60
+    )
+    steps = parse_steps(proc.stdout) if proc.returncode == 0 else {}
+    return {name: step for name, step in steps.items() if name.startswith("xpufleet-launch-")}
+
+
+def cancel_leftover_steps(hosts: Sequence[Host]) -> Result:
+    """After the supervisors stopped: a launch step Slurm still lists is cancelled."""
+    steps = running_steps(hosts)
+    if not steps:
+        return Result("stop.slurm", OK, "no launch step left in the allocation")
+    env = srun_env(hosts[0], "")
+    subprocess.run(["scancel", *steps.values()], env=env, capture_output=True, timeout=60)
+    return Result("stop.slurm", OK, f"cancelled srun step(s) {', '.join(sorted(steps.values()))}")
