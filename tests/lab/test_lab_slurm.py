@@ -10,9 +10,12 @@ included, with ONE srun step for all nodes.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,8 +26,9 @@ import yaml
 
 from xpufleet.errors import CommandFailed, UnreachableError
 from xpufleet.inventory import load_inventory
-from xpufleet.lab import Lab
+from xpufleet.lab import Lab, pid_alive
 from xpufleet.lab.slurm import available
+from xpufleet.lab.standin import SOURCE_DIR
 from xpufleet.slurm import SlurmSession
 
 #: the invoke of the venv running the tests
@@ -67,9 +71,10 @@ def allocation(slurm_lab: Lab) -> Iterator[str]:
         _client(slurm_lab, ["scancel", job])
 
 
-def _inventory_for_job(lab: Lab, directory: Path, job: str) -> Path:
+def _inventory_for_job(lab: Lab, directory: Path, job: str, **variables: Any) -> Path:
     doc = yaml.safe_load(lab.slurm_inventory_path.read_text())
     doc["job"] = job
+    doc["vars"].update(variables)
     path = directory / "inventory-slurm.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -221,3 +226,81 @@ def test_provision_over_slurm_converges_and_pushes_wheels_once(
     )
     cluster = {r["id"]: r["status"] for r in json.loads(proc.stdout)["cluster"]}
     assert cluster["cluster.wheels"] == "pass"
+
+
+def _launch_steps(lab: Lab, job: str) -> list[str]:
+    out = _client(lab, ["squeue", "-h", "-s", f"--jobs={job}", "-o", "%i %j"]).stdout
+    return [line for line in out.splitlines() if "xpufleet-launch-" in line]
+
+
+def _wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def test_launch_is_one_srun_step_that_dies_with_a_rank(
+    provisioned_lab: Lab, slurm_lab: Lab, allocation: str, tmp_path: Path
+) -> None:
+    """launch --tp 8 --nnodes 2 over Slurm: one `srun -K` step runs both supervisors, the
+    OpenAI API answers; a killed rank ends the whole step (srun's -K) and the first death
+    is read from the tasks (rank 5 on node2, SIGKILL), not from srun's exit status;
+    `stop` leaves no step behind. Ports derive from the lab's so labs never share them."""
+    sys.path.insert(0, str(SOURCE_DIR))
+    import openai
+    from sglang.srt.model import apply_chat_template, reference_completion
+
+    base = slurm_lab.port + 2100
+    inventory = _inventory_for_job(
+        slurm_lab, tmp_path, allocation, rendezvous_port=base, supervisor_port=base + 10,
+        sglang_port=base + 20, ready_timeout=240,
+    )  # fmt: skip
+
+    def invoke(*args: str) -> tuple[int, dict[str, Any]]:
+        proc = _client(slurm_lab, [INVOKE, *args, "--hosts", str(inventory), "--json"])
+        doc = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        doc.setdefault("stderr", proc.stderr)
+        return proc.returncode, doc
+
+    try:
+        code, doc = invoke("launch", "--tp", "8", "--nnodes", "2")
+        assert code == 0, json.dumps(doc)[-3000:]
+        run_id = doc["run_id"]
+        assert [s.split()[1] for s in _launch_steps(slurm_lab, allocation)] == [
+            f"xpufleet-launch-{run_id}"
+        ]
+        client = openai.OpenAI(base_url=doc["base_url"], api_key="lab", timeout=120)
+        chat = [{"role": "user", "content": "Which ranks answer this?"}]
+        reply = client.chat.completions.create(model=doc["model"], messages=chat, max_tokens=16)
+        assert reply.choices[0].message.content == reference_completion(
+            apply_chat_template(chat), 16
+        )
+        code, status = invoke("status")
+        assert code == 0
+        pids = {
+            int(r["data"]["rank"]): int(r["data"]["pid"])
+            for host in status["hosts"].values()
+            for r in host["results"]
+            if r["id"].startswith("status.rank.")
+        }
+        assert sorted(pids) == list(range(8))
+        os.kill(pids[5], signal.SIGKILL)
+        assert _wait_until(
+            lambda: (
+                not _launch_steps(slurm_lab, allocation)
+                and not any(pid_alive(p) for p in pids.values())
+            ),
+            60,
+        ), "the step or a rank survived a rank's death"
+        code, status = invoke("status")
+        assert code == 1
+        death = status["first_death"]
+        assert (death["host"], death["rank"], death["pid"]) == ("node2", 5, pids[5])
+        assert death["exit"]["signal"] == "SIGKILL"
+    finally:
+        code, stopped = invoke("stop")
+    assert code == 0, json.dumps(stopped)[-2000:]
+    assert not _launch_steps(slurm_lab, allocation)
