@@ -183,3 +183,41 @@ def test_bad_slurm_inventories_are_refused_with_file_line_and_key(
     assert (caught.value.line, caught.value.key) == (line, key)
     assert message in str(caught.value)
     assert caught.value.exit_code == 2
+
+
+def test_launch_step_runs_each_nodes_supervisor_by_node_name(tmp_path: Path) -> None:
+    """The engine step's command picks the node's run dir by SLURMD_NODENAME (run here
+    with a stand-in `setsid` that records what it would run)."""
+    from xpufleet.launch.slurm_step import engine_argv, engine_command, parse_steps
+
+    dirs = {"node1": str(tmp_path / "r1"), "node2": str(tmp_path / "r 2")}
+    for directory in dirs.values():
+        Path(directory).mkdir()
+    command = engine_command(dirs, {"node1": "python3", "node2": "python3"})
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    seen = tmp_path / "seen"
+    (fake / "setsid").write_text(f'#!/bin/sh\necho "$PWD|$*" > {seen}\n')
+    (fake / "setsid").chmod(0o755)
+    for node, directory in dirs.items():
+        proc = subprocess.run(
+            ["sh", "-c", command],
+            env={"PATH": f"{fake}:/usr/bin:/bin", "SLURMD_NODENAME": node},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        cwd, _, argv = seen.read_text().strip().partition("|")
+        assert cwd == directory
+        assert argv == f"--wait python3 supervisor.py supervise {directory}"
+    stranger = subprocess.run(
+        ["sh", "-c", command], env={"SLURMD_NODENAME": "node9"}, capture_output=True, text=True
+    )
+    assert stranger.returncode == 97
+    hosts = [Host(n, n, vars={"connector": "slurm", "slurm_job": "7"}) for n in dirs]
+    argv = engine_argv(hosts, "RUN")
+    assert "--kill-on-bad-exit=1" in argv and "--jobid=7" in argv
+    assert "--job-name=xpufleet-launch-RUN" in argv and "--overlap" not in argv
+    assert parse_steps("  7.0 bash\n7.3 xpufleet-launch-RUN\nbogus\n") == {
+        "bash": "7.0",
+        "xpufleet-launch-RUN": "7.3",
+    }
