@@ -304,3 +304,56 @@ def test_launch_is_one_srun_step_that_dies_with_a_rank(
         code, stopped = invoke("stop")
     assert code == 0, json.dumps(stopped)[-2000:]
     assert not _launch_steps(slurm_lab, allocation)
+
+
+def test_emitted_sbatch_script_serves_and_scancel_stops_it(
+    provisioned_lab: Lab, slurm_lab: Lab, tmp_path: Path
+) -> None:
+    """`launch --emit sbatch` prints a self-contained batch script of the same plan;
+    submitted to the lab's Slurm it serves the OpenAI API, and scancel ends it with no
+    rank or port left."""
+    import urllib.request
+
+    base = slurm_lab.port + 2200
+    doc = yaml.safe_load(slurm_lab.slurm_inventory_path.read_text())
+    doc["partition"] = "lab"  # hosts from the partition: no allocation needed to emit
+    doc["vars"].update(rendezvous_port=base, supervisor_port=base + 10, sglang_port=base + 20)
+    inventory = tmp_path / "inventory-slurm.yaml"
+    inventory.write_text(yaml.safe_dump(doc))
+    emitted = _client(
+        slurm_lab,
+        [INVOKE, "launch", "--tp", "8", "--nnodes", "2", "--emit", "sbatch",
+         "--hosts", str(inventory)],
+    )  # fmt: skip
+    assert emitted.returncode == 0, emitted.stderr
+    script = tmp_path / "serve.sbatch"
+    script.write_text(emitted.stdout)
+    assert "#SBATCH --nodes=2" in emitted.stdout and "sbcast" in emitted.stdout
+    submitted = _client(slurm_lab, ["sbatch", "--parsable", str(script)], cwd=tmp_path)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip().split(";")[0]
+    url = f"http://{slurm_lab.node_address(1)}:{base + 20}"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/health_generate", timeout=5) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    try:
+        assert _wait_until(answers, 240), (tmp_path / f"slurm-{job}.out").read_text()[-2000:]
+        with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as reply:
+            models = json.loads(reply.read())
+        assert [m["id"] for m in models["data"]] == [doc["vars"]["model_name"]]
+    finally:
+        _client(slurm_lab, ["scancel", job])
+
+    def gone() -> bool:
+        queue = _client(slurm_lab, ["squeue", "-h", f"--jobs={job}"])
+        return not queue.stdout.strip() and not answers()
+
+    assert _wait_until(gone, 60)
+    from xpufleet.launch.remote.supervisor import port_holders
+
+    assert _wait_until(lambda: not port_holders(slurm_lab.node_address(1), base), 30)

@@ -11,12 +11,15 @@ from invoke import task
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import XpufleetError
+from ..errors import InputError, XpufleetError
 from ..launch.chat import chat_once
 from ..launch.plan import LaunchPlan, plan_launch
+from ..launch.render import new_run_id
 from ..launch.runner import launch as run_launch
 from ..launch.runner import run_logs, run_status, run_stop
+from ..launch.slurm_step import sbatch_script
 from ..results import PASS, Result, TaskReport
+from . import common
 from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
 
 RUN_HELP = "run id to act on (default: the node's current run)"
@@ -74,6 +77,8 @@ def plan_report(plan: LaunchPlan) -> TaskReport:
         "nnodes": "number of nodes (default: as few as the devices need)",
         "model": "model path on the nodes (default: the inventory's model_path)",
         "plan": "print the plan (ranks, devices, environment, commands) and start nothing",
+        "emit": "`sbatch`: print a self-contained Slurm batch script of the plan (submit it "
+        "with sbatch, stop it with scancel) and start nothing",
         **HOST_FLAGS_HELP,
     }
 )
@@ -84,6 +89,7 @@ def launch(
     nnodes: int | None = None,
     model: str | None = None,
     plan: bool = False,
+    emit: str | None = None,
     hosts: str | None = None,
     limit: str | None = None,
     forks: int | None = None,
@@ -96,11 +102,16 @@ def launch(
     """
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     the_plan = plan_launch(ctx.hosts, int(tp), int(nnodes) if nnodes else None, model_path=model)
+    if emit is not None:  # the flag shadows common.emit in here
+        if emit != "sbatch":
+            raise InputError(f"--emit knows only sbatch, not {emit!r}", key="emit")
+        sys.stdout.write(sbatch_script(the_plan, {h.name: h for h in ctx.hosts}, new_run_id()))
+        return 0
     if plan:
         if not json:
             print_plan(the_plan)
             return 0
-        return emit(plan_report(the_plan), as_json=True)
+        return common.emit(plan_report(the_plan), as_json=True)
     status = console.status("launching", spinner="dots")
     if not json:
         status.start()
@@ -115,7 +126,7 @@ def launch(
         )
     finally:
         status.stop()
-    code = emit(report, as_json=json, title=f"launch {report.extra.get('run_id', '')}")
+    code = common.emit(report, as_json=json, title=f"launch {report.extra.get('run_id', '')}")
     if not json:
         death = report.extra.get("first_death")
         if death:

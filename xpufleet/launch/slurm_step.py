@@ -18,17 +18,23 @@ ranks are the plan's (inventory order), whatever Slurm's node order is.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import subprocess
+import tarfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import shell
+from ..errors import PlanError
 from ..host import Host
 from ..results import FAIL, OK, Result
 from ..slurm import COMMAND_VAR, STEP_ARGV, is_slurm, srun_env
 from ..variables import var
+from .plan import LaunchPlan
+from .render import RunPaths, bundle, env_file
 
 if TYPE_CHECKING:
     from ..transport import Session
@@ -82,10 +88,14 @@ def engine_argv(hosts: Sequence[Host], run_id: str) -> list[str]:
     return [*argv, *STEP_ARGV]
 
 
+def node_python(venv_python: str) -> str:
+    from .runner import node_python as of_runner  # runner imports this module
+
+    return of_runner(venv_python)
+
+
 def start(launcher: Launcher) -> bool:
     """Hand each node its lock, start the one step, wait for every supervisor's pid."""
-    from .runner import node_python
-
     run_id = launcher.run_id
 
     def handover(session: Session, run: NodeRun) -> None:
@@ -196,3 +206,64 @@ def cancel_leftover_steps(hosts: Sequence[Host]) -> Result:
     env = srun_env(hosts[0], "")
     subprocess.run(["scancel", *steps.values()], env=env, capture_output=True, timeout=60)
     return Result("stop.slurm", OK, f"cancelled srun step(s) {', '.join(sorted(steps.values()))}")
+
+
+# -- launch --emit sbatch ------------------------------------------------------------------
+def sbatch_script(plan: LaunchPlan, hosts: dict[str, Host], run_id: str) -> str:
+    """A self-contained batch script of `plan`: every node's run directory travels inside
+    it (tar.gz, base64), goes to the nodes with `sbcast` (Slurm's tree broadcast) and the
+    same one-step engine (`srun -K`, a supervisor per node) starts. Submit with `sbatch`;
+    `scancel` stops it. No control node is involved once submitted (no node lock: a
+    provision during the job is not refused)."""
+    state_dirs = {n.state_dir for n in plan.nodes}
+    if len(state_dirs) != 1:
+        raise PlanError(
+            "--emit sbatch needs one state_dir on every node (sbcast writes one path)",
+            key="state_dir",
+        )
+    runs = RunPaths(state_dirs.pop(), run_id)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+        for node in plan.nodes:
+            data = bundle(plan, node, run_id, env_file(node, hosts[node.host].vars))
+            with tarfile.open(fileobj=io.BytesIO(data)) as one:
+                for member in one.getmembers():
+                    content = one.extractfile(member)
+                    member.name = f"{node.host}/{member.name}"
+                    tar.addfile(member, content)
+    encoded = base64.encodebytes(archive.getvalue()).decode()
+    shipped = f"{runs.runs}/.{run_id}.tar.gz"
+    branches = "".join(
+        f"{shell.quote(node.host)}) d={shell.quote(runs.dir)}; "
+        f'mkdir -p "$d" && tar -xzf {shell.quote(shipped)} -C "$d" --strip-components=1 '
+        f'{shell.quote(node.host + "/")} && rm -f {shell.quote(shipped)} && cd "$d" && '
+        f"ln -sfn {shell.quote(run_id)} {shell.quote(runs.current)} && "
+        f'exec setsid --wait {node_python(node.python)} supervisor.py supervise "$d" '
+        "> supervisor.log 2>&1 < /dev/null;;\n"
+        for node in plan.nodes
+    )
+    command = (
+        f'case "$SLURMD_NODENAME" in\n{branches}'
+        '*) echo "xpufleet: no run on node $SLURMD_NODENAME" >&2; exit 97;;\nesac\n'
+    )
+    names = ",".join(n.host for n in plan.nodes)
+    return (
+        "#!/bin/bash\n"
+        f"#SBATCH --job-name={step_name(run_id)}\n"
+        f"#SBATCH --nodes={plan.nnodes}\n"
+        "#SBATCH --ntasks-per-node=1\n"
+        f"#SBATCH --nodelist={names}\n"
+        f"# xpufleet launch --tp {plan.tp} --nnodes {plan.nnodes} (run {run_id}): "
+        f"{plan.model_name}, dist-init-addr {plan.dist_init_addr}\n"
+        f"# OpenAI base URL once ready: {plan.base_url}\n"
+        "# Written by `invoke launch --emit sbatch`; submit with sbatch, stop with scancel.\n"
+        "set -eu\n"
+        "bundle=$(mktemp)\ntrap 'rm -f \"$bundle\"' EXIT\n"
+        f"base64 -d > \"$bundle\" <<'__XPUFLEET_BUNDLE__'\n{encoded}__XPUFLEET_BUNDLE__\n"
+        f"srun --ntasks-per-node=1 mkdir -p {shell.quote(runs.runs)}\n"
+        f'sbcast --force "$bundle" {shell.quote(shipped)}\n'
+        f"{COMMAND_VAR}={shell.quote(command)}\n"
+        f"export {COMMAND_VAR}\n"
+        f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 --export={COMMAND_VAR} "
+        f"--job-name={step_name(run_id)} {shell.join(STEP_ARGV)}\n"
+    )
