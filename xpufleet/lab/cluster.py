@@ -1022,6 +1022,11 @@ class Lab:
         status.orphans = [f"node{i}" for i in sorted(set(running) - known)]
         return status
 
+    def node_pids(self, node: int | str) -> list[int]:
+        """Pids of every process in node's namespaces (the lab's nodes share one process
+        table, so a node's processes are told apart by namespace, not by pid lists)."""
+        return sorted(self._node_processes().get(self._index(node), []))
+
     @staticmethod
     def _spec_for(index: int, state: dict[str, Any]) -> NodeSpec:
         """The node's hardware as it was started (kept in the state file)."""

