@@ -153,20 +153,20 @@ def test_vllm_tensor_parallel_over_ray_across_two_nodes(
             f"--include-dashboard false --temp-dir {temp[1]}",
             env={"VLLM_HOST_IP": head}, timeout=300,
         )  # fmt: skip
-        assert started.status == 0, started.stderr[-2000:]
+        assert started.exit_status == 0, started.stderr[-2000:]
         joined = on(
             2,
             f"{ray} start --address {ray_address} --node-ip-address {worker} {common} "
             f"--temp-dir {temp[2]}",
             env={"VLLM_HOST_IP": worker}, timeout=300,
         )  # fmt: skip
-        assert joined.status == 0, joined.stderr[-2000:]
+        assert joined.exit_status == 0, joined.stderr[-2000:]
         nodes = on(
             1,
             f"{shlex.quote(str(vllm_env.python))} -c {shlex.quote(RAY_NODES_SNIPPET)}",
             env={"RAY_ADDRESS": ray_address}, timeout=300,
         )  # fmt: skip
-        assert nodes.status == 0, nodes.stderr[-2000:]
+        assert nodes.exit_status == 0, nodes.stderr[-2000:]
         reported = json.loads(nodes.stdout.strip().splitlines()[-1])
         assert sorted(map(tuple, reported)) == [(head, 1.0), (worker, 1.0)]
 
@@ -188,7 +188,7 @@ def test_vllm_tensor_parallel_over_ray_across_two_nodes(
             "echo $!",
             env={"VLLM_HOST_IP": head, "RAY_ADDRESS": ray_address, **SERVE_ENV},
         )  # fmt: skip
-        assert launched.status == 0, launched.stderr
+        assert launched.exit_status == 0, launched.stderr
         server_pid = int(launched.stdout.split()[-1])
         base = f"http://{head}:{http_port}"
         up = wait_until(lambda: healthy(base) or not pid_alive(server_pid), READY_TIMEOUT)
