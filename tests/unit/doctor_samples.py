@@ -57,6 +57,58 @@ def connect(name: str, address: str, result: str = "refused") -> dict[str, Any]:
     }
 
 
+#: DeepSeek-R1's layout on Hugging Face: 163 shards named model-0000k-of-000163
+R1_SHARDS = 163
+R1_SHARD_BYTES = 4_302_383_320
+MTIME = 1_700_000_000_000_000_000
+
+
+def r1_shard(index: int) -> str:
+    return f"model-{index:05d}-of-{R1_SHARDS:06d}.safetensors"
+
+
+def model_raw(*, manifest: bool = True, source: str = "nfs0:/export/models") -> dict[str, Any]:
+    """A DeepSeek-R1 directory as the probe reports it: listing, index, manifest, mount."""
+    shards = {r1_shard(i): R1_SHARD_BYTES for i in range(1, R1_SHARDS + 1)}
+    small = {
+        "config.json": 1_700,
+        "tokenizer.json": 7_847_602,
+        "tokenizer_config.json": 3_584,
+        "model.safetensors.index.json": 8_898_324,
+    }
+    files = {**small, **shards}
+    index = {
+        "metadata": {"total_size": 0},
+        "weight_map": {f"model.layers.{i}.weight": name for i, name in enumerate(shards)},
+    }
+    raw: dict[str, Any] = {
+        "path": "/models/DeepSeek-R1",
+        "exists": True,
+        "dir": {"dev": 2049, "ino": 1000},
+        "mount": {"point": "/", "root": "/", "fstype": "ext4", "source": "/dev/nvme0n1p2"},
+        "files": {name: [size, MTIME] for name, size in files.items()},
+        "index_text": json.dumps(index),
+        "manifest_text": None,
+        "headers": {name: {"expected": size} for name, size in shards.items()},
+    }
+    if manifest:
+        doc = {
+            "format": 1,
+            "hash": "blake2b-256",
+            "files": {
+                name: {"size": size, "hash": f"{i:064x}", "mtime_ns": MTIME}
+                for i, (name, size) in enumerate(sorted(files.items()))
+            },
+        }
+        raw["manifest_text"] = json.dumps(doc)
+        del raw["headers"]
+        raw["files"][".xpufleet-manifest.json"] = [len(raw["manifest_text"]), MTIME]
+    if source.startswith("nfs"):
+        raw["mount"] = {"point": "/models", "root": "/export/models", "fstype": "nfs4",
+                        "source": source}  # fmt: skip
+    return raw
+
+
 def healthy_raw() -> dict[str, Any]:
     """What the python probe returns on a healthy, provisioned 6-card Max 1550 node."""
     drm = [
@@ -118,6 +170,7 @@ def healthy_raw() -> dict[str, Any]:
         },
         "meminfo": "MemTotal:       1056000000 kB\nMemFree:  900000000 kB\n"
         "MemAvailable:   1000000000 kB\n",
+        "model": model_raw(),
         "disk": {
             "path": "/models/DeepSeek-R1",
             "checked": "/models",

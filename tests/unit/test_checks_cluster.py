@@ -183,6 +183,7 @@ def test_run_cluster_checks_leaves_unreachable_nodes_out() -> None:
         "cluster.versions",
         "cluster.wheels",
         "cluster.rendezvous",
+        "model.same",
         "cluster.plan",
     }
     assert "node[1-3]" in results["cluster.versions"].message

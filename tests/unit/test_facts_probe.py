@@ -30,6 +30,7 @@ SH_TOOLS = (
     "dpkg",
     "timeout",
     "cat",
+    "stat",
 )
 
 

@@ -26,6 +26,7 @@ from ..nodeset import fold
 from ..results import Result
 from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result
+from .weights import check_model_same, model_bytes
 
 CLUSTER_VERSIONS = check("cluster.versions", "same versions on every node", "cluster")
 CLUSTER_WHEELS = check("cluster.wheels", "same wheel hashes on every node", "cluster")
@@ -250,12 +251,13 @@ def _power_of_two_at_least(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
-def check_plan(hosts: Sequence[Host], tp: int | None = None) -> Result:
-    """Model size vs devices x memory per device (launch's arithmetic), with a suggestion."""
+def check_plan(hosts: Sequence[Host], tp: int | None = None, on_disk: int | None = None) -> Result:
+    """Model size vs devices x memory per device (launch's arithmetic), with a suggestion.
+    `on_disk`: the model's real size in bytes when node 0 holds it (else model_size_gb)."""
     if not hosts:
         return result(CLUSTER_PLAN, SKIP, "no host selected")
     head = hosts[0]
-    size = float(var(head, "model_size_gb"))
+    size = on_disk / 1e9 if on_disk is not None else float(var(head, "model_size_gb"))
     per_node = devices_per_node(head)
     memory = device_memory_gb(head)
     fraction = usable_fraction(head)
@@ -274,11 +276,14 @@ def check_plan(hosts: Sequence[Host], tp: int | None = None) -> Result:
             return result(CLUSTER_PLAN, FAIL, f"{plan}: {exc.message}")
     fit = model_fit(size, devices, memory, fraction)
     raw = f"{devices} x {memory:g} GB = {devices * memory:g} GB"
+    if on_disk is not None:
+        raw += f"; model {size:.3g} GB on disk at node 0"
     data = {
         "model_size_gb": size,
         "devices": devices,
         "device_memory_gb": memory,
         "usable_fraction": fraction,
+        "model_size_from": "disk" if on_disk is not None else "model_size_gb",
         "capacity_gb": round(fit.capacity_gb, 1),
     }
     if fit.fits:
@@ -306,5 +311,12 @@ def run_cluster_checks(
     """Cluster checks over the nodes whose facts arrived (unreachable ones are left out),
     and the node results that need every node's facts (`net.rendezvous`)."""
     per_node, rendezvous = check_rendezvous(nodes, hosts)
-    results = [check_versions(nodes), check_wheels(nodes), rendezvous, check_plan(hosts, tp)]
+    on_disk = model_bytes(nodes, hosts[0].name if hosts else None)
+    results = [
+        check_versions(nodes),
+        check_wheels(nodes),
+        rendezvous,
+        check_model_same(nodes),
+        check_plan(hosts, tp, on_disk),
+    ]
     return results, per_node

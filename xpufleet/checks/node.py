@@ -21,6 +21,7 @@ from ..provision.steps import parse_requirement, unsatisfied
 from ..results import Result
 from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result
+from .weights import check_model_files
 
 PYTHON_MIN = "3.10"
 #: management daemons that keep /dev/dri open by design (not leftover ranks)
@@ -863,6 +864,7 @@ NODE_CHECKS: tuple[NodeCheck, ...] = (
     check_nic,
     check_hostname,
     check_disk,
+    check_model_files,
     check_memory,
     check_clock,
     check_gpu_holders,

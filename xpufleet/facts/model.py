@@ -24,6 +24,7 @@ from .system import (
     parse_meminfo,
     parse_oneapi,
 )
+from .weights import ModelDir, parse_model
 from .xpusmi import XpuSmiDiscovery, XpuSmiVersion, parse_discovery, parse_version
 
 
@@ -219,6 +220,8 @@ class NodeFacts:
     rendezvous: dict[str, Rendezvous] | None
     #: the lab's marker: names of the facts it simulates (None on a real node)
     simulated: frozenset[str] | None = None
+    #: the model directory at model_path (None: not probed)
+    model: ModelDir | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -503,5 +506,6 @@ def parse_facts(
         busy=_busy(raw.get("busy")),
         rendezvous=_rendezvous(raw.get("rendezvous")),
         simulated=_simulated(raw),
+        model=parse_model(raw.get("model")),
         raw=raw,
     )

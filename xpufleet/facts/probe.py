@@ -25,6 +25,7 @@ from ..provision.manifest import node_state_path
 from ..transport import Session
 from ..variables import var
 from .packages import RUNTIME_PACKAGES
+from .weights import MANIFEST_NAME
 
 PROBE_COMMAND = "exec sh -s"
 #: the remote command's own deadline; every tool inside has a shorter one
@@ -43,6 +44,15 @@ _SH_PARAM_ORDER = (
     "device_hierarchy",
     "wheels_manifest",
     "packages",
+    "model_manifest",
+)
+
+
+#: the sh probe reads its parameters in _SH_PARAM_ORDER
+_SH_READ = (
+    "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
+    "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
+    "IFS= read -r P_PKGS; IFS= read -r P_MANIFEST; }"
 )
 
 
@@ -68,6 +78,7 @@ def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
         "oneapi_root": var(host, "oneapi_root"),
         "wheels_manifest": node_state_path(var(host, "state_dir")),
         "model_path": var(host, "model_path"),
+        "model_manifest": MANIFEST_NAME,
         "device_hierarchy": var(host, "device_hierarchy"),
         "ports": sorted({int(var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
         "packages": list(RUNTIME_PACKAGES),
@@ -95,10 +106,7 @@ def build_script(params: dict[str, Any]) -> str:
     """The stdin of PROBE_COMMAND: python3 probe if possible, POSIX-sh probe otherwise."""
     return _script(
         f"PARAMS = json.loads({json.dumps(params, sort_keys=True)!r})",
-        "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
-        "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
-        "IFS= read -r P_PKGS; } "
-        f"<<'{_PARAMS_END}'\n{_sh_param_lines(params)}\n{_PARAMS_END}\n",
+        f"{_SH_READ} <<'{_PARAMS_END}'\n{_sh_param_lines(params)}\n{_PARAMS_END}\n",
     )
 
 
@@ -110,9 +118,7 @@ def build_node_script(params_by_node: dict[str, dict[str, Any]], selector: str) 
     literal = json.dumps(params_by_node, sort_keys=True)
     branches = "".join(
         f"{shell.quote(node)}) "
-        "{ IFS= read -r P_ONEAPI; IFS= read -r P_MODEL; IFS= read -r P_NIC; "
-        "IFS= read -r P_VENV; IFS= read -r P_HIERARCHY; IFS= read -r P_WHEELS; "
-        "IFS= read -r P_PKGS; } "
+        f"{_SH_READ} "
         f"<<'{_PARAMS_END}'\n{_sh_param_lines(params)}\n{_PARAMS_END}\n;;\n"
         for node, params in params_by_node.items()
     )

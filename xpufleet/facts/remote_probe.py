@@ -517,6 +517,87 @@ def load_json(path):
         return {"unreadable": True}
 
 
+# -- model weights (stat only; shard headers read only when no manifest exists) ---------
+MODEL_INDEX = "model.safetensors.index.json"
+
+
+def mount_of(path):
+    """The mount holding `path`: file-system type, source, mount point (from mountinfo)."""
+    best = None
+    real = os.path.realpath(path)
+    for line in (read("/proc/self/mountinfo", 1 << 24) or "").splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(tail) < 2:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best["point"])):
+            best = {
+                "point": point,
+                "root": fields[3],
+                "fstype": tail[0],
+                "source": tail[1],
+                "majmin": fields[2],
+            }
+    return best
+
+
+def safetensors_size(path):
+    """Expected size of a safetensors file from its header: 8 + header + last data end."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            return {"error": "shorter than the 8-byte header length"}
+        length = struct.unpack("<Q", head)[0]
+        if length > 100 << 20:
+            return {"error": "header length %d is not plausible" % length}
+        header = json.loads(handle.read(length).decode("utf-8"))
+    end = 0
+    for key, tensor in header.items():
+        if key != "__metadata__":
+            end = max(end, int(tensor["data_offsets"][1]))
+    return {"expected": 8 + length + end}
+
+
+def model_facts(path, manifest_name):
+    """What is in the model directory: sizes (stat), manifest, index, mount identity."""
+    if not path:
+        return None
+    out = {"path": path, "exists": os.path.isdir(path)}
+    if not out["exists"]:
+        return out
+    try:
+        stat = os.stat(path)
+        out["dir"] = {"dev": stat.st_dev, "ino": stat.st_ino}
+        out["mount"] = mount_of(path)
+        names = os.listdir(path)
+    except Exception as exc:
+        out["error"] = "%s: %s" % (type(exc).__name__, exc)
+        return out
+    files = {}
+    for name in names:
+        try:
+            entry = os.stat(os.path.join(path, name))
+        except Exception:
+            continue
+        if not os.path.isdir(os.path.join(path, name)):
+            files[name] = [entry.st_size, entry.st_mtime_ns]
+    out["files"] = files
+    out["manifest_text"] = read(os.path.join(path, manifest_name), 64 << 20)
+    out["index_text"] = read(os.path.join(path, MODEL_INDEX), 64 << 20)
+    if out["manifest_text"] is None:
+        headers = {}
+        for name in sorted(files):
+            if name.endswith(".safetensors"):
+                try:
+                    headers[name] = safetensors_size(os.path.join(path, name))
+                except Exception as exc:
+                    headers[name] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+        out["headers"] = headers
+    return out
+
+
 def main():
     root = PARAMS.get("oneapi_root") or "/opt/intel/oneapi"
     setvars = os.path.join(root, "setvars.sh")
@@ -526,6 +607,7 @@ def main():
     slow.start("env", python_env, PARAMS.get("venv"), setvars)
     slow.start("rendezvous", rendezvous_facts, PARAMS.get("rendezvous"))
     slow.start("packages", package_queries)
+    slow.start("model", model_facts, PARAMS.get("model_path"), PARAMS.get("model_manifest"))
     hostname = socket.gethostname()
     facts = {
         "probe": {"kind": "python", "schema": SCHEMA},
@@ -545,7 +627,7 @@ def main():
         "busy": busy_facts(set(PARAMS.get("ports") or [])),
     }
     found = slow.join(time.monotonic() + float(PARAMS.get("budget") or 100))
-    for key in ("gpu_tools", "env", "rendezvous", "packages"):
+    for key in ("gpu_tools", "env", "rendezvous", "packages", "model"):
         facts[key] = found.get(key)
     facts["probe"]["errors"] = ERRORS
     facts["clock"] = {"start": START, "elapsed": time.time() - START}

@@ -152,4 +152,20 @@ printf ', "env": {"venv": '; printf '%s' "$P_VENV" | jstr
 printf ', "exists": %s, "present": false, "error": "python3 missing: the probe ran in POSIX sh"}' \
   "$( [ -d "$P_VENV" ] && echo true || echo false )"
 printf ', "wheels_text": '; if [ -n "$P_WHEELS" ]; then jfile "$P_WHEELS"; else printf 'null'; fi
+printf ', "model": '
+if [ -z "$P_MODEL" ]; then
+  printf 'null'
+elif [ -d "$P_MODEL" ]; then
+  printf '{"path": '; printf '%s' "$P_MODEL" | jstr
+  printf ', "exists": true, "files_text": '
+  for f in "$P_MODEL"/* "$P_MODEL"/.[!.]*; do
+    [ -f "$f" ] && printf "%s %s\n" "$(stat -c %s -- "$f")" "${f##*/}"
+  done | jstr
+  printf ', "fstype": '; stat -f -c %T "$P_MODEL" 2>/dev/null | tr -d '\n' | jstr
+  printf ', "manifest_text": '; jfile "$P_MODEL/$P_MANIFEST"
+  printf ', "index_text": '; jfile "$P_MODEL/model.safetensors.index.json"
+  printf '}'
+else
+  printf '{"path": '; printf '%s' "$P_MODEL" | jstr; printf ', "exists": false}'
+fi
 printf ', "resolve": null, "busy": null, "rendezvous": null}\n'

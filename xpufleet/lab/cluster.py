@@ -53,6 +53,7 @@ from ..errors import InputError
 from ..host import Host
 from ..transport import SSHOptions, known_hosts_name
 from . import bastion, pybase
+from . import model as labmodel
 from .profile import FAULTS, Fault, LabError, NodeSpec, Profile, load_profile
 from .sim import generate
 from .slurm import LabSlurm, render_slurm_inventory
@@ -786,6 +787,12 @@ class Lab:
                 self._iptables("-I", *self._rule(index, int(param)))
             else:
                 self._remove_rules({index})
+        elif name in labmodel.MODEL_FAULTS:
+            copy = self.node_dir(index) / "fs" / "models" / labmodel.LAB_MODEL
+            if on:
+                labmodel.break_model(copy, name, int(param))
+            else:
+                labmodel.install(self.model_source, copy)
         elif name == "dead_node":
             if on:
                 self._kill_nodes({index}, keep_holder=True)
@@ -927,6 +934,7 @@ class Lab:
                     self._reconcile(i, spec, state)
                 if state["nodes"][str(i)].get("faults", {}) != before:
                     self._write_state(state)
+            self._install_models(count, state)
             self._write_known_hosts(count)
             self.inventory_path.write_text(
                 render_inventory(self, [prof.node(i) for i in range(1, count + 1)], env)
@@ -957,6 +965,24 @@ class Lab:
         state["slurm"] = True
         self._write_state(state)
         self.slurm_inventory_path.write_text(render_slurm_inventory(self, env))
+
+    @property
+    def model_source(self) -> Path:
+        """The lab model's pristine copy on the control node (also a shared directory that
+        every node sees at the same path: the lab's shared file system)."""
+        return self.shared / "models" / labmodel.LAB_MODEL
+
+    def _install_models(self, count: int, state: dict[str, Any]) -> None:
+        """Every node holds a verified copy of the lab model (unless a model fault says
+        otherwise), as if `model.stage` had put it there."""
+        labmodel.write_model(self.model_source)
+        for i in range(1, count + 1):
+            faults = state["nodes"][str(i)].get("faults", {})
+            if any(name in faults for name in labmodel.MODEL_FAULTS):
+                continue
+            labmodel.install(
+                self.model_source, self.node_dir(i) / "fs" / "models" / labmodel.LAB_MODEL
+            )
 
     @staticmethod
     def _initial_faults(spec: NodeSpec) -> dict[str, Any]:

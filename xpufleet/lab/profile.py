@@ -134,6 +134,9 @@ FAULTS: dict[str, tuple[Any, str]] = {
     "clock_skew": (300, "seconds the node's clock is ahead (negative: behind)"),
     "blocked_port": (29500, "TCP port dropped by iptables on the node's address"),
     "dead_node": (None, "sshd and every process of the node stopped"),
+    "model_missing_shard": (2, "this shard of the lab model is missing on the node"),
+    "model_short_shard": (2, "this shard of the lab model is truncated to half its size"),
+    "model_other_shard": (2, "this shard is another revision: same size, other bytes"),
 }
 
 _DRIVERS = ("i915", "xe")
