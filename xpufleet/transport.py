@@ -11,7 +11,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -247,6 +247,17 @@ class Session:
             raise CommandFailed(self.host.name, command, status, err)
         return CommandResult(self.host.name, command, status, stdout.decode(errors="replace"), err)
 
+    def open_channel(self, command: str, *, bulk: bool = False) -> Channel:
+        """A running command to talk to while it runs (the relay): send, read lines, wait."""
+        window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
+        try:
+            channel = self.transport.open_session(**window)
+            channel.exec_command(command)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
+        self.round_trips += 1
+        return Channel(self.host.name, channel)
+
     def _exec(
         self,
         command: str,
@@ -275,6 +286,56 @@ class Session:
             raise ConnectionLost(self.host.name, f"{lost}: {exc}") from exc
         finally:
             close_quietly(channel)
+
+
+class Channel:
+    """One command's channel with every SSH error mapped to ConnectionLost."""
+
+    def __init__(self, host: str, channel: paramiko.Channel) -> None:
+        self.host = host
+        self._channel = channel
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._channel.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise ConnectionLost(self.host, f"transfer cut off: {exc}") from exc
+
+    def lines(self) -> Iterator[str]:
+        """stdout line by line until the command ends (stderr kept for `stderr`)."""
+        buffer = b""
+        self.stderr = b""
+        while True:
+            try:
+                if self._channel.recv_stderr_ready():
+                    self.stderr += self._channel.recv_stderr(CHUNK)
+                    continue
+                block = self._channel.recv(CHUNK)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise ConnectionLost(self.host, f"connection lost: {exc}") from exc
+            if not block:
+                break
+            buffer += block
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                yield line.decode(errors="replace")
+        while self._channel.recv_stderr_ready():
+            self.stderr += self._channel.recv_stderr(CHUNK)
+
+    def exit_status(self, timeout: float = 30.0) -> int | None:
+        """The command's exit status (None: none within `timeout` or the link is gone)."""
+        deadline = time.monotonic() + timeout
+        while not self._channel.exit_status_ready():
+            if time.monotonic() > deadline or self._channel.closed:
+                return None if not self._channel.exit_status_ready() else self._status()
+            time.sleep(0.05)
+        return self._status()
+
+    def _status(self) -> int:
+        return int(self._channel.recv_exit_status())
+
+    def close(self) -> None:
+        close_quietly(self._channel)
 
 
 def close_quietly(channel: paramiko.Channel) -> None:

@@ -1,0 +1,268 @@
+"""The relay: the source sends each byte once; nodes forward what they receive while
+writing it (a pipelined chain, or a tree with `fanout` children per node).
+
+Control side of `relay/node.py`. One SSH channel per node runs the node script; the
+nodes link to each other over TCP on their own addresses (ports chosen by the nodes,
+a random token per run). The control node feeds the head over its channel when the
+source is a local directory, or the head reads its own disk when the source is a node.
+A node that fails is named (its channel ends without `done`); its parent adopts its
+children and replays what they lack from its own disk (see node.py).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import shell
+from ..errors import HostError
+from ..transport import CHUNK, Channel, Session
+
+NODE_SCRIPT = (Path(__file__).resolve().parent / "node.py").read_text()
+#: how long a node waits for a (new) parent before it gives up
+PARENT_TIMEOUT_S = 120.0
+
+
+def node_command(mode: str, python: str = "python3") -> str:
+    """The remote command running the node script in `mode` (source travels in argv)."""
+    return shell.join([python, "-c", NODE_SCRIPT, mode])
+
+
+def run_node_script(
+    session: Session, mode: str, config: Mapping[str, Any], timeout: float | None = None
+) -> dict[str, Any]:
+    """One round trip: `check` or `hash` on a node -> its last JSON event."""
+    out = session.run(node_command(mode), stdin=json.dumps(config) + "\n", timeout=timeout)
+    events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if not events or events[-1].get("event") == "error":
+        message = events[-1].get("message") if events else out.stderr.strip()[-300:]
+        raise HostError(session.host.name, f"relay {mode} failed: {message}")
+    return events[-1]
+
+
+@dataclass(frozen=True)
+class StreamFile:
+    name: str
+    size: int
+    hash: str
+
+
+@dataclass
+class Member:
+    """One node of the relay: where it writes, what it wants, where its bytes come from."""
+
+    session: Session
+    directory: str
+    want: list[str]
+    #: "stdin" (fed by the control node), "disk" (the source node), "socket" (a parent)
+    upstream: str = "socket"
+    source_dir: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.session.host.name
+
+
+def plan_tree(names: Sequence[str], fanout: int) -> dict[str, list[str]]:
+    """Children of each node: node i's parent is node (i-1)//fanout (fanout 1 = a chain)."""
+    fanout = max(1, int(fanout))
+    children: dict[str, list[str]] = {name: [] for name in names}
+    for index in range(1, len(names)):
+        children[names[(index - 1) // fanout]].append(names[index])
+    return children
+
+
+def parents_of(tree: Mapping[str, list[str]]) -> dict[str, str]:
+    return {child: parent for parent, kids in tree.items() for child in kids}
+
+
+@dataclass
+class NodeOutcome:
+    name: str
+    received: list[str] = field(default_factory=list)
+    bad: list[str] = field(default_factory=list)
+    written: int = 0
+    done: bool = False
+    error: str | None = None
+    #: children this node found dead, and the node that really fed it
+    lost: list[str] = field(default_factory=list)
+    fed_by: str | None = None
+    replayed: int = 0
+
+
+@dataclass
+class RelayResult:
+    tree: dict[str, list[str]]
+    nodes: dict[str, NodeOutcome]
+    control_bytes: int = 0
+    stream_bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, o in self.nodes.items() if not o.done or o.bad]
+
+
+#: progress(host, bytes written so far by that node)
+Progress = Callable[[str, int], None]
+
+
+def run_relay(
+    members: Sequence[Member],
+    files: Sequence[StreamFile],
+    manifest: Mapping[str, Any],
+    *,
+    fanout: int = 1,
+    source: Path | None = None,
+    on_progress: Progress | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    parent_timeout: float = PARENT_TIMEOUT_S,
+) -> RelayResult:
+    """Run one relay over `members` (the first is the head) and wait for every node."""
+    began = time.monotonic()
+    names = [m.name for m in members]
+    tree = plan_tree(names, fanout)
+    token = secrets.token_hex(16)
+    stream = [{"name": f.name, "size": f.size, "hash": f.hash} for f in files]
+    outcomes = {n: NodeOutcome(n) for n in names}
+    result = RelayResult(tree, outcomes, stream_bytes=sum(f.size for f in files))
+    for child, parent in parents_of(tree).items():
+        outcomes[child].fed_by = parent
+    channels: dict[str, Channel] = {}
+    listening: dict[str, tuple[str, int]] = {}
+    ready = threading.Condition()
+    readers: list[threading.Thread] = []
+
+    def read_events(member: Member, channel: Channel) -> None:
+        outcome = outcomes[member.name]
+        try:
+            for line in channel.lines():
+                if not line.startswith("{"):
+                    continue
+                event = json.loads(line)
+                kind = event.get("event")
+                if kind == "listen":
+                    with ready:
+                        listening[member.name] = (member.session.host.address, event["port"])
+                        ready.notify_all()
+                elif kind == "progress" and on_progress:
+                    on_progress(member.name, int(event.get("written", 0)))
+                elif kind == "file":
+                    outcome.received.append(event["name"])
+                elif kind == "bad":
+                    outcome.bad.append(event["name"])
+                elif kind == "lost":
+                    outcome.lost.append(event["child"])
+                elif kind == "link" and event["child"] in outcomes:
+                    outcomes[event["child"]].fed_by = member.name
+                    outcome.replayed += int(event.get("replayed", 0))
+                elif kind == "done":
+                    outcome.written = int(event.get("written", 0))
+                    outcome.done = True
+                    if on_progress:
+                        on_progress(member.name, outcome.written)
+                elif kind == "error":
+                    outcome.error = str(event.get("message"))
+        except HostError as exc:
+            outcome.error = outcome.error or exc.message
+        status = channel.exit_status(timeout=5)
+        if not outcome.done and outcome.error is None:
+            tail = channel.stderr.decode(errors="replace").strip().splitlines()
+            why = f"exit {status}" if status is not None else "its relay process was killed"
+            outcome.error = why + (f": {tail[-1][:200]}" if tail else "")
+        with ready:
+            ready.notify_all()
+
+    try:
+        for member in members:
+            config = {
+                "name": member.name,
+                "dir": member.directory,
+                "files": stream,
+                "want": member.want,
+                "upstream": member.upstream,
+                "source_dir": member.source_dir,
+                "token": token,
+                "listen": member.session.host.address,
+                "bind": member.session.host.address,
+                "parent_timeout": parent_timeout,
+                "manifest": manifest,
+            }
+            try:
+                channel = member.session.open_channel(
+                    node_command("relay"), bulk=member.upstream == "stdin"
+                )
+                channel.send((json.dumps(config) + "\n").encode())
+            except HostError as exc:
+                outcomes[member.name].error = exc.message
+                continue
+            channels[member.name] = channel
+            thread = threading.Thread(target=read_events, args=(member, channel), daemon=True)
+            thread.start()
+            readers.append(thread)
+        deadline = time.monotonic() + 60
+        with ready:
+            while any(
+                n not in listening and outcomes[n].error is None and n in channels for n in names
+            ):
+                if not ready.wait(timeout=max(0.1, deadline - time.monotonic())):
+                    break
+        endpoints = {n: list(listening[n]) for n in listening}
+        topology = json.dumps({"tree": tree, "endpoints": endpoints}) + "\n"
+        for name, channel in channels.items():
+            if name in listening:
+                try:
+                    channel.send(topology.encode())
+                except HostError as exc:
+                    outcomes[name].error = exc.message
+        head = members[0] if members else None
+        if head is not None and head.upstream == "stdin" and head.name in channels:
+            assert source is not None
+            result.control_bytes = _feed(channels[head.name], source, files, on_sent)
+        for thread in readers:
+            thread.join()
+    finally:
+        for channel in channels.values():
+            channel.close()
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _feed(
+    channel: Channel,
+    source: Path,
+    files: Sequence[StreamFile],
+    on_sent: Callable[[int], None] | None,
+) -> int:
+    """Send the stream from the control node's directory into the head; returns bytes sent."""
+    sent = 0
+    try:
+        for item in files:
+            with (source / item.name).open("rb") as handle:
+                while block := handle.read(CHUNK):
+                    channel.send(block)
+                    sent += len(block)
+                    if on_sent:
+                        on_sent(sent)
+    except HostError:
+        pass  # the head's reader names the failure
+    return sent
+
+
+__all__ = [
+    "Member",
+    "NodeOutcome",
+    "RelayResult",
+    "StreamFile",
+    "node_command",
+    "parents_of",
+    "plan_tree",
+    "run_node_script",
+    "run_relay",
+]

@@ -1,0 +1,531 @@
+# ruff: noqa: UP004, UP015, UP031
+"""xpufleet relay, node side: runs ON A NODE under any python3 >= 3.6, standard library only.
+
+Sent as `python3 -c SOURCE MODE` (never installed). Modes, each reading one JSON line
+(and the relay a second one) on stdin and printing JSON event lines on stdout:
+
+- `check`: which files of a manifest this node already holds. A file counts when its
+  size matches and the node's own manifest records the same hash for the same size and
+  mtime (stat only); with `verify`, or when the node has no record, the file is hashed
+  (blake2b-256, hashlib: present in every python3) and the record is written, so the
+  next check is stat only again.
+- `hash`: the manifest of a source directory (records reused while size+mtime hold).
+- `relay`: one link of the chain/tree. The stream is the files to send, concatenated
+  in a fixed order; every node knows the order and sizes, so a position in the stream
+  is just a byte offset. The node reads the stream from stdin (the control node), from
+  its own disk (the source node) or from the TCP connection its parent opens, writes the
+  files it wants under a temporary name (size and hash checked, then an atomic rename)
+  and forwards every block to its children while writing. A child that fails is
+  reported and its children are adopted: they tell the new parent how far they got and
+  the missing bytes are replayed from this node's disk, then the stream goes on.
+"""
+
+import hashlib
+import json
+import os
+import select
+import socket
+import sys
+import threading
+import time
+
+MANIFEST = ".xpufleet-manifest.json"
+HASH = "blake2b-256"
+BLOCK = 1 << 20
+PART = ".xpufleet-part"
+
+
+def emit(**event):
+    sys.stdout.write(json.dumps(event, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def hasher():
+    return hashlib.blake2b(digest_size=32)
+
+
+def hash_file(path):
+    digest = hasher()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(BLOCK)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(directory):
+    try:
+        with open(os.path.join(directory, MANIFEST)) as handle:
+            doc = json.load(handle)
+        if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
+            return doc
+    except (OSError, ValueError):
+        pass
+    return {"format": 1, "hash": HASH, "files": {}}
+
+
+def save_manifest(directory, doc):
+    path = os.path.join(directory, MANIFEST)
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(doc, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        emit(event="warning", message="cannot write %s: %s" % (path, exc))
+
+
+def record(path):
+    stat = os.stat(path)
+    return {"size": stat.st_size, "hash": hash_file(path), "mtime_ns": stat.st_mtime_ns}
+
+
+def fs_identity(directory):
+    probe = directory
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    stat = os.stat(probe)
+    vfs = os.statvfs(probe)
+    return {
+        "exists": os.path.isdir(directory),
+        "dev": stat.st_dev,
+        "ino": stat.st_ino,
+        "free": vfs.f_bavail * vfs.f_frsize,
+    }
+
+
+# -- check / hash ----------------------------------------------------------------------
+def check(config):
+    """Which files of `files` this node holds, verified; records new verifications."""
+    directory = config["dir"]
+    wanted = config["files"]
+    doc = load_manifest(directory)
+    known = doc["files"]
+    have, need, hashed = [], [], []
+    for name in sorted(wanted):
+        entry = wanted[name]
+        path = os.path.join(directory, name)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            need.append(name)
+            continue
+        if stat.st_size != entry["size"]:
+            need.append(name)
+            continue
+        mine = known.get(name) or {}
+        trusted = (
+            not config.get("verify")
+            and mine.get("size") == stat.st_size
+            and mine.get("mtime_ns") == stat.st_mtime_ns
+        )
+        if not trusted:
+            mine = record(path)
+            known[name] = mine
+            hashed.append(name)
+        (have if mine.get("hash") == entry["hash"] else need).append(name)
+    if hashed and os.path.isdir(directory):
+        save_manifest(directory, doc)
+    out = {"have": have, "need": need, "hashed": hashed}
+    out.update(fs_identity(directory))
+    emit(event="check", **out)
+
+
+def manifest_of(config):
+    """The manifest of a source directory; unchanged files keep their recorded hash."""
+    directory = config["dir"]
+    doc = load_manifest(directory)
+    known = doc["files"]
+    files = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if name.startswith(".") or not os.path.isfile(path):
+            continue
+        stat = os.stat(path)
+        mine = known.get(name) or {}
+        if mine.get("size") != stat.st_size or mine.get("mtime_ns") != stat.st_mtime_ns:
+            mine = record(path)
+        files[name] = mine
+    if files != known:
+        doc["files"] = files
+        doc["hash"] = HASH
+        if os.access(directory, os.W_OK):
+            save_manifest(directory, doc)
+    emit(event="manifest", files=files, hash=HASH)
+
+
+# -- relay -----------------------------------------------------------------------------
+class Stream(object):
+    """The files in stream order: which one covers a position, where it lives on disk."""
+
+    def __init__(self, directory, files, want, source_dir):
+        self.directory = directory
+        self.files = files  # [{"name", "size", "hash"}]
+        self.want = set(want)
+        self.source_dir = source_dir
+        self.starts = []
+        total = 0
+        for entry in files:
+            self.starts.append(total)
+            total += entry["size"]
+        self.total = total
+        self.done = set()  # names renamed into place
+
+    def path_of(self, index):
+        name = self.files[index]["name"]
+        if self.source_dir:
+            return os.path.join(self.source_dir, name)
+        if name in self.want and name not in self.done:
+            return os.path.join(self.directory, "." + name + PART)
+        return os.path.join(self.directory, name)
+
+    def read(self, start, end):
+        """Bytes [start, end) of the stream from this node's disk, block by block."""
+        index = 0
+        while start < end:
+            while self.starts[index] + self.files[index]["size"] <= start:
+                index += 1
+            offset = start - self.starts[index]
+            count = min(end - start, self.files[index]["size"] - offset, BLOCK)
+            with open(self.path_of(index), "rb") as handle:
+                handle.seek(offset)
+                block = handle.read(count)
+            if len(block) != count:
+                raise OSError(
+                    "%s holds only %d bytes at %d" % (self.path_of(index), len(block), offset)
+                )
+            yield block
+            start += count
+
+
+class Writer(object):
+    """Writes the wanted files as their bytes pass: temp name, hash, size, rename."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.index = 0
+        self.handle = None
+        self.digest = None
+        self.written = 0
+        self.received = []
+        self.failed = []
+
+    def _open(self):
+        entry = self.stream.files[self.index]
+        if entry["name"] in self.stream.want and self.handle is None:
+            self.handle = open(self.stream.path_of(self.index), "wb")
+            self.digest = hasher()
+
+    def feed(self, pos, block):
+        """Take `block` at stream position `pos` (blocks may span files)."""
+        view = memoryview(block)
+        while len(view):
+            entry = self.stream.files[self.index]
+            end = self.stream.starts[self.index] + entry["size"]
+            if pos >= end:
+                self._finish()
+                continue
+            self._open()
+            count = min(len(view), end - pos)
+            if self.handle is not None:
+                self.handle.write(view[:count])
+                self.digest.update(view[:count])
+                self.written += count
+            view = view[count:]
+            pos += count
+            if pos == end:
+                self._finish()
+
+    def _finish(self):
+        entry = self.stream.files[self.index]
+        if entry["name"] in self.stream.want:
+            self._open()  # an empty file
+            self.handle.close()
+            temp = self.stream.path_of(self.index)
+            size = os.path.getsize(temp)
+            digest = self.digest.hexdigest()
+            if size != entry["size"] or digest != entry["hash"]:
+                os.unlink(temp)
+                self.failed.append(entry["name"])
+                emit(event="bad", name=entry["name"], size=size, hash=digest)
+            else:
+                final = os.path.join(self.stream.directory, entry["name"])
+                os.replace(temp, final)
+                self.stream.done.add(entry["name"])
+                self.received.append(entry["name"])
+                emit(event="file", name=entry["name"], size=size)
+            self.handle = None
+        self.index += 1
+
+    def flush(self):
+        if self.handle is not None:
+            self.handle.flush()
+
+    def finish_empty_tail(self):
+        while self.index < len(self.stream.files) and self.stream.files[self.index]["size"] == 0:
+            self._finish()
+
+
+def recv_line(sock, limit=4096):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            raise OSError("connection closed during the handshake")
+        data += chunk
+        if len(data) > limit:
+            raise OSError("handshake line too long")
+    return data.decode().strip()
+
+
+class Child(object):
+    def __init__(self, name, sock):
+        self.name = name
+        self.sock = sock
+
+
+class Relay(object):
+    def __init__(self, config, topology, server):
+        self.config = config
+        self.name = config["name"]
+        self.token = config["token"]
+        self.server = server
+        self.stream = Stream(
+            config["dir"], config["files"], config["want"], config.get("source_dir")
+        )
+        self.writer = Writer(self.stream)
+        self.pos = 0
+        self.tree = topology["tree"]  # name -> [children names]
+        self.endpoints = topology["endpoints"]  # name -> [address, port]
+        self.bind = config.get("bind")
+        self.children = []
+        self.lost = []
+        self.last_report = 0.0
+
+    # children ---------------------------------------------------------------
+    def connect(self, name, deadline):
+        """Open the link to `name` and replay what it lacks from this node's disk."""
+        address, port = self.endpoints[name]
+        while True:
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                if self.bind:
+                    try:
+                        sock.bind((self.bind, 0))
+                    except OSError:
+                        pass
+                sock.settimeout(30)
+                sock.connect((address, int(port)))
+                sock.sendall((self.token + "\n").encode())
+                have = int(recv_line(sock))
+                break
+            except (OSError, ValueError):
+                sock.close()
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        sock.settimeout(120)
+        if have < self.pos:
+            for block in self.stream.read(have, self.pos):
+                sock.sendall(block)
+        emit(event="link", child=name, replayed=max(0, self.pos - have))
+        return Child(name, sock)
+
+    def adopt(self, name, why):
+        """`name` failed: name it, link its children to this node instead."""
+        self.lost.append(name)
+        emit(event="lost", child=name, at=self.pos, reason=why)
+        self.writer.flush()
+        for grandchild in self.tree.get(name, []):
+            try:
+                self.children.append(self.connect(grandchild, time.time() + 30))
+            except (OSError, ValueError) as exc:
+                self.adopt(grandchild, "cannot connect: %s" % exc)
+
+    def send(self, block):
+        for child in list(self.children):
+            try:
+                child.sock.sendall(block)
+            except OSError as exc:
+                self.children.remove(child)
+                child.sock.close()
+                self.adopt(child.name, str(exc))
+
+    # upstream ---------------------------------------------------------------
+    def accept_parent(self, deadline):
+        """Wait for a parent's link; tell it how far this node got."""
+        while True:
+            left = deadline - time.time()
+            if left <= 0:
+                raise OSError("no parent connected within the deadline")
+            ready, _, _ = select.select([self.server], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            sock, _ = self.server.accept()
+            sock.settimeout(120)
+            try:
+                if recv_line(sock) != self.token:
+                    sock.close()
+                    continue
+                self.writer.flush()
+                sock.sendall(("%d\n" % self.pos).encode())
+                return sock
+            except OSError:
+                sock.close()
+
+    def blocks(self):
+        """The stream from this node's upstream, from `self.pos` on."""
+        upstream = self.config["upstream"]
+        if upstream == "disk":
+            for block in self.stream.read(0, self.stream.total):
+                yield block
+            return
+        if upstream == "stdin":
+            source = sys.stdin.buffer
+            while self.pos < self.stream.total:
+                block = source.read1(BLOCK) if hasattr(source, "read1") else source.read(BLOCK)
+                if not block:
+                    raise OSError("stdin closed at %d of %d bytes" % (self.pos, self.stream.total))
+                yield block[: self.stream.total - self.pos]
+            return
+        timeout = float(self.config.get("parent_timeout") or 120)
+        sock = self.accept_parent(time.time() + timeout)
+        while self.pos < self.stream.total:
+            try:
+                block = sock.recv(BLOCK)
+            except OSError:
+                block = b""
+            if not block:
+                sock.close()
+                emit(event="parent_lost", at=self.pos)
+                sock = self.accept_parent(time.time() + timeout)
+                continue
+            yield block
+        self.parent = sock
+
+    def run(self):
+        deadline = time.time() + 60
+        for name in self.tree.get(self.name, []):
+            try:
+                self.children.append(self.connect(name, deadline))
+            except (OSError, ValueError) as exc:
+                self.adopt(name, "cannot connect: %s" % exc)
+        self.parent = None
+        self.writer.finish_empty_tail()
+        for block in self.blocks():
+            self.writer.feed(self.pos, block)
+            self.pos += len(block)
+            self.send(block)
+            now = time.time()
+            if now - self.last_report > 0.25:
+                self.last_report = now
+                emit(event="progress", pos=self.pos, written=self.writer.written)
+        self.writer.finish_empty_tail()
+        self.writer.flush()
+        # every child confirms it has everything; one that breaks now is adopted
+        while self.children:
+            child = self.children.pop(0)
+            try:
+                child.sock.settimeout(float(self.config.get("parent_timeout") or 120))
+                ack = recv_line(child.sock)
+                child.sock.close()
+                if ack != "done":
+                    raise OSError("child said %r" % ack)
+            except OSError as exc:
+                child.sock.close()
+                self.adopt(child.name, "no confirmation: %s" % exc)
+        write_manifest(self.stream, self.config.get("manifest") or {})
+        if self.parent is not None:
+            try:
+                self.parent.sendall(b"done\n")
+                self.parent.close()
+            except OSError:
+                pass
+        emit(
+            event="done",
+            pos=self.pos,
+            received=self.writer.received,
+            failed=self.writer.failed,
+            lost=self.lost,
+            written=self.writer.written,
+        )
+        return 1 if self.writer.failed else 0
+
+
+def write_manifest(stream, source):
+    """The node's record of every file of the source manifest it now holds."""
+    if not stream.want and not stream.done:
+        return
+    directory = stream.directory
+    doc = load_manifest(directory)
+    files = {}
+    for name, entry in sorted((source.get("files") or {}).items()):
+        path = os.path.join(directory, name)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        mine = doc["files"].get(name) or {}
+        if name in stream.done:
+            mine = {"size": stat.st_size, "hash": entry["hash"], "mtime_ns": stat.st_mtime_ns}
+        if mine.get("size") == stat.st_size and mine.get("mtime_ns") == stat.st_mtime_ns:
+            files[name] = mine
+    doc.update({"format": 1, "hash": HASH, "source": source.get("source"), "files": files})
+    save_manifest(directory, doc)
+
+
+def exit_on_eof():
+    """The control node closed this node's channel (it was cut or gave up): stop now."""
+    while sys.stdin.buffer.read(BLOCK):
+        pass
+    emit(event="error", message="the control node's channel closed")
+    os._exit(4)
+
+
+def relay(config):
+    directory = config["dir"]
+    if not os.path.isdir(directory):
+        os.makedirs(directory)
+    for name in os.listdir(directory):  # parts of a cut transfer: files not yet complete
+        if name.endswith(PART):
+            os.unlink(os.path.join(directory, name))
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((config.get("listen") or "0.0.0.0", 0))
+    server.listen(8)
+    emit(event="listen", port=server.getsockname()[1], pid=os.getpid())
+    line = sys.stdin.buffer.readline()
+    if not line:
+        emit(event="error", message="no topology on stdin")
+        return 2
+    topology = json.loads(line.decode())
+    if config["upstream"] != "stdin":
+        watcher = threading.Thread(target=exit_on_eof)
+        watcher.daemon = True
+        watcher.start()
+    try:
+        return Relay(config, topology, server).run()
+    except OSError as exc:
+        emit(event="error", message="%s: %s" % (type(exc).__name__, exc))
+        return 3
+
+
+def main(argv):
+    mode = argv[1] if len(argv) > 1 else ""
+    line = sys.stdin.buffer.readline()
+    config = json.loads(line.decode())
+    if mode == "check":
+        return check(config) or 0
+    if mode == "hash":
+        return manifest_of(config) or 0
+    if mode == "relay":
+        return relay(config)
+    emit(event="error", message="unknown mode %r" % mode)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
