@@ -126,6 +126,7 @@ def stage_model(
     on_progress: Callable[[str, int], None] | None = None,
     on_sent: Callable[[int], None] | None = None,
     on_plan: Callable[[dict[str, int]], None] | None = None,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> TaskReport:
     """Stage the model on `hosts`; the report's extra `stage` says what moved where."""
     began = time.monotonic()
@@ -187,7 +188,14 @@ def stage_model(
                 break
             chain = [h for h in pending if h.name in needs]
             result = _relay_round(
-                pool, chain, needs, files, manifest, source, fanout, on_progress, on_sent, on_plan
+                pool,
+                chain,
+                needs,
+                files,
+                manifest,
+                source,
+                fanout,
+                (on_progress, on_sent, on_plan, on_event),
             )
             stage["rounds"].append(_round_json(result, needs))
             stage["control_bytes"] += result.control_bytes
@@ -274,10 +282,9 @@ def _relay_round(
     manifest: dict[str, Any],
     source: Source,
     fanout: int,
-    on_progress: Callable[[str, int], None] | None,
-    on_sent: Callable[[int], None] | None,
-    on_plan: Callable[[dict[str, int]], None] | None,
+    hooks: tuple[Any, Any, Any, Any],
 ) -> RelayResult:
+    on_progress, on_sent, on_plan, on_event = hooks
     names = sorted({f for need in needs.values() for f in need})
     stream = [StreamFile(n, int(files[n]["size"]), str(files[n]["hash"])) for n in names]
     if on_plan:
@@ -320,6 +327,7 @@ def _relay_round(
             source=Path(source.path) if source.host is None else None,
             on_progress=on_progress,
             on_sent=on_sent,
+            on_event=on_event,
         )
     for name, message in refused.items():
         result.nodes[name] = NodeOutcome(name, error=message)
@@ -354,3 +362,8 @@ def _round_json(result: RelayResult, needs: dict[str, list[str]]) -> dict[str, A
 
 
 __all__ = ["Source", "index_shards", "parse_source", "stage_model"]
+
+
+def runbook_links() -> list[str]:
+    """Every runbook link this module can print (checked by tests/unit/test_runbook_links)."""
+    return [f"{RUNBOOK}#relay-node-failed"]

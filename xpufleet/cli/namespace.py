@@ -17,6 +17,7 @@ TASK_MODULES: list[tuple[str, str | None]] = [
     ("build", None),
     ("launch", None),
     ("demo", None),
+    ("model", "model"),
 ]
 
 

@@ -123,6 +123,7 @@ def run_relay(
     on_progress: Progress | None = None,
     on_sent: Callable[[int], None] | None = None,
     parent_timeout: float = PARENT_TIMEOUT_S,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> RelayResult:
     """Run one relay over `members` (the first is the head) and wait for every node."""
     began = time.monotonic()
@@ -147,6 +148,8 @@ def run_relay(
                     continue
                 event = json.loads(line)
                 kind = event.get("event")
+                if on_event:
+                    on_event(member.name, event)
                 if kind == "listen":
                     with ready:
                         listening[member.name] = (member.session.host.address, event["port"])
@@ -174,7 +177,8 @@ def run_relay(
         status = channel.exit_status(timeout=5)
         if not outcome.done and outcome.error is None:
             tail = channel.stderr.decode(errors="replace").strip().splitlines()
-            why = f"exit {status}" if status is not None else "its relay process was killed"
+            killed = status is None or status < 0  # a signal: sshd sends no exit status
+            why = "its relay process died (killed)" if killed else f"exit {status}"
             outcome.error = why + (f": {tail[-1][:200]}" if tail else "")
         with ready:
             ready.notify_all()

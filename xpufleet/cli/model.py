@@ -1,0 +1,82 @@
+"""`invoke model.stage`: copy a model directory to every node through the relay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invoke import task
+
+from ..errors import InputError
+from ..provision.progress import TransferBars
+from ..stage import parse_source, stage_model
+from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+
+
+@task(
+    help={
+        **HOST_FLAGS_HELP,
+        "source": "the model directory: a path on the control node, or HOST:PATH on a node",
+        "fanout": "children per node in the relay (1 = a pipelined chain, default)",
+        "verify": "re-hash every file on the nodes instead of trusting size+mtime records",
+    }
+)
+@exits
+def stage(
+    c: Any,
+    source: str = "",
+    fanout: int = 1,
+    verify: bool = False,
+    hosts: str | None = None,
+    limit: str | None = None,
+    forks: int | None = None,
+    json: bool = False,
+) -> int:
+    """Copy a model directory to model_path on every selected node: each file is sent
+    once and relayed node to node; files a node already holds are not sent."""
+    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+    if int(fanout) < 1:
+        raise InputError(f"--fanout must be at least 1, got {fanout}", key="--fanout")
+    where = parse_source(source, ctx.inventory.select(None))
+    bars = TransferBars(console, enabled=not json)
+    advances: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    stack: list[Any] = []
+
+    def on_plan(needs: dict[str, int]) -> None:
+        for name, total in needs.items():
+            manager = bars.transfer(name, "model", total)
+            advances[name] = manager.__enter__()
+            stack.append(manager)
+            seen[name] = 0
+
+    def on_progress(name: str, written: int) -> None:
+        if name in advances and written > seen[name]:
+            advances[name](written - seen[name])
+            seen[name] = written
+
+    try:
+        report = stage_model(
+            ctx.hosts,
+            ctx.options,
+            where,
+            forks=ctx.settings.forks,
+            fanout=int(fanout),
+            verify=verify,
+            on_progress=on_progress,
+            on_plan=on_plan,
+        )
+    finally:
+        bars.stop()
+    code = emit(report, as_json=json, title="model.stage")
+    info = report.extra.get("stage", {})
+    if not json:
+        console.print(
+            f"source {info.get('source')}: {info.get('files')} files, "
+            f"{info.get('bytes', 0) / 1e6:.1f} MB; control node sent "
+            f"{info.get('control_bytes', 0) / 1e6:.1f} MB in {info.get('seconds')} s",
+            highlight=False,
+        )
+    return code
+
+
+TASKS = [stage]
