@@ -31,6 +31,7 @@ def steps(role: RoleContext) -> list[Step]:
                 python=python,
                 state_dir=str(v["state_dir"]),
                 cache_dir=str(v["wheel_cache_dir"]),
+                push=str(v.get("wheel_push") or "relay"),
             )
         )
     return out

@@ -270,7 +270,9 @@ def test_transfer_cut_off_half_way_leaves_nothing_broken_and_rerun_converges(
 
         yield advance
 
-    report = provision(cluster, big_dir, transfers=cut_node1, tags="wheels")
+    # the direct push (one copy per node; also the relay's fallback) is what is cut here
+    direct = hosts_of(cluster, wheel_push="direct")
+    report = provision(cluster, big_dir, direct, transfers=cut_node1, tags="wheels")
     assert killed, "the transfer to node1 was never cut"
     step = next(r for r in report.hosts["node1"].results if r.id == "provision.wheels.xpufleet-big")
     assert step.status == "failed"
@@ -295,7 +297,7 @@ def test_transfer_cut_off_half_way_leaves_nothing_broken_and_rerun_converges(
     assert "xpufleet-big" not in parse_node_state(recorded)
     assert "No such file" in lock
 
-    rerun = provision(cluster, big_dir, tags="wheels")
+    rerun = provision(cluster, big_dir, direct, tags="wheels")
     assert rerun.exit_code() == 0
     assert statuses(rerun, "node1")["node1:provision.wheels.xpufleet-big"] == "changed"
     assert statuses(rerun, "node2")["node2:provision.wheels.xpufleet-big"] == "ok"
@@ -303,6 +305,34 @@ def test_transfer_cut_off_half_way_leaves_nothing_broken_and_rerun_converges(
     final = provision(cluster, big_dir, tags="wheels")
     assert {v for v in statuses(final).values()} <= {"ok", "skip"}
     assert final.extra["bytes_sent"] == 0
+
+
+def test_wheels_travel_through_the_relay_one_copy_for_every_node(
+    cluster: Any, wheels: Path, tmp_path: Path
+) -> None:
+    relay_dir = tmp_path / "wheels"
+    relay_dir.mkdir()
+    for item in wheels.iterdir():
+        (relay_dir / item.name).write_bytes(item.read_bytes())
+    wheel = make_wheel(relay_dir, "xpufleet-relayed", "1.0", payload=4_000_000)
+    add_wheel(relay_dir, wheel)
+    report = provision(cluster, relay_dir, tags="wheels")
+    assert report.exit_code() == 0
+    steps = {
+        name: next(r for r in h.results if r.id == "provision.wheels.xpufleet-relayed")
+        for name, h in report.hosts.items()
+    }
+    assert {s.status for s in steps.values()} == {"changed"}
+    relayed = [name for name, s in steps.items() if "relayed from" in s.message]
+    assert len(relayed) >= 2, [s.message for s in steps.values()]
+    # one copy from the control node per relay batch, not one per node
+    batches = sum(1 for s in steps.values() if "relayed from control node" in s.message)
+    direct = sum(1 for s in steps.values() if "direct" in s.message)
+    assert report.extra["bytes_sent"] == (batches + direct) * wheel.stat().st_size
+    assert batches + direct < len(steps)
+    assert statuses(provision(cluster, relay_dir, tags="wheels")).get(
+        "node1:provision.wheels.xpufleet-relayed"
+    ) == "ok"
 
 
 def test_full_disk_mid_transfer(cluster: Any, wheels: Path, tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ from ..config import PROJECT_ROOT
 from ..errors import InputError
 from ..host import Host
 from ..transport import SSHOptions, known_hosts_name
-from . import bastion, pybase
+from . import bastion, pybase, shaping
 from . import model as labmodel
 from .profile import FAULTS, Fault, LabError, NodeSpec, Profile, load_profile
 from .sim import generate
@@ -1002,6 +1002,8 @@ class Lab:
             return self._down_locked()
 
     def _down_locked(self) -> int:
+        with contextlib.suppress(OSError):
+            shaping.remove(self)  # bandwidth caps of a benchmark that was killed
         killed = self.slurm.down()
         self.slurm_inventory_path.unlink(missing_ok=True)
         killed += self._kill_nodes(None)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from ..errors import HostError, UnreachableError
 from ..executor import SessionPool, connect
 from ..host import Host
+from ..relay.batch import FileRelay
 from ..results import CHANGED, FAILED, OK, SKIP, HostReport, Result, TaskReport
 from ..transport import CommandResult, Session, SSHOptions
 from .lock import NodeLock, acquire_lock, release_lock
@@ -70,6 +71,8 @@ class ApplyContext:
     state: str
     transfers: TransferFactory = _no_progress
     bytes_sent: int = 0
+    #: shared by every host of the run: wheels through the relay (xpufleet/relay)
+    relay: FileRelay | None = None
 
     def run(self, command: str, *, stdin: bytes | str | None = None) -> CommandResult:
         return self.session.run(command, stdin=stdin)
@@ -166,6 +169,7 @@ def provision_host(
     options: ProvisionOptions,
     abort: Abort,
     transfers: TransferFactory = _no_progress,
+    relay: FileRelay | None = None,
 ) -> tuple[list[Result], int]:
     """Apply `steps` on one host; returns its results and the wheel bytes sent."""
     results: list[Result] = []
@@ -193,7 +197,7 @@ def provision_host(
                 results.append(Result(step.id, CHANGED, f"would {decision.message}", data=data))
                 index += 1
                 continue
-            ctx = ApplyContext(session, states[index], transfers)
+            ctx = ApplyContext(session, states[index], transfers, relay=relay)
             try:
                 detail = step.apply(ctx)
             except HostError as exc:
@@ -259,6 +263,7 @@ def provision(
     total = len(plans)
     sent_total = 0
     steps_of = {name: steps for name, (_host, steps) in plans.items()}
+    relay = FileRelay(min(total, forks))
 
     def note_failure(name: str) -> None:
         with guard:
@@ -273,7 +278,7 @@ def provision(
         if abort.is_set:
             return [Result(s.id, SKIP, f"not run: {abort.reason}") for s in steps], 0
         try:
-            results, sent = provision_host(session, steps, options, abort, transfers)
+            results, sent = provision_host(session, steps, options, abort, transfers, relay)
         except HostError as exc:
             note_failure(session.host.name)
             raise exc

@@ -84,6 +84,8 @@ class Wheel(Step):
     python: str = ""
     state_dir: str = ""
     cache_dir: str = ""
+    #: "relay" (one copy for every node that needs it at once) or "direct"
+    push: str = "relay"
     reprobe: bool = True
 
     @property
@@ -141,16 +143,25 @@ class Wheel(Step):
         how = "cached copy"
         if have != entry.sha256:
             with ctx.transfer(f"{entry.key} {entry.version}", entry.size) as advance:
-                sent = push_file(
-                    ctx.session,
-                    self.local_path,
-                    self.cache_dir,
-                    name=entry.filename,
-                    sha256=entry.sha256,
-                    progress=advance,
-                )
+
+                def direct() -> int:
+                    return push_file(
+                        ctx.session,
+                        self.local_path,
+                        self.cache_dir,
+                        name=entry.filename,
+                        sha256=entry.sha256,
+                        progress=advance,
+                    )
+
+                if self.push == "relay" and ctx.relay is not None:
+                    sent, route = ctx.relay.push(
+                        ctx.session, self.local_path, self.cache_dir, entry.filename, direct
+                    )
+                else:
+                    sent, route = direct(), "direct"
             ctx.bytes_sent += sent
-            how = f"pushed {sent / 1e6:.1f} MB"
+            how = f"pushed {sent / 1e6:.1f} MB, {route}"
         installed_version = _installed(ctx.state)
         pip = [self.python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
         if entry.no_deps or installed_version == entry.version:

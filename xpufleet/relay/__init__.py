@@ -119,7 +119,7 @@ def run_relay(
     manifest: Mapping[str, Any],
     *,
     fanout: int = 1,
-    source: Path | None = None,
+    source: Path | Mapping[str, Path] | None = None,
     on_progress: Progress | None = None,
     on_sent: Callable[[int], None] | None = None,
     parent_timeout: float = PARENT_TIMEOUT_S,
@@ -240,15 +240,17 @@ def run_relay(
 
 def _feed(
     channel: Channel,
-    source: Path,
+    source: Path | Mapping[str, Path],
     files: Sequence[StreamFile],
     on_sent: Callable[[int], None] | None,
 ) -> int:
-    """Send the stream from the control node's directory into the head; returns bytes sent."""
+    """Send the stream from the control node (a directory, or a path per file) into the
+    head; returns the bytes sent."""
     sent = 0
     try:
         for item in files:
-            with (source / item.name).open("rb") as handle:
+            path = source / item.name if isinstance(source, Path) else source[item.name]
+            with path.open("rb") as handle:
                 while block := handle.read(CHUNK):
                     channel.send(block)
                     sent += len(block)

@@ -457,7 +457,7 @@ class Relay(object):
 
 def write_manifest(stream, source):
     """The node's record of every file of the source manifest it now holds."""
-    if not stream.want and not stream.done:
+    if not stream.want and not stream.done or not source.get("files"):
         return
     directory = stream.directory
     doc = load_manifest(directory)

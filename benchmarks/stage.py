@@ -1,0 +1,126 @@
+"""Stage a model of S bytes to 4, 8 and 16 lab nodes under a per-node bandwidth cap:
+star (each node fed by the control node) versus relay (a pipelined chain).
+
+    XPUFLEET_LAB_DIR=... XPUFLEET_LAB_NET=... XPUFLEET_LAB_PORT=... \
+        .venv/bin/python benchmarks/stage.py [--size-mb 64] [--cap-mbit 80] [--nodes 4,8,16]
+
+Brings the lab up with max(N) nodes (left up unless --down). The caps (`tc` htb on lo,
+xpufleet/lab/shaping.py: every node's and the control node's sending rate, only this
+lab's addresses) are on only while the figures are taken and always removed. Prints per
+N and mode: wall time, control-node bytes, the ideal S/cap, then a no-op re-stage of
+all nodes next to a doctor run. Both modes run the same node script (relay/node.py),
+so only the topology differs. A shared 2-core machine: 16 python relays plus sshd are
+CPU-bound well before a real NIC would be, so keep S small here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from xpufleet.doctor import run_doctor
+from xpufleet.executor import SessionPool
+from xpufleet.host import Host
+from xpufleet.inventory import load_inventory
+from xpufleet.lab import Lab
+from xpufleet.lab.model import write_model
+from xpufleet.lab.shaping import caps
+from xpufleet.relay import Member, StreamFile, run_relay
+from xpufleet.stage import local_manifest, parse_source, stage_model
+
+DEST = "/models/xpufleet-bench"
+
+
+def hosts_with_dest(lab: Lab, count: int) -> list[Host]:
+    hosts = load_inventory(lab.inventory_path).select(None)[:count]
+    for host in hosts:
+        host.vars["model_path"] = DEST
+    return hosts
+
+
+def clean(lab: Lab, count: int) -> None:
+    for i in range(1, count + 1):
+        shutil.rmtree(lab.node_dir(i) / "fs" / DEST.lstrip("/"), ignore_errors=True)
+
+
+def star(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int]:
+    """Every node fed by the control node at once: N one-member relays."""
+    files = local_manifest(str(source))["files"]
+    stream = [StreamFile(n, int(f["size"]), f["hash"]) for n, f in sorted(files.items())]
+    sent: dict[str, int] = {}
+    began = time.monotonic()
+    with SessionPool(hosts, lab.ssh_options(), len(hosts)) as pool:
+
+        def one(host: Host) -> None:
+            member = Member(pool.session(host), DEST, [s.name for s in stream], "stdin")
+            result = run_relay([member], stream, {"files": files}, source=source)
+            assert not result.failed, result.nodes
+            sent[host.name] = result.control_bytes
+
+        threads = [threading.Thread(target=one, args=(h,)) for h in hosts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return time.monotonic() - began, sum(sent.values())
+
+
+def relay(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int, Any]:
+    began = time.monotonic()
+    report = stage_model(hosts, lab.ssh_options(), parse_source(str(source), hosts))
+    seconds = time.monotonic() - began
+    assert report.exit_code() == 0, report.to_json()
+    return seconds, report.extra["stage"]["control_bytes"], report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mb", type=int, default=64)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--cap-mbit", type=float, default=80.0)
+    parser.add_argument("--nodes", default="4,8,16")
+    parser.add_argument("--modes", default="star,relay")
+    parser.add_argument("--down", action="store_true")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.nodes.split(",")]
+    lab = Lab.from_env()
+    lab.up(nodes=max(counts))
+    source = Path(tempfile.gettempdir()) / f"xpufleet-bench-model-{args.size_mb}MB"
+    write_model(source, shards=args.shards, shard_bytes=(args.size_mb << 20) // args.shards)
+    size = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
+    ideal = size / (args.cap_mbit * 1e6 / 8)
+    print(f"model {size / 1e6:.1f} MB in {args.shards} shards; cap {args.cap_mbit:g} Mbit/s "
+          f"per node; ideal S/cap = {ideal:.1f} s")  # fmt: skip
+    print(f"{'nodes':>5} {'mode':>6} {'wall s':>8} {'x ideal':>8} {'control MB':>11} {'x S':>5}")
+    try:
+        with caps(lab, max(counts), args.cap_mbit):
+            for count in counts:
+                hosts = hosts_with_dest(lab, count)
+                for mode in args.modes.split(","):
+                    clean(lab, count)
+                    if mode == "star":
+                        seconds, sent = star(lab, hosts, source)
+                    else:
+                        seconds, sent, _ = relay(lab, hosts, source)
+                    print(f"{count:>5} {mode:>6} {seconds:>8.1f} {seconds / ideal:>8.2f} "
+                          f"{sent / 1e6:>11.1f} {sent / size:>5.2f}", flush=True)  # fmt: skip
+        hosts = hosts_with_dest(lab, max(counts))
+        noop, sent, _ = relay(lab, hosts, source)
+        began = time.monotonic()
+        run_doctor(hosts, lab.ssh_options())
+        doctor = time.monotonic() - began
+        print(f"no-op re-stage of {len(hosts)} nodes: {noop:.2f} s, {sent} bytes sent; "
+              f"doctor of the same nodes: {doctor:.2f} s")  # fmt: skip
+    finally:
+        clean(lab, max(counts))
+        if args.down:
+            lab.down()
+
+
+if __name__ == "__main__":
+    main()
