@@ -174,12 +174,16 @@ class Stream(object):
         self.total = total
         self.done = set()  # names renamed into place
 
+    def temp_path(self, index):
+        return os.path.join(self.directory, "." + self.files[index]["name"] + PART)
+
     def path_of(self, index):
+        """Where this node can read the file's bytes (never the temp name of another dir)."""
         name = self.files[index]["name"]
         if self.source_dir:
             return os.path.join(self.source_dir, name)
         if name in self.want and name not in self.done:
-            return os.path.join(self.directory, "." + name + PART)
+            return self.temp_path(index)
         return os.path.join(self.directory, name)
 
     def read(self, start, end):
@@ -216,7 +220,7 @@ class Writer(object):
     def _open(self):
         entry = self.stream.files[self.index]
         if entry["name"] in self.stream.want and self.handle is None:
-            self.handle = open(self.stream.path_of(self.index), "wb")
+            self.handle = open(self.stream.temp_path(self.index), "wb")
             self.digest = hasher()
 
     def feed(self, pos, block):
@@ -244,7 +248,7 @@ class Writer(object):
         if entry["name"] in self.stream.want:
             self._open()  # an empty file
             self.handle.close()
-            temp = self.stream.path_of(self.index)
+            temp = self.stream.temp_path(self.index)
             size = os.path.getsize(temp)
             digest = self.digest.hexdigest()
             if size != entry["size"] or digest != entry["hash"]:
