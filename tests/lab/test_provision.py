@@ -330,9 +330,12 @@ def test_wheels_travel_through_the_relay_one_copy_for_every_node(
     direct = sum(1 for s in steps.values() if "direct" in s.message)
     assert report.extra["bytes_sent"] == (batches + direct) * wheel.stat().st_size
     assert batches + direct < len(steps)
-    assert statuses(provision(cluster, relay_dir, tags="wheels")).get(
-        "node1:provision.wheels.xpufleet-relayed"
-    ) == "ok"
+    assert (
+        statuses(provision(cluster, relay_dir, tags="wheels")).get(
+            "node1:provision.wheels.xpufleet-relayed"
+        )
+        == "ok"
+    )
 
 
 def test_full_disk_mid_transfer(cluster: Any, wheels: Path, tmp_path: Path) -> None:
