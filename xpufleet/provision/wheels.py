@@ -154,7 +154,8 @@ class Wheel(Step):
                         progress=advance,
                     )
 
-                if self.push == "relay" and ctx.relay is not None:
+                # the relay talks to nodes over SSH channels (not through srun)
+                if self.push == "relay" and ctx.relay and hasattr(ctx.session, "open_channel"):
                     sent, route = ctx.relay.push(
                         ctx.session, self.local_path, self.cache_dir, entry.filename, direct
                     )

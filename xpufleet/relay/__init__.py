@@ -198,6 +198,9 @@ def run_relay(
                 "parent_timeout": parent_timeout,
                 "manifest": manifest,
             }
+            if not hasattr(member.session, "open_channel"):
+                outcomes[member.name].error = "the relay needs an SSH connection (not srun)"
+                continue
             try:
                 channel = member.session.open_channel(
                     node_command("relay"), bulk=member.upstream == "stdin"
