@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from xpufleet.lab import Lab
+from xpufleet.lab.model import write_sparse_model
 
 pytestmark = pytest.mark.lab
 
@@ -66,6 +67,9 @@ CLUSTER_FOR = {
 }
 
 
+SPARSE = "/models/xpufleet-r1-sparse"
+
+
 def doctor(inventory: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     proc = subprocess.run(
         [INVOKE, "doctor", "--hosts", str(inventory), "--json", *extra],
@@ -92,8 +96,14 @@ def not_passing(doc: dict[str, Any]) -> dict[str, set[str]]:
 def inventories(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = yaml.safe_load(lab.inventory_path.read_text())
     base["all"]["vars"]["min_free_mem_gb"] = 1
-    # size the plan check for DeepSeek-R1 (xpufleet's default), not the lab's tiny model
+    # size the plan check for DeepSeek-R1, not the lab's tiny model: a sparse model of
+    # its size on every node (the fit check uses the real size on disk)
     base["all"]["vars"].pop("model_size_gb", None)
+    base["all"]["vars"]["model_path"] = SPARSE
+    for i in range(1, len(lab.hosts()) + 1):
+        write_sparse_model(
+            lab.node_dir(i) / "fs" / SPARSE.lstrip("/"), total_bytes=690 * 10**9, shards=4
+        )
     plain_dir = tmp_path_factory.mktemp("doctor-inventory")
     plain = plain_dir / "plain.yaml"
     plain.write_text(yaml.safe_dump(base))

@@ -818,7 +818,13 @@ class Lab:
         """Keep the model dir's entries visible (symlinks), then fill the tmpfs to 100%."""
         for entry in sorted(real.iterdir()) if real.is_dir() else []:
             with contextlib.suppress(OSError):
-                os.symlink(entry, mounted / entry.name)
+                if entry.is_dir() and not entry.is_symlink():
+                    # a model directory lives ON the full disk; its files stay readable
+                    (mounted / entry.name).mkdir()
+                    for item in entry.iterdir():
+                        os.symlink(item, mounted / entry.name / item.name)
+                else:
+                    os.symlink(entry, mounted / entry.name)
         block = b"\0" * 65536
         with contextlib.suppress(OSError), (mounted / ".full").open("wb") as fh:
             while True:
