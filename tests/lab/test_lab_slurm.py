@@ -280,6 +280,7 @@ def test_launch_is_one_srun_step_that_dies_with_a_rank(
         )
         code, status = invoke("status")
         assert code == 0
+        assert f"xpufleet-launch-{run_id}) running" in json.dumps(status["cluster"])
         pids = {
             int(r["data"]["rank"]): int(r["data"]["pid"])
             for host in status["hosts"].values()

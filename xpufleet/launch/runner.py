@@ -608,6 +608,8 @@ def run_status(
             if where:
                 report.extra["base_url"] = f"http://{url_host(where[0])}:{where[1]}/v1"
     report.extra["runs"] = {n: s.get("run_id") for n, s in statuses.items()}
+    if slurm_step.over_slurm(hosts):
+        report.cluster.append(slurm_step.steps_result(hosts, latest))
     return report
 
 

@@ -198,6 +198,17 @@ def running_steps(hosts: Sequence[Host]) -> dict[str, Any]:
     return {name: step for name, step in steps.items() if name.startswith("xpufleet-launch-")}
 
 
+def steps_result(hosts: Sequence[Host], run_id: str) -> Result:
+    """`status` over Slurm: the launch step Slurm runs for the run, if any (info only)."""
+    steps = running_steps(hosts)
+    mine = steps.get(step_name(run_id)) if run_id else None
+    if mine:
+        return Result("status.slurm", OK, f"srun step {mine} ({step_name(run_id)}) running")
+    others = ", ".join(f"{v} ({k})" for k, v in sorted(steps.items()))
+    also = f"; also {others}" if others else ""
+    return Result("status.slurm", OK, f"no srun step of run {run_id or '-'}{also}")
+
+
 def cancel_leftover_steps(hosts: Sequence[Host]) -> Result:
     """After the supervisors stopped: a launch step Slurm still lists is cancelled."""
     steps = running_steps(hosts)
