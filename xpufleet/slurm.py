@@ -114,9 +114,11 @@ def run_step(
     timeout: float | None,
     stdout_to: Callable[[bytes], None] | None = None,
     on_line: Callable[[bytes], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> StepResult:
     """Run srun: `feed(write)` writes its stdin (in a thread), stdout and stderr drained
-    as they come; past `timeout` srun gets SIGTERM (it ends the step), then SIGKILL."""
+    as they come; past `timeout` (or once `cancel` is set) srun gets SIGTERM (it ends
+    the step), then SIGKILL."""
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,
@@ -151,6 +153,8 @@ def run_step(
             if deadline is not None and time.monotonic() > deadline and not timed_out:
                 timed_out = True
                 _end(proc)
+            if cancel is not None and cancel.is_set() and proc.poll() is None:
+                _end(proc)
             for key, _ in sel.select(timeout=0.2):
                 block = os.read(key.fileobj.fileno(), CHUNK)  # type: ignore[union-attr]
                 if not block:
@@ -161,13 +165,13 @@ def run_step(
                     err.append(block)
                 elif stdout_to is not None:
                     stdout_to(block)
+                elif on_line is not None:  # lines go there, stdout is not kept
+                    partial += block
+                    *lines, partial = partial.split(b"\n")
+                    for line in lines:
+                        on_line(line)
                 else:
                     out.append(block)
-                    if on_line is not None:
-                        partial += block
-                        *lines, partial = partial.split(b"\n")
-                        for line in lines:
-                            on_line(line)
     status = proc.wait()
     writer.join(timeout=TERM_GRACE)
     return StepResult(None if timed_out else status, b"".join(out), b"".join(err))
@@ -233,6 +237,20 @@ class SlurmSession:
         if step.status != 0 and srun_errors:
             raise UnreachableError(self.host.name, "; ".join(srun_errors))
         return stdout, stderr, step.status
+
+    def follow(
+        self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
+    ) -> None:
+        """Stream a command's stdout line by line (`tail -F`) until it ends or `cancelled`."""
+        self.round_trips += 1
+        run_step(
+            srun_argv([self.host]),
+            srun_env(self.host, command),
+            feed=None,
+            timeout=None,
+            on_line=on_line,
+            cancel=cancelled,
+        )
 
     def run(
         self,

@@ -288,6 +288,21 @@ def test_launch_is_one_srun_step_that_dies_with_a_rank(
             if r["id"].startswith("status.rank.")
         }
         assert sorted(pids) == list(range(8))
+        follow = subprocess.Popen(
+            [INVOKE, "logs", "--follow", "--json", "--hosts", str(inventory)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=slurm_lab.slurm.client_env(),
+        )  # fmt: skip
+        try:  # logs --follow streams through srun steps; one Ctrl-C ends it
+            assert follow.stdout is not None
+            first = json.loads(follow.stdout.readline())
+            assert first["host"] in ("node1", "node2") and first["rank"]
+            follow.send_signal(signal.SIGINT)
+            assert follow.wait(timeout=60) == 130
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
         os.kill(pids[5], signal.SIGKILL)
         assert _wait_until(
             lambda: (

@@ -795,6 +795,9 @@ def _follow(
     cancelled: threading.Event,
 ) -> int:
     """Stream a remote `tail -F`, line by line, until cancelled or the command ends."""
+    follow = getattr(session, "follow", None)
+    if follow is not None:  # the Slurm connector: lines of an srun step
+        return _follow_lines(session.host.name, follow, command, emit_line, cancelled)
     channel = session.transport.open_session()
     channel.settimeout(0.5)
     channel.exec_command(command)
@@ -819,6 +822,27 @@ def _follow(
                     count += 1
     finally:
         close_quietly(channel)
+    return count
+
+
+def _follow_lines(
+    host: str,
+    follow: Callable[..., None],
+    command: str,
+    emit_line: Callable[[str, str, str], None],
+    cancelled: threading.Event,
+) -> int:
+    tag = "main"
+    count = 0
+
+    def on_line(raw: bytes) -> None:
+        nonlocal tag, count
+        for line_tag, tagged in tag_lines([raw.decode(errors="replace")], start_tag=tag):
+            tag = line_tag
+            emit_line(host, line_tag, tagged)
+            count += 1
+
+    follow(command, on_line, cancelled)
     return count
 
 
