@@ -373,3 +373,24 @@ def test_emitted_sbatch_script_serves_and_scancel_stops_it(
     from xpufleet.launch.remote.supervisor import port_holders
 
     assert _wait_until(lambda: not port_holders(slurm_lab.node_address(1), base), 30)
+
+
+def test_doctor_names_the_node_srun_cannot_reach_and_probes_the_others(
+    allocation: str, slurm_lab: Lab, tmp_path: Path
+) -> None:
+    """A host Slurm refuses (not in the allocation) makes the one-step probe fail as a
+    whole; each host is then probed alone: the bad one is named unreachable, the others
+    get their facts."""
+    from xpufleet.doctor import gather
+
+    hosts = load_inventory(_inventory_for_job(slurm_lab, tmp_path, allocation)).select(
+        "node1:node2"
+    )
+    stranger = replace(hosts[0], name="node9", vars={**hosts[0].vars})
+    outcomes = gather([*hosts, stranger], slurm_lab.ssh_options(), forks=4)
+    error = outcomes["node9"].error
+    assert isinstance(error, UnreachableError) and error.host == "node9", outcomes["node9"]
+    for name in ("node1", "node2"):
+        output = outcomes[name].value
+        assert output is not None and output.raw is not None, outcomes[name]
+        assert output.raw["hostname"] == name
