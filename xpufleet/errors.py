@@ -130,6 +130,12 @@ class LockHeld(HostError):
     kind = "locked"
 
 
+class BecomeFailed(HostError):
+    """sudo would not run a privileged step (no password given, or a wrong one)."""
+
+    kind = "become"
+
+
 def stderr_tail(text: str, lines: int = 5, limit: int = 600) -> str:
     """Last few non-empty lines of stderr, for one-line messages."""
     kept = [ln for ln in text.strip().splitlines() if ln.strip()][-lines:]

@@ -8,6 +8,7 @@ HostError here, and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -22,6 +23,7 @@ from fabric import Config, Connection
 from . import shell
 from .errors import (
     AuthenticationFailed,
+    BecomeFailed,
     CommandFailed,
     CommandTimeout,
     ConnectionLost,
@@ -32,6 +34,7 @@ from .errors import (
     HostKeyUnknown,
     NameNotResolved,
     UnreachableError,
+    stderr_tail,
 )
 from .host import Host
 from .jump import JumpHub
@@ -51,6 +54,8 @@ class SSHOptions:
     command_timeout: float | None = 600.0
     #: the task's jump-host connections, shared by every session (see jump.py)
     hub: JumpHub = field(default_factory=JumpHub, compare=False, repr=False)
+    #: sudo password for hosts with ansible_become (fed over stdin, never in argv/logs)
+    become_password: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,9 @@ class Session:
         self.options = options
         self.round_trips = 0
         self._conn: Connection | None = None
+        #: inside `elevated()`: commands run through sudo as the host's become user
+        self.becoming = False
+        self._sudo_asks: bool | None = None  # does sudo want a password here?
 
     # -- connection -------------------------------------------------------
     def open(self) -> Session:
@@ -203,6 +211,8 @@ class Session:
         full = shell.env_assignments(env or {}) + command
         data = stdin.encode() if isinstance(stdin, str) else stdin
         timeout = self.options.command_timeout if timeout is None else timeout
+        full, secret = self._sudo(full)
+        data = secret + (data or b"") if secret else data
 
         def send_stdin(channel: paramiko.Channel) -> None:
             if data:
@@ -215,6 +225,8 @@ class Session:
         err = stderr.decode(errors="replace")
         if status is None:
             raise CommandTimeout(self.host.name, command, -1, err + f"\ntimed out after {timeout}s")
+        if secret is not None:
+            self._check_sudo(status, err)
         result = CommandResult(self.host.name, command, status, out, err)
         if check and status != 0:
             raise CommandFailed(self.host.name, command, status, err or out)
@@ -230,8 +242,11 @@ class Session:
     ) -> CommandResult:
         """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
         timeout = self.options.command_timeout if timeout is None else timeout
+        command, secret = self._sudo(command)
 
         def send_source(channel: paramiko.Channel) -> None:
+            if secret:
+                channel.sendall(secret)
             while block := source.read(CHUNK):
                 channel.sendall(block)
                 if progress:
@@ -243,6 +258,8 @@ class Session:
         err = stderr.decode(errors="replace")
         if status is None:
             raise CommandTimeout(self.host.name, command, -1, err)
+        if secret is not None:
+            self._check_sudo(status, err)
         if status != 0:
             raise CommandFailed(self.host.name, command, status, err)
         return CommandResult(self.host.name, command, status, stdout.decode(errors="replace"), err)
@@ -257,6 +274,54 @@ class Session:
             raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
         self.round_trips += 1
         return Channel(self.host.name, channel)
+
+    # -- become (sudo) ---------------------------------------------------
+    @contextlib.contextmanager
+    def elevated(self) -> Iterator[Session]:
+        """Commands inside run as the become user (when the host has ansible_become)."""
+        before, self.becoming = self.becoming, self.host.become is not None
+        try:
+            yield self
+        finally:
+            self.becoming = before
+
+    def _sudo(self, command: str) -> tuple[str, bytes | None]:
+        """(command, bytes to send first) for one command: through sudo when elevated.
+
+        The password goes over the channel's stdin, which `sudo -S` reads (one line)
+        before the command reads the rest: never in argv, the environment or a file."""
+        become = self.host.become
+        if not self.becoming or become is None:
+            return command, None
+        target = shell.quote(become.user)
+        if self._sudo_asks is None:
+            self.becoming = False
+            try:
+                probe = self.run(f"sudo -n -u {target} true", check=False)
+            finally:
+                self.becoming = True
+            self._sudo_asks = probe.exit_status != 0
+        inner = f"/bin/sh -c {shell.quote(command)}"
+        if not self._sudo_asks:
+            return f"sudo -n -u {target} -- {inner}", b""
+        password = self.options.become_password
+        if password is None:
+            raise BecomeFailed(
+                self.host.name,
+                f"sudo needs a password for {self.host.user} (ansible_become): set "
+                "XPUFLEET_BECOME_PASSWORD or answer the prompt (see "
+                "docs/runbooks/provision.md#sudo-needs-a-password)",
+            )
+        # -k: always ask, so the password line is always consumed by sudo, never the command
+        return f"sudo -k -S -p '' -u {target} -- {inner}", password.encode() + b"\n"
+
+    def _check_sudo(self, status: int, stderr: str) -> None:
+        if status != 0 and any(s in stderr for s in _SUDO_REFUSED):
+            raise BecomeFailed(
+                self.host.name,
+                f"sudo refused {self.host.user} (ansible_become): {stderr_tail(stderr)} "
+                "(see docs/runbooks/provision.md#sudo-needs-a-password)",
+            )
 
     def _exec(
         self,
@@ -336,6 +401,16 @@ class Channel:
 
     def close(self) -> None:
         close_quietly(self._channel)
+
+
+#: what sudo prints when it did not accept the password (sudo's own messages)
+_SUDO_REFUSED = (
+    "Sorry, try again",
+    "incorrect password attempt",
+    "a password is required",
+    "is not in the sudoers file",
+    "may not run sudo",
+)
 
 
 def close_quietly(channel: paramiko.Channel) -> None:

@@ -229,6 +229,20 @@ def healthy_raw() -> dict[str, Any]:
         },
         "rendezvous": [connect(f"node{i}", f"10.0.0.{i}") for i in range(1, 5)],
         "clock": {"start": 1000.1, "elapsed": 0.1},
+        "access": {
+            "uid": 0,
+            "user": "root",
+            "become": False,
+            "fi_provider": "tcp",
+            "render_nodes": [
+                {"path": f"/dev/dri/renderD{128 + n}", "group": "render", "mode": 0o660, "rw": True}
+                for n in range(4)
+            ],
+            "memlock": [-1, -1],
+            "paths": {
+                "install_dir": {"path": "/opt/xpufleet", "checked": "/opt", "writable": True}
+            },
+        },
     }
 
 

@@ -21,6 +21,7 @@ from ..provision.steps import parse_requirement, unsatisfied
 from ..results import Result
 from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result
+from .access import ACCESS_CHECKS
 from .weights import check_model_files
 
 PYTHON_MIN = "3.10"
@@ -869,6 +870,7 @@ NODE_CHECKS: tuple[NodeCheck, ...] = (
     check_clock,
     check_gpu_holders,
     check_ports,
+    *ACCESS_CHECKS,
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import getpass
 import json
 import os
 import sys
@@ -73,7 +75,26 @@ def open_context(
     for warning in inventory.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     selected = sshconfig.apply_all(inventory.select(limit), ssh_config_path(settings))
-    return TaskContext(settings, inventory, selected, ssh_options(settings), as_json)
+    options = ssh_options(settings)
+    if any(h.become for h in selected):
+        options = dataclasses.replace(options, become_password=become_password(selected))
+    return TaskContext(settings, inventory, selected, options, as_json)
+
+
+#: where the sudo password of hosts with ansible_become comes from (never the inventory)
+BECOME_PASSWORD_ENV = "XPUFLEET_BECOME_PASSWORD"
+
+
+def become_password(hosts: list[Host]) -> str | None:
+    """The sudo password: the environment variable, else a prompt on a terminal, else None
+    (then sudo must not ask: NOPASSWD, or the task names the host that needed one)."""
+    value = os.environ.get(BECOME_PASSWORD_ENV)
+    if value is not None:
+        return value
+    if sys.stdin.isatty():
+        users = ", ".join(sorted({h.user for h in hosts if h.become}))
+        return getpass.getpass(f"sudo password for {users} (empty: none needed): ") or None
+    return None
 
 
 def ssh_config_path(settings: Settings) -> str | None:

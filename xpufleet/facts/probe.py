@@ -84,6 +84,10 @@ def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
         "packages": list(RUNTIME_PACKAGES),
         "connect_timeout": CONNECT_TIMEOUT_S,
         "budget": PROBE_TIMEOUT_S - 30,
+        # what a non-root login must be able to write (checks/access.py)
+        "paths": {n: str(var(host, n)) for n in ("install_dir", "state_dir", "venv", "build_dir")},
+        "become": host.become is not None,
+        "fi_provider": str(var(host, "fi_provider")),
     }
     params["rendezvous"] = [rendezvous_target(peer) for peer in peers]
     return params

@@ -507,6 +507,52 @@ def connect(target):
     }
 
 
+def access_facts():
+    """What a non-root login may lack: render nodes' group, locked memory, writable paths."""
+    import grp
+    import pwd
+    import resource
+
+    uid = os.getuid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    nodes = []
+    for path in sorted(glob.glob("/dev/dri/renderD*")):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            nodes.append({"path": path, "error": str(exc)})
+            continue
+        try:
+            group = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            group = str(st.st_gid)
+        rw = os.access(path, os.R_OK | os.W_OK)
+        nodes.append({"path": path, "group": group, "mode": st.st_mode & 0o777, "rw": rw})
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    paths = {}
+    for name, path in sorted((PARAMS.get("paths") or {}).items()):
+        checked = path
+        while checked and checked != "/" and not os.path.exists(checked):
+            checked = os.path.dirname(checked)
+        paths[name] = {
+            "path": path,
+            "checked": checked,
+            "writable": bool(checked) and os.access(checked, os.W_OK),
+        }
+    return {
+        "uid": uid,
+        "user": user,
+        "become": bool(PARAMS.get("become")),
+        "fi_provider": PARAMS.get("fi_provider"),
+        "render_nodes": nodes,
+        "memlock": [soft, hard],
+        "paths": paths,
+    }
+
+
 def load_json(path):
     text = read(path)
     if text is None:
@@ -625,6 +671,7 @@ def main():
         "nic": nic_facts(PARAMS.get("nic")),
         "wheels_text": read(PARAMS["wheels_manifest"]) if PARAMS.get("wheels_manifest") else None,
         "busy": busy_facts(set(PARAMS.get("ports") or [])),
+        "access": access_facts(),
     }
     found = slow.join(time.monotonic() + float(PARAMS.get("budget") or 100))
     for key in ("gpu_tools", "env", "rendezvous", "packages", "model"):

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from .cluster import Lab
 
 BASTION_INDEX = 254
+#: owner group of the simulated /dev/dri/renderD* (root:video 0660, as before `render`
+#: existed); the ops account is in it, the usr account is not
+DRI_GROUP = "video"
 SUDOERS_DIR = Path("/etc/sudoers.d")
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
@@ -110,6 +113,8 @@ def _ensure_accounts(lab: Lab, acc: Accounts) -> None:
     for user in acc.users:
         if not _exists(user):
             _run("useradd", "-M", "-g", acc.group, "-d", f"/home/{user}", "-s", "/bin/bash", user)
+    # ops may open the GPUs (the group owning the lab's /dev/dri/renderD*); usr may not
+    _run("usermod", "-a", "-G", DRI_GROUP, acc.ops)
     _run("chpasswd", stdin=f"{acc.ops}:{become_password(lab)}\n")
     _run("usermod", "-p", "*", acc.usr)  # no password, but not locked (sshd refuses locked)
     sudoers = SUDOERS_DIR / acc.group

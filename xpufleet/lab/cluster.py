@@ -38,6 +38,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
@@ -70,12 +71,15 @@ NODE_DIRS: tuple[tuple[str, str], ...] = (
     ("opt_xpufleet", "/opt/xpufleet"),
     ("var_lib_xpufleet", "/var/lib/xpufleet"),
     ("models", "/models"),
+    ("dev_dri", "/dev/dri"),
 )
+#: the group that owns the simulated render nodes (see bastion.DRI_GROUP)
+DRI_GROUP = bastion.DRI_GROUP
 #: where a node sees its oneAPI release (a read-only bind of the lab's shared copy)
 ONEAPI_MOUNT = "/opt/intel/oneapi"
 #: mount points that must exist on the host (empty directories there)
 HOST_MOUNT_POINTS = ("/opt/intel", "/opt/xpufleet", "/var/lib/xpufleet", "/models",
-                     "/etc/OpenCL/vendors")  # fmt: skip
+                     "/etc/OpenCL/vendors", "/dev/dri")  # fmt: skip
 #: faults that are only files on the node: applied by re-rendering its files
 FILE_FAULTS = frozenset({"old_oneapi", "missing_xpu_smi", "torch_no_xccl"})
 START_TIMEOUT = 30.0
@@ -194,6 +198,24 @@ def _kill_all(pids: list[int], sig: int = signal.SIGKILL) -> None:
             os.kill(pid, sig)
 
 
+def _render_nodes(directory: Path, cards: int) -> None:
+    """The node's /dev/dri: card<n> and renderD<128+n> character devices (226, as the DRM
+    driver registers them), root:video 0660, matching the simulated /sys/class/drm."""
+    import grp
+
+    try:
+        gid = grp.getgrnam(DRI_GROUP).gr_gid
+    except KeyError:
+        gid = 0
+    for n in range(cards):
+        for name, minor in ((f"card{n}", n), (f"renderD{128 + n}", 128 + n)):
+            path = directory / name
+            if not path.exists():
+                os.mknod(path, 0o660 | stat.S_IFCHR, os.makedev(226, minor))
+            os.chown(path, 0, gid)
+            path.chmod(0o660)
+
+
 def ed25519_keypair() -> tuple[bytes, str]:
     """(OpenSSH private key bytes, 'ssh-ed25519 AAAA...' public line), made in-process."""
     from cryptography.hazmat.primitives import serialization
@@ -289,6 +311,10 @@ class Lab:
             return f"{bastion.private_net(self.net)}.{index}"
         except (InputError, IndexError, ValueError):
             return None
+
+    def _private_net(self) -> str | None:
+        address = self.private_address(1)
+        return address.rsplit(".", 1)[0] if address else None
 
     def bastion_up(self) -> bastion.Accounts:
         """Add the login node, the firewall and the non-root accounts (see bastion.py)."""
@@ -555,7 +581,9 @@ class Lab:
     def _render_shared(self, count: int) -> None:
         hosts = Path("/etc/hosts").read_text(errors="replace")
         tree: generate.Tree = {
-            "etc_hosts": generate.file(generate.etc_hosts(hosts, self.net, count), in_place=True),
+            "etc_hosts": generate.file(
+                generate.etc_hosts(hosts, self.net, count, self._private_net()), in_place=True
+            ),
             "bashrc": generate.file(generate.BASHRC, in_place=True),
             "opencl_vendors/intel.icd": generate.file(generate.OPENCL_ICD),
         }
@@ -571,6 +599,7 @@ class Lab:
         for sub, _target in NODE_DIRS:
             (fs / sub).mkdir(parents=True, exist_ok=True)
         (fs / "opt_intel" / "oneapi").mkdir(exist_ok=True)  # mount point of the release
+        _render_nodes(fs / "dev_dri", spec.cards)
         torch_info = generate.torch_description(
             spec, xccl="torch_no_xccl" not in faults, driver="no_driver" not in faults
         )

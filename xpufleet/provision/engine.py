@@ -16,12 +16,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from .. import shell
 from ..errors import HostError, UnreachableError
 from ..executor import SessionPool, connect
 from ..host import Host
 from ..relay.batch import FileRelay
 from ..results import CHANGED, FAILED, OK, SKIP, HostReport, Result, TaskReport
 from ..transport import CommandResult, Session, SSHOptions
+from ..variables import var
 from .lock import NodeLock, acquire_lock, release_lock
 from .steps import Decision, Step
 
@@ -33,6 +35,7 @@ ANCHORS = (
     "lock-held",
     "pip-conflicts",
     "failed-step",
+    "sudo-needs-a-password",
 )
 
 
@@ -158,6 +161,8 @@ def _anchor_for(message: str) -> str:
         return "interrupted-transfer"
     if "locked by" in text:
         return "lock-held"
+    if "(ansible_become)" in text:
+        return "sudo-needs-a-password"
     if "pip" in text or "conflict" in text or "resolutionimpossible" in text:
         return "pip-conflicts"
     return "failed-step"
@@ -215,6 +220,15 @@ def provision_host(
         if lock is not None:
             _release(session, lock)
     return results, sent
+
+
+def hand_over_state_dir(session: Session) -> None:
+    """After a provision under become: the login user owns `<state_dir>` and its runs/,
+    so launch and stop (which run as the login user) can take the lock and write runs."""
+    state = str(var(session.host, "state_dir")).rstrip("/")
+    user = shell.quote(session.host.user)
+    runs = shell.quote(f"{state}/runs")
+    session.run(f"mkdir -p {runs} && chown {user} {shell.quote(state)} {runs}")
 
 
 def _release(session: Session, lock: NodeLock) -> None:
@@ -278,7 +292,11 @@ def provision(
         if abort.is_set:
             return [Result(s.id, SKIP, f"not run: {abort.reason}") for s in steps], 0
         try:
-            results, sent = provision_host(session, steps, options, abort, transfers, relay)
+            # ansible_become: every step runs through sudo (Ansible's play-level become)
+            with session.elevated():
+                results, sent = provision_host(session, steps, options, abort, transfers, relay)
+                if session.host.become and not options.check:
+                    hand_over_state_dir(session)
         except HostError as exc:
             note_failure(session.host.name)
             raise exc
@@ -302,7 +320,9 @@ def provision(
             host_report.error_kind = outcome.error.kind
             if outcome.reachable:
                 step_id = "provision.lock" if outcome.error.kind == "locked" else "provision.host"
-                anchor = "lock-held" if outcome.error.kind == "locked" else "failed-step"
+                anchor = {"locked": "lock-held", "become": "sudo-needs-a-password"}.get(
+                    outcome.error.kind, "failed-step"
+                )
                 host_report.results.append(
                     Result(step_id, FAILED, outcome.error.message, f"{RUNBOOK}#{anchor}")
                 )

@@ -94,6 +94,7 @@ def node_description(node_name: str, spec: NodeSpec) -> dict[str, Any]:
             "xpu-smi",
             "sycl-ls",
             "/sys/class/drm",
+            "/dev/dri",
             f"/sys/module/{spec.driver}",
             ONEAPI_ROOT,
             "/etc/OpenCL/vendors/intel.icd",
@@ -364,10 +365,13 @@ BASHRC = (
 )
 
 
-def etc_hosts(real_hosts: str, prefix: str, count: int) -> str:
-    """The host's /etc/hosts plus every lab node, so node names resolve on the nodes."""
+def etc_hosts(real_hosts: str, prefix: str, count: int, private: str | None = None) -> str:
+    """The host's /etc/hosts plus every lab node, so node names resolve on the nodes
+    (to both addresses when the node also has one behind the bastion)."""
     lines = [real_hosts.rstrip("\n"), "", "# xpufleet lab nodes"]
     lines += [f"{prefix}.{i}\tnode{i}" for i in range(1, count + 1)]
+    if private:
+        lines += [f"{private}.{i}\tnode{i}" for i in range(1, count + 1)]
     return "\n".join(lines) + "\n"
 
 
