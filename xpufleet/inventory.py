@@ -886,6 +886,12 @@ def load_inventory(path: str | Path) -> Inventory:
         layers.append(vars_files_layer("host_vars", name))
         merged, sources = _merge(layers)
         host, address_var = _make_host(name, merged, member_of, base)
+        if host.become and merged.get("connector") == "slurm":
+            raise sources["ansible_become"].error(
+                "ansible_become needs the ssh connector (srun steps run as the allocation's "
+                "user; sudo is not applied there)",
+                "ansible_become",
+            )
         warnings.update(dict.fromkeys(_args_warnings(merged, sources)))
         # the same private address behind two different jump hosts is two machines
         other = by_address.setdefault((host.address, host.port, host.jump), name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -73,9 +74,22 @@ class Sampler:
         self._thread.join(timeout=30)
 
 
+#: root-owned paths (so provision needs sudo) of this module's own, apart from the
+#: defaults the other lab tests expect untouched; removed after the module
+ROOT_PATHS = {
+    "install_dir": "/opt/xpufleet/become-test",
+    "venv": "/opt/xpufleet/become-test/venv",
+    "state_dir": "/var/lib/xpufleet/become-test",
+    "build_dir": "/var/tmp/xpufleet-become-test",
+}
+
+
 @pytest.fixture(scope="module")
-def login(lab: Lab) -> bastion.Accounts:
-    return lab.bastion_up()
+def login(lab: Lab) -> Iterator[bastion.Accounts]:
+    yield lab.bastion_up()
+    for sub in ("opt_xpufleet", "var_lib_xpufleet"):  # the node's own dirs (see cluster.py)
+        for index in range(1, 5):
+            shutil.rmtree(lab.node_dir(index) / "fs" / sub / "become-test", ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +174,7 @@ def test_become_through_the_bastion_with_a_password_that_appears_nowhere(
     import pwd
 
     password = bastion.become_password(lab)
-    inventory = _inventory(lab, tmp_path / "ops.yaml", login.ops, ansible_become=True)
+    inventory = _inventory(lab, tmp_path / "ops.yaml", login.ops, ansible_become=True, **ROOT_PATHS)
     outputs: list[str] = []
     with Sampler(password) as sampler:
         code, doc, out = _run(wheels, inventory, "provision", "--limit", "node1",
@@ -198,7 +212,7 @@ def test_become_through_the_bastion_with_a_password_that_appears_nowhere(
 def test_missing_or_wrong_password_is_named(
     lab: Lab, login: bastion.Accounts, wheels: Path, tmp_path: Path
 ) -> None:
-    inventory = _inventory(lab, tmp_path / "ops.yaml", login.ops, ansible_become=True)
+    inventory = _inventory(lab, tmp_path / "ops.yaml", login.ops, ansible_become=True, **ROOT_PATHS)
     code, doc, out = _run(wheels, inventory, "provision", "--limit", "node3")
     assert code == 1, out
     failure = doc["hosts"]["node3"]["results"][0]

@@ -293,9 +293,10 @@ def provision(
             return [Result(s.id, SKIP, f"not run: {abort.reason}") for s in steps], 0
         try:
             # ansible_become: every step runs through sudo (Ansible's play-level become)
-            with session.elevated():
+            elevated = getattr(session, "elevated", None)  # the slurm connector has none
+            with elevated() if elevated else contextlib.nullcontext():
                 results, sent = provision_host(session, steps, options, abort, transfers, relay)
-                if session.host.become and not options.check:
+                if elevated and session.host.become and not options.check:
                     hand_over_state_dir(session)
         except HostError as exc:
             note_failure(session.host.name)
