@@ -50,6 +50,7 @@ def slurm_lab(lab: Lab) -> Iterator[Lab]:
         yield lab
     finally:
         lab.stop_slurm()
+        assert not lab.slurm.daemons(), "a Slurm daemon of the lab survived stop_slurm"
 
 
 def _client(lab: Lab, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
