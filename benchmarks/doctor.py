@@ -14,7 +14,10 @@ For each N the lab is converged to N healthy nodes (`Lab.up`), then:
 The ratio is Ansible's time over doctor's. With `--slurm` the lab also runs its real
 Slurm and doctor is timed a second way, over the Slurm connector: the same hosts from
 a `plugin: slurm` inventory of an N-node allocation (salloc --no-shell), all probed in
-ONE srun step (column `srun s`, median of `--runs`). Default lab: its own dir, 127.0.9.x and port
+ONE srun step (column `srun s`, median of `--runs`). With `--bastion` doctor is
+timed a third way: the same nodes reached only through the lab's bastion (their
+private addresses, ProxyJump; one SSH connection to the bastion carries every node's
+channel), column `bastion s` and its ratio to direct. Default lab: its own dir, 127.0.9.x and port
 22922 (override with the XPUFLEET_LAB_* variables); it is brought down at the end.
 
 The lab is real sshd nodes on loopback of ONE shared 2-core machine, not yet
@@ -38,7 +41,7 @@ import yaml
 
 from xpufleet.doctor import run_doctor
 from xpufleet.inventory import load_inventory
-from xpufleet.lab import Lab
+from xpufleet.lab import Lab, bastion
 
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
@@ -166,6 +169,25 @@ def time_doctor_slurm(lab: Lab, nodes: int, runs: int, workdir: Path) -> list[fl
         subprocess.run(["scancel", job], env=env, check=False)
 
 
+def time_doctor_bastion(lab: Lab, nodes: int, runs: int, workdir: Path) -> list[float]:
+    """doctor on the nodes' private addresses, through the lab's one bastion."""
+    lab.bastion_up()
+    inventory = workdir / f"bastion-{nodes}.yaml"
+    inventory.write_text(bastion.inventory(lab, user="root"))
+    hosts = load_inventory(inventory).select(None)
+    assert len(hosts) == nodes and all(h.jump for h in hosts)
+    times = []
+    for _ in range(runs):
+        options = lab.ssh_options()
+        started = time.perf_counter()
+        report = run_doctor(hosts, options, forks=nodes)
+        times.append(time.perf_counter() - started)
+        unreachable = [n for n, h in report.hosts.items() if not h.reachable]
+        assert not unreachable, f"unreachable through the bastion: {unreachable}"
+        assert options.hub.handshakes == 1, "one bastion connection for all nodes"
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="4,8,16,32", help="comma-separated node counts")
@@ -173,6 +195,9 @@ def main() -> None:
     parser.add_argument("--no-ansible", action="store_true", help="time doctor only")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     parser.add_argument("--slurm", action="store_true", help="also time doctor over srun")
+    parser.add_argument(
+        "--bastion", action="store_true", help="also time doctor through the lab's bastion"
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.nodes.split(",")]
     lab = Lab(
@@ -184,6 +209,8 @@ def main() -> None:
     header = f"{'N':>3} {'doctor s':>9} {'runs':>18} {'rt/host':>7} {'ansible s':>9} {'ratio':>6}"
     if args.slurm:
         header += f" {'srun s':>7} {'srun runs':>18}"
+    if args.bastion:
+        header += f" {'bastion s':>9} {'bastion runs':>18} {'/direct':>7}"
     rows = []
     print(header)
     try:
@@ -207,6 +234,11 @@ def main() -> None:
                     srun_times = time_doctor_slurm(lab, nodes, args.runs, Path(tmp))
                     srun_runs = ",".join(f"{t:.2f}" for t in srun_times)
                     row += f" {statistics.median(srun_times):>7.2f} {srun_runs:>18}"
+                if args.bastion:
+                    via = time_doctor_bastion(lab, nodes, args.runs, Path(tmp))
+                    via_runs = ",".join(f"{t:.2f}" for t in via)
+                    via_median = statistics.median(via)
+                    row += f" {via_median:>9.2f} {via_runs:>18} {via_median / median:>6.2f}x"
                 if status:
                     row += f"  (ansible exit {status})"
                 rows.append(row)

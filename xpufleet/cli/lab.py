@@ -75,6 +75,8 @@ def _print_status(status: LabStatus, *, as_json: bool) -> None:
         "json": "machine-readable status on stdout",
         "slurm": "also run a real Slurm (munged, slurmctld, a slurmd in each node) and write "
         "its `plugin: slurm` inventory; a later lab.up keeps it, lab.down stops it",
+        "bastion": "also a login node: compute nodes reachable only through it on private "
+        "addresses, accounts with and without sudo; writes inventory-bastion.yaml",
     }
 )
 @exits
@@ -84,6 +86,7 @@ def up(
     profile: str | None = None,
     json: bool = False,
     slurm: bool = False,
+    bastion: bool = False,
 ) -> int:
     """Start the lab cluster, or converge a running one to the nodes and profile asked for."""
     count = None
@@ -94,6 +97,8 @@ def up(
     lab = _lab(c)
     started = time.monotonic()
     status = lab.up(nodes=count, profile=_profile_path(profile), slurm=True if slurm else None)
+    if bastion:
+        lab.bastion_up()
     elapsed = time.monotonic() - started
     _print_status(status, as_json=json)
     if not json:
@@ -101,6 +106,12 @@ def up(
             f"lab up: {len(status.nodes)} nodes in {elapsed:.1f}s; "
             f"inventory: {relative(lab.inventory_path)}"
         )
+        if bastion:
+            path = lab.dir / "inventory-bastion.yaml"
+            console.print(
+                f"lab bastion: inventory {relative(path)} (sudo account, ansible_become); "
+                f"XPUFLEET_BECOME_PASSWORD=$(cat {relative(lab.dir / 'become_password')})"
+            )
         if lab.slurm_inventory_path.exists():
             console.print(
                 f"lab Slurm: SLURM_CONF={relative(lab.slurm.conf)}; "

@@ -252,6 +252,11 @@ def up(lab: Lab) -> Accounts:
     if _run("iptables", "-w", "10", "-C", *rule, check=False).returncode != 0:
         _run("iptables", "-w", "10", "-A", *rule)
     lab._write_known_hosts(len(lab._read_state().get("nodes", {})))
+    (lab.dir / "inventory-bastion.yaml").write_text(
+        f"# The lab's nodes through its bastion as {acc.ops} (sudo with the password in\n"
+        f"# {password_file(lab)}). Written by lab.up --bastion / Lab.bastion_up.\n"
+        + inventory(lab, user=acc.ops, become=True)
+    )
     return acc
 
 
@@ -262,6 +267,7 @@ def down(lab: Lab) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     (bastion_dir(lab) / "sshd.pid").unlink(missing_ok=True)
+    (lab.dir / "inventory-bastion.yaml").unlink(missing_ok=True)
     try:
         acc = accounts(lab.net)
     except (IndexError, ValueError):
