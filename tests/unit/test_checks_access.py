@@ -80,3 +80,14 @@ def test_paths_the_login_cannot_write() -> None:
 def test_access_checks_run_with_the_node_checks() -> None:
     ids = {r.id for r in run_node_checks(with_access(), expect())}
     assert {"access.gpu", "access.memlock", "access.paths"} <= ids
+
+
+def test_gpu_holders_unreadable_to_a_login_that_is_not_root_are_a_skip() -> None:
+    from xpufleet.checks.node import check_gpu_holders
+
+    raw = healthy_raw()
+    raw["busy"]["complete"] = False
+    assert check_gpu_holders(facts(raw), expect()).status == "pass"  # root: a vanished pid
+    raw["access"].update(uid=1001, user="alice")
+    item = check_gpu_holders(facts(raw), expect())
+    assert item.status == "skip" and "not root (alice)" in item.message

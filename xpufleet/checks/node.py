@@ -793,6 +793,14 @@ def check_gpu_holders(facts: NodeFacts, expect: Expect) -> Result:
             f"found {len(holders)} process(es) holding GPUs: {shown}, {wanted}",
             pids=sorted(holders),
         )
+    access = facts.raw.get("access") if isinstance(facts.raw, dict) else None
+    if partial and isinstance(access, dict) and access.get("uid") not in (0, None):
+        return result(
+            PROC_GPU,
+            SKIP,
+            f"not root ({access.get('user')}): other users' /proc entries are unreadable, "
+            f"none found among the readable ones, {wanted}",
+        )
     return result(PROC_GPU, PASS, f"found none{partial}, {wanted}")
 
 
