@@ -173,6 +173,8 @@ VARIABLES: dict[str, Variable] = {
         _v("dist_backend", str, "xccl", "collective backend of the preflight", ("xccl", "gloo")),
         _v("mem_fraction_static", (int, float), None, "SGLang --mem-fraction-static"),
         _v("sglang_extra_args", list, [], "extra arguments appended to sglang.launch_server"),
+        _v("ray_port", int, 6379, "Ray head's GCS port on node 0 (vLLM on Ray)"),
+        _v("vllm_extra_args", list, [], "extra arguments appended to vLLM's OpenAI server"),
         _v("ready_timeout", (int, float), 1800, "seconds to wait for /health_generate after start"),
         _v("preflight_timeout", (int, float), 60, "hard timeout of the preflight collective"),
         # oneCCL / libfabric
