@@ -49,9 +49,6 @@ import openai  # noqa: E402
 #: a start of vLLM on a loaded 2-core machine: measured 40 s idle, several minutes busy
 READY_TIMEOUT = 600.0
 PROMPT = "Hello! How are you today?"
-#: Ray process names (`ray/scripts/scripts.py::stop`'s list, the ones a node runs)
-RAY_PROCESS_NAMES = ("raylet", "gcs_server", "ray::", "dashboard", "log_monitor",
-                     "runtime_env_agent", "monitor.py", "default_worker.py")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +85,17 @@ def chat(base: str, model: Path) -> str:
     return reply.choices[0].message.content or ""
 
 
-def ray_pids(lab: Lab, node: int) -> list[str]:
-    """Command lines of Ray processes in node<i>'s namespace."""
+def leftovers(lab: Lab, vllm_env: VllmEnv, node: int) -> list[str]:
+    """Processes of the vLLM environment (Ray's and vLLM's, including those that retitle
+    themselves) in node<i>'s namespace."""
+    marks = (str(vllm_env.root), "ray::", "VLLM::")
     found = []
     for pid in lab.node_pids(node):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if any(name in argv for name in RAY_PROCESS_NAMES):
+        if any(mark in argv for mark in marks):
             found.append(f"{pid}: {argv[:120]}")
     return found
 
@@ -172,10 +171,11 @@ def test_vllm_tensor_parallel_over_ray_across_two_nodes(
     worker = plan.nodes[1].address
     log = tmp_path / "vllm-ray.log"
     with contextlib.ExitStack() as stack:
-        stack.callback(stop_ray, on, vllm_env)
+        ray_starts: dict[int, int] = {}
+        stack.callback(stop_ray, on, vllm_env, ray_starts)
         # Ray first, alone: a raylet that has not registered within 30 s fails `ray start`
         # (hard-coded in ray/_private/node.py), and a vLLM start beside it can take that
-        start_ray(on, plan, lab, vllm_env, tmp_path)
+        start_ray(on, plan, lab, vllm_env, tmp_path, ray_starts)
         reference = stack.enter_context(single_process_server(vllm_env, tmp_path))
         server_pid = detach(on, 1, plan.server_argv, {**plan.server_env, **SERVE_ENV}, log)
         stack.callback(on, 1, f"pkill -TERM -s {server_pid}")
@@ -188,25 +188,37 @@ def test_vllm_tensor_parallel_over_ray_across_two_nodes(
         # one tensor-parallel worker really ran on node2 (Ray prefixes its output)
         assert f"ip={worker})" in log.read_text(errors="replace"), f"no worker on node2: {log}"
         assert chat(base, vllm_env.model) == reference_answer
-    left = lambda: ray_pids(lab, 1) + ray_pids(lab, 2)  # noqa: E731
-    assert wait_until(lambda: not left(), 60), f"Ray processes left: {left()}"
+    left = lambda: leftovers(lab, vllm_env, 1) + leftovers(lab, vllm_env, 2)  # noqa: E731
+    assert wait_until(lambda: not left(), 60), f"Ray/vLLM processes left: {left()}"
     assert wait_until(lambda: not pid_alive(server_pid), 60), "the vLLM server is still running"
 
 
-def stop_ray(on: Callable[..., CommandResult], vllm_env: VllmEnv) -> None:
+def stop_ray(
+    on: Callable[..., CommandResult], vllm_env: VllmEnv, ray_starts: dict[int, int]
+) -> None:
+    """`ray stop` everywhere, then each node's `ray start --block` killed: `ray stop`
+    SIGTERMs Ray's own processes, which `--block` counts as a graceful exit, so it goes on
+    blocking (`ray/scripts/scripts.py::start`); and its own SIGTERM handler first tries to
+    drain the node through the GCS (`ray/_private/node.py`), which ray stop has ended
+    (measured: still alive minutes later)."""
     for node in (1, 2):
         with contextlib.suppress(Exception):
             on(node, f"{shlex.quote(str(vllm_env.ray))} stop", timeout=120)
+    for node, pid in ray_starts.items():
+        with contextlib.suppress(Exception):
+            on(node, f"pkill -KILL -s {pid}")
 
 
 def detach(
     on: Callable[..., CommandResult], node: int, argv: Sequence[str], env: dict[str, str],
     log: Path,
 ) -> int:  # fmt: skip
-    """Start argv on node<i> in its own session, output to log; returns its pid."""
+    """Start argv on node<i> in its own session, output to log; returns its pid, which
+    is also its session id (a simple command in the background: bash forks and execs it,
+    where `cd && cmd &` would leave a subshell in between)."""
     done = on(
         node,
-        f"cd /tmp && setsid nohup {shlex.join(argv)} > {shlex.quote(str(log))} 2>&1 "
+        f"cd /tmp || exit 1; setsid nohup {shlex.join(argv)} > {shlex.quote(str(log))} 2>&1 "
         "< /dev/null & echo $!",
         env=env,
     )  # fmt: skip
@@ -215,8 +227,9 @@ def detach(
 
 
 def start_ray(
-    on: Callable[..., CommandResult], plan: VllmPlan, lab: Lab, vllm_env: VllmEnv, logs: Path
-) -> None:
+    on: Callable[..., CommandResult], plan: VllmPlan, lab: Lab, vllm_env: VllmEnv, logs: Path,
+    pids: dict[int, int],
+) -> None:  # fmt: skip
     """The plan's `ray start --block` on each node (detached), plus what the lab needs:
     one CPU and a small object store per node, and each node its own Ray temp dir (the
     nodes share /tmp; short: Ray's socket paths); then both nodes with their "GPU"."""
@@ -226,7 +239,7 @@ def start_ray(
                  "--temp-dir", f"/tmp/xfray-{net}-n{i}"]  # fmt: skip
         if node.role == "head":
             extra += ["--include-dashboard", "false"]
-        detach(on, i, [*node.argv, *extra], node.env, logs / f"ray-{node.host}.log")
+        pids[i] = detach(on, i, [*node.argv, *extra], node.env, logs / f"ray-{node.host}.log")
     expected = sorted((n.address, float(n.workers)) for n in plan.nodes)
     seen: list[Any] = []
 

@@ -20,6 +20,12 @@ and from Ray 2.60:
   environment (`plan.node_env`, as for SGLang);
 - vLLM takes its own address from VLLM_HOST_IP (else a route lookup, which picks the wrong
   NIC on multi-homed nodes) and the cluster from RAY_ADDRESS.
+- every `ray start` runs with `--block`, so the node's Ray lives as long as a process a
+  supervisor can watch (it exits when one of Ray's processes dies unexpectedly). Stopping
+  takes `ray stop` AND ending that process: `ray stop` SIGTERMs Ray's processes, which
+  `--block` counts as graceful and goes on blocking, and its own SIGTERM handler first
+  drains the node through the GCS (ray/scripts/scripts.py::start, ray/_private/node.py;
+  seen in the lab: still alive minutes after a SIGTERM once the GCS was gone).
 The server runs as `python -m vllm.entrypoints.openai.api_server` (works for the fork and
 for CPU builds whose distribution name breaks the `vllm` console script).
 """
