@@ -6,6 +6,8 @@ import importlib
 
 from invoke import Collection
 
+from .program import typed
+
 #: (module in xpufleet.cli, sub-collection name or None for top-level tasks)
 TASK_MODULES: list[tuple[str, str | None]] = [
     ("hosts", None),
@@ -22,6 +24,7 @@ TASK_MODULES: list[tuple[str, str | None]] = [
 
 
 def build() -> Collection:
+    """Every task module in one collection; flags typed by their hints (`program.py`)."""
     ns = Collection()
     for module_name, collection_name in TASK_MODULES:
         module = importlib.import_module(f"xpufleet.cli.{module_name}")
@@ -31,4 +34,4 @@ def build() -> Collection:
             for task in module.TASKS:
                 ns.add_task(task)
     ns.configure({"xpufleet": {}})
-    return ns
+    return typed(ns)
