@@ -17,6 +17,9 @@ class XpufleetError(Exception):
     """Root of every error xpufleet raises on purpose."""
 
     exit_code = EXIT_FAILED
+    #: the runbook section (heading slug) this kind of failure belongs to, if it has one;
+    #: a task's runbook file + this anchor is the link its report prints
+    anchor: str | None = None
 
 
 class InputError(XpufleetError):
@@ -104,6 +107,20 @@ class ConnectionLost(HostError):
     """The connection dropped while a command or transfer was running."""
 
     kind = "lost"
+    anchor = "interrupted-transfer"
+
+
+class ProtocolError(HostError):
+    """A node answered something xpufleet cannot read (not the JSON it asked for)."""
+
+    kind = "protocol"
+
+
+class Interrupted(HostError):
+    """Ctrl-C reached this host's work: its command was abandoned, its channel closed."""
+
+    kind = "interrupted"
+    exit_code = EXIT_INTERRUPTED
 
 
 class CommandFailed(HostError):
@@ -124,10 +141,25 @@ class CommandTimeout(CommandFailed):
     kind = "command-timeout"
 
 
+class TransferFailed(CommandFailed):
+    """The node's receiver refused a file (disk full, short write): nothing kept."""
+
+    kind = "transfer"
+    anchor = "interrupted-transfer"
+
+
+class HashMismatch(TransferFailed):
+    """The bytes that arrived do not have the sha256 the manifest promises."""
+
+    kind = "hash-mismatch"
+    anchor = "wheel-hash-mismatch"
+
+
 class LockHeld(HostError):
     """Another xpufleet run holds the node's lock."""
 
     kind = "locked"
+    anchor = "lock-held"
 
 
 class BecomeFailed(HostError):

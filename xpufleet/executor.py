@@ -19,6 +19,9 @@ from .transport import Session, SSHOptions
 from .variables import var
 
 T = TypeVar("T")
+#: after Ctrl-C, how long running work gets to see `cancelled` and end before the
+#: sessions are closed under it (a command polls it every 50 ms; a connect may take longer)
+CANCEL_GRACE_S = 5.0
 
 
 @dataclass
@@ -39,13 +42,14 @@ class Outcome(Generic[T]):
         return not isinstance(self.error, UnreachableError)
 
 
-def connect(host: Host, options: SSHOptions) -> Session:
-    """The host's session over its connector (`connector` variable: ssh or slurm)."""
+def connect(host: Host, options: SSHOptions, cancelled: threading.Event | None = None) -> Session:
+    """The host's session over its connector (`connector` variable: ssh or slurm);
+    `cancelled` ends an SSH session's running command (see Session)."""
     if var(host, "connector") == "slurm":
         from .slurm import SlurmSession  # the Slurm connector offers Session's run/stream_to
 
         return SlurmSession(host, options)  # type: ignore[return-value]
-    return Session(host, options)
+    return Session(host, options, cancelled)
 
 
 class SessionPool:
@@ -59,7 +63,8 @@ class SessionPool:
         self._lock = threading.Lock()
         #: hosts that failed to connect once are not retried within the task
         self.unreachable: dict[str, UnreachableError] = {}
-        #: set when the task is interrupted: work that loops (log following) checks it
+        #: set when a `map` is interrupted: every session's running command ends within
+        #: one poll and opens nothing new (cleared when the next `map` starts)
         self.cancelled = threading.Event()
 
     def session(self, host: Host) -> Session:
@@ -68,7 +73,7 @@ class SessionPool:
                 raise self.unreachable[host.name]
             session = self._sessions.get(host.name)
             if session is None:
-                session = self._sessions[host.name] = connect(host, self.options)
+                session = self._sessions[host.name] = connect(host, self.options, self.cancelled)
         try:
             return session.open()
         except UnreachableError as exc:
@@ -88,6 +93,7 @@ class SessionPool:
         targets = list(self.hosts if hosts is None else hosts)
         outcomes: dict[str, Outcome[T]] = {}
         stop = threading.Event()
+        self.cancelled.clear()  # an earlier interrupted map's; this one is new work
 
         def one(host: Host) -> Outcome[T]:
             if stop.is_set():
@@ -98,8 +104,9 @@ class SessionPool:
                 return Outcome(host, error=exc)
 
         pool = ThreadPoolExecutor(max_workers=min(self.forks, max(1, len(targets))))
+        pending: set[Future[Outcome[T]]] = set()
         try:
-            pending: set[Future[Outcome[T]]] = {pool.submit(one, h) for h in targets}
+            pending = {pool.submit(one, h) for h in targets}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -110,10 +117,14 @@ class SessionPool:
                     if on_done:
                         on_done(outcome)
         except BaseException:
-            # Ctrl-C: start nothing new, tell long-running work to end, don't wait for it
+            # Ctrl-C: start nothing new, end what runs (its commands see `cancelled`), and
+            # let it leave paramiko before the sessions close: a channel closed under a
+            # worker inside exec_command can leave it waiting forever, and the
+            # interpreter's exit waits for that worker (a second Ctrl-C skips the wait)
             stop.set()
             self.cancelled.set()
             pool.shutdown(wait=False, cancel_futures=True)
+            wait(pending, timeout=CANCEL_GRACE_S)
             raise
         pool.shutdown()
         return {h.name: outcomes[h.name] for h in targets}

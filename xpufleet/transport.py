@@ -9,13 +9,15 @@ HostError here, and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import paramiko
 from fabric import Config, Connection
@@ -32,8 +34,11 @@ from .errors import (
     HostError,
     HostKeyChanged,
     HostKeyUnknown,
+    Interrupted,
     NameNotResolved,
+    ProtocolError,
     UnreachableError,
+    XpufleetError,
     stderr_tail,
 )
 from .host import Host
@@ -117,13 +122,32 @@ def map_connect_error(host: Host, exc: BaseException) -> HostError:
     raise exc
 
 
-class Session:
-    """One open SSH connection to one host, reused for every command of a task."""
+@contextlib.contextmanager
+def mapped(host: str, what: str) -> Iterator[None]:
+    """Around every channel and command: what paramiko, sockets and EOF raise becomes
+    ConnectionLost naming the host and `what` was going on; our own errors pass."""
+    try:
+        yield
+    except XpufleetError:
+        raise
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise ConnectionLost(host, f"{what}: {exc or type(exc).__name__}") from exc
 
-    def __init__(self, host: Host, options: SSHOptions) -> None:
+
+class Session:
+    """One open SSH connection to one host, reused for every command of a task.
+
+    `cancelled` (the pool's Ctrl-C) ends a running command within one poll and keeps new
+    channels from opening, so no worker is left inside paramiko when the pool closes.
+    """
+
+    def __init__(
+        self, host: Host, options: SSHOptions, cancelled: threading.Event | None = None
+    ) -> None:
         self.host = host
         self.options = options
         self.round_trips = 0
+        self.cancelled = cancelled or threading.Event()
         self._conn: Connection | None = None
         #: inside `elevated()`: commands run through sudo as the host's become user
         self.becoming = False
@@ -133,6 +157,8 @@ class Session:
     def open(self) -> Session:
         if self._conn is not None:
             return self
+        if self.cancelled.is_set():
+            raise Interrupted(self.host.name, "interrupted before connecting")
         host, options = self.host, self.options
         key_file = host.key_file or options.key_file
         timeout = host.connect_timeout or options.connect_timeout
@@ -232,6 +258,19 @@ class Session:
             raise CommandFailed(self.host.name, command, status, err or out)
         return result
 
+    def run_json(self, command: str, *, last_line: bool = False, **kwargs: Any) -> Any:
+        """Run a command that answers one JSON document on stdout (its last line, with
+        `last_line`; `run`'s other arguments); anything else is a ProtocolError naming
+        the host and the first bytes received."""
+        out = self.run(command, **kwargs).stdout
+        text = (out.strip().splitlines() or [""])[-1] if last_line else out
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ProtocolError(
+                self.host.name, f"expected JSON, got {out[:120]!r} (from {command[:80]!r})"
+            ) from None
+
     def stream_to(
         self,
         source: BinaryIO,
@@ -248,6 +287,8 @@ class Session:
             if secret:
                 channel.sendall(secret)
             while block := source.read(CHUNK):
+                if self.cancelled.is_set():
+                    raise Interrupted(self.host.name, "interrupted: transfer abandoned")
                 channel.sendall(block)
                 if progress:
                     progress(len(block))
@@ -266,12 +307,14 @@ class Session:
 
     def open_channel(self, command: str, *, bulk: bool = False) -> Channel:
         """A running command to talk to while it runs (the relay): send, read lines, wait."""
+        if self.cancelled.is_set():
+            raise Interrupted(self.host.name, "interrupted before the command started")
+        # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
         window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
-        try:
+        # a connection cut a moment ago may still look active: opening then fails raw
+        with mapped(self.host.name, "cannot open a channel"):
             channel = self.transport.open_session(**window)
             channel.exec_command(command)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
         self.round_trips += 1
         return Channel(self.host.name, channel)
 
@@ -323,6 +366,34 @@ class Session:
                 "(see docs/runbooks/provision.md#sudo-needs-a-password)",
             )
 
+    def follow(
+        self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
+    ) -> None:
+        """A long-running command's stdout (`tail -F`), line by line to `on_line`, until
+        it ends or `cancelled` is set (the Slurm session follows the same way)."""
+        buffer = b""
+
+        def take(data: bytes) -> None:
+            nonlocal buffer
+            *complete, buffer = (buffer + data).split(b"\n")
+            for line in complete:
+                on_line(line)
+
+        with self.channel(command) as channel:
+            _drain(channel, None, take, cancelled)
+
+    @contextlib.contextmanager
+    def channel(
+        self, command: str, *, lost: str = "connection lost", bulk: bool = False
+    ) -> Iterator[paramiko.Channel]:
+        """`open_channel` for one block: errors inside mapped (`lost`), closed at the end."""
+        opened = self.open_channel(command, bulk=bulk)
+        try:
+            with mapped(self.host.name, lost):
+                yield opened.raw
+        finally:
+            opened.close()
+
     def _exec(
         self,
         command: str,
@@ -333,24 +404,14 @@ class Session:
         bulk: bool = False,
         stdout_to: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, bytes, int | None]:
-        """One channel per command: exec, `send` its stdin, drain; SSH errors -> ConnectionLost."""
-        # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
-        window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
-        try:
-            channel = self.transport.open_session(**window)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            # a connection cut a moment ago may still look active: opening then fails raw
-            raise ConnectionLost(self.host.name, f"cannot open a channel: {exc}") from exc
-        self.round_trips += 1
-        try:
-            channel.exec_command(command)
+        """One channel per command: exec, `send` its stdin, drain."""
+        with self.channel(command, lost=lost, bulk=bulk) as channel:
             send(channel)
             channel.shutdown_write()
-            return _drain(channel, timeout, stdout_to)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLost(self.host.name, f"{lost}: {exc}") from exc
-        finally:
-            close_quietly(channel)
+            drained = _drain(channel, timeout, stdout_to, self.cancelled)
+        if drained is None:
+            raise Interrupted(self.host.name, "interrupted: the command was abandoned")
+        return drained
 
 
 class Channel:
@@ -360,24 +421,24 @@ class Channel:
         self.host = host
         self._channel = channel
 
+    @property
+    def raw(self) -> paramiko.Channel:
+        return self._channel
+
     def send(self, data: bytes) -> None:
-        try:
+        with mapped(self.host, "transfer cut off"):
             self._channel.sendall(data)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise ConnectionLost(self.host, f"transfer cut off: {exc}") from exc
 
     def lines(self) -> Iterator[str]:
         """stdout line by line until the command ends (stderr kept for `stderr`)."""
         buffer = b""
         self.stderr = b""
         while True:
-            try:
+            with mapped(self.host, "connection lost"):
                 if self._channel.recv_stderr_ready():
                     self.stderr += self._channel.recv_stderr(CHUNK)
                     continue
                 block = self._channel.recv(CHUNK)
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise ConnectionLost(self.host, f"connection lost: {exc}") from exc
             if not block:
                 break
             buffer += block
@@ -425,8 +486,10 @@ def _drain(
     channel: paramiko.Channel,
     timeout: float | None,
     stdout_to: Callable[[bytes], None] | None = None,
-) -> tuple[bytes, bytes, int | None]:
-    """Read stdout and stderr until the command exits; None status on timeout.
+    cancelled: threading.Event | None = None,
+) -> tuple[bytes, bytes, int | None] | None:
+    """Read stdout and stderr until the command exits; None status on timeout, None
+    instead of a result once `cancelled` is set.
 
     With `stdout_to`, stdout goes there block by block and comes back empty.
     """
@@ -435,6 +498,8 @@ def _drain(
     err: list[bytes] = []
     take_out = stdout_to or out.append
     while True:
+        if cancelled is not None and cancelled.is_set():
+            return None
         if channel.recv_ready():
             take_out(channel.recv(CHUNK))
             continue

@@ -134,8 +134,8 @@ def gather_environment(session: Session) -> NodeEnvironment:
     host = session.host
     python = venv_python(var(host, "venv"))
     state = f"{var(host, 'state_dir').rstrip('/')}/wheels.json"
-    result = session.run(f"{shell.quote(python)} - {shell.quote(state)}", stdin=_FACTS_SCRIPT)
-    return environment_from_facts(json.loads(result.stdout.strip().splitlines()[-1]))
+    command = f"{shell.quote(python)} - {shell.quote(state)}"
+    return environment_from_facts(session.run_json(command, stdin=_FACTS_SCRIPT, last_line=True))
 
 
 def remote_workdir(host: Host, run_id: str, index: int) -> str:

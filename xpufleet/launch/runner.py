@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import shell
+from ..errors import ProtocolError
 from ..executor import Outcome, SessionPool
 from ..host import Host
 from ..provision.lock import NodeLock, acquire_lock, release_lock
 from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
-from ..transport import Session, SSHOptions, close_quietly
+from ..transport import Session, SSHOptions
 from ..variables import var, venv_python
 from . import outcome as judge
 from . import slurm_step
@@ -205,7 +206,7 @@ class Launcher:
                 f"set -e; mkdir -p {directory}; tar -xf - -C {directory}; "
                 f"{node_python(node.python)} {directory}/supervisor.py prepare {directory}"
             )
-            return json.loads(session.run(command, stdin=data).stdout)
+            return session.run_json(command, stdin=data)
 
         outcomes = self.on_all(work)
         bad = self.failed_hosts(outcomes, "launch.prepare")
@@ -278,7 +279,12 @@ class Launcher:
                 "for i in $(seq 1 100); do [ -s supervisor.pid ] && break; sleep 0.05; done; "
                 "cat supervisor.pid"
             )
-            return int(session.run(command, stdin=lock_doc).stdout.strip())
+            answer = session.run(command, stdin=lock_doc).stdout.strip()
+            if not answer.isdigit():
+                raise ProtocolError(
+                    session.host.name, f"expected the supervisor's pid, got {answer[:120]!r}"
+                )
+            return int(answer)
 
         outcomes = self.on_all(work)
         bad = self.failed_hosts(outcomes, "launch.start")
@@ -473,7 +479,7 @@ class Launcher:
         def work(session: Session, run: NodeRun) -> dict[str, Any]:
             directory = shell.quote(run.paths.dir)
             command = f"{node_python(run.node.python)} {directory}/supervisor.py status {directory}"
-            run.status = json.loads(session.run(command, timeout=60).stdout)
+            run.status = session.run_json(command, timeout=60)
             return run.status
 
         outcomes = self.on_all(work)
@@ -486,7 +492,7 @@ class Launcher:
                 f"if [ -f {directory}/state.json ]; then {node_python(run.node.python)} "
                 f"{directory}/supervisor.py stop {directory}; else echo '{{}}'; fi"
             )
-            doc = json.loads(session.run(command, timeout=60).stdout or "{}")
+            doc = session.run_json(command, timeout=60)
             if run.lock is not None:
                 release_lock(session, run.lock)
                 run.lock = None
@@ -567,9 +573,7 @@ def run_status(
     """`invoke status`: every node's run, per rank: running or not, pid, uptime, ready."""
     report = TaskReport("status")
     with SessionPool(hosts, options, forks) as pool:
-        outcomes = pool.map(
-            lambda s: json.loads(s.run(_node_command(s.host, "status", run_id)).stdout or "{}")
-        )
+        outcomes = pool.map(lambda s: s.run_json(_node_command(s.host, "status", run_id)))
     statuses: dict[str, dict[str, Any]] = {}
     by_name = {h.name: h for h in hosts}
     found = {n: o.value for n, o in outcomes.items() if o.value}
@@ -668,11 +672,7 @@ def run_stop(
     """`invoke stop`: every rank of the run on every node, idempotently; logs collected."""
     report = TaskReport("stop")
     with SessionPool(hosts, options, forks) as pool:
-        outcomes = pool.map(
-            lambda s: json.loads(
-                s.run(_node_command(s.host, "stop", run_id), timeout=90).stdout or "{}"
-            )
-        )
+        outcomes = pool.map(lambda s: s.run_json(_node_command(s.host, "stop", run_id), timeout=90))
         run_dirs: dict[str, str] = {}
         ids = set()
         for name, out in outcomes.items():
@@ -794,44 +794,10 @@ def _follow(
     emit_line: Callable[[str, str, str], None],
     cancelled: threading.Event,
 ) -> int:
-    """Stream a remote `tail -F`, line by line, until cancelled or the command ends."""
-    follow = getattr(session, "follow", None)
-    if follow is not None:  # the Slurm connector: lines of an srun step
-        return _follow_lines(session.host.name, follow, command, emit_line, cancelled)
-    channel = session.transport.open_session()
-    channel.settimeout(0.5)
-    channel.exec_command(command)
-    buffer = b""
-    tag = "main"
-    count = 0
-    try:
-        while not cancelled.is_set() and (not channel.exit_status_ready() or channel.recv_ready()):
-            try:
-                data = channel.recv(65536)
-            except TimeoutError:
-                continue
-            if not data:
-                break
-            buffer += data
-            *complete, buffer = buffer.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace")
-                for line_tag, tagged in tag_lines([line], start_tag=tag):
-                    tag = line_tag
-                    emit_line(session.host.name, line_tag, tagged)
-                    count += 1
-    finally:
-        close_quietly(channel)
-    return count
-
-
-def _follow_lines(
-    host: str,
-    follow: Callable[..., None],
-    command: str,
-    emit_line: Callable[[str, str, str], None],
-    cancelled: threading.Event,
-) -> int:
+    """Stream a remote `tail -F`, each line tagged host:rank, until Ctrl-C (`cancelled`)
+    or the command ends: the session's `follow` (a channel over SSH, an srun step over
+    Slurm)."""
+    host = session.host.name
     tag = "main"
     count = 0
 
@@ -842,7 +808,7 @@ def _follow_lines(
             emit_line(host, line_tag, tagged)
             count += 1
 
-    follow(command, on_line, cancelled)
+    session.follow(command, on_line, cancelled)
     return count
 
 
