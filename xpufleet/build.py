@@ -28,7 +28,14 @@ from .errors import HostError, InputError
 from .executor import SessionPool
 from .host import Host
 from .provision.manifest import MANIFEST_NAME, entry_for_file, load_manifest
-from .provision.roles import ROLE_ORDER, ROLES_DIR, RoleContext, load_role, merged_vars
+from .provision.roles import (
+    ROLE_ORDER,
+    ROLES_DIR,
+    RoleContext,
+    load_role,
+    merged_vars,
+    render_value,
+)
 from .provision.transfer import fetch_file
 from .results import CHANGED, FAILED, HostReport, Result, TaskReport
 from .transport import Session, SSHOptions
@@ -98,14 +105,17 @@ def plan_build(
     chosen = list(names or merged["build_recipes"] or [])
     if not chosen:
         raise InputError("no recipes to build (build_recipes is empty)", key="build_recipes")
+    recipes_file = str(roles_dir / BUILD_ROLE / "recipes.yaml")
     for name in chosen:
         if name not in specs:
             raise InputError(
                 f"unknown recipe '{name}'; known: {', '.join(sorted(specs))}",
-                file=str(roles_dir / BUILD_ROLE / "recipes.yaml"),
+                file=recipes_file,
                 key="recipe",
             )
-        spec = {k: _render(v, merged) for k, v in specs[name].items()}
+        spec = {
+            k: render_value(v, merged, f"{name}.{k}", recipes_file) for k, v in specs[name].items()
+        }
         local = None
         if spec.get("local"):
             local = Path(str(spec["local"]))
@@ -144,16 +154,6 @@ def _shown(path: Path | None) -> str:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:
         return str(path)
-
-
-def _render(value: Any, context: dict[str, Any]) -> Any:
-    import jinja2
-
-    if isinstance(value, str) and "{{" in value:
-        return (
-            jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(value).render(context)
-        )
-    return value
 
 
 def source_tarball(path: Path) -> bytes:

@@ -136,9 +136,21 @@ class CommandFailed(HostError):
         detail = f": {tail}" if tail else ""
         super().__init__(host, f"command exited {exit_status}{detail}")
 
+    @classmethod
+    def of(cls, exc: CommandFailed) -> CommandFailed:
+        """The same failure, filed as this more precise kind."""
+        return cls(exc.host, exc.command, exc.exit_status, exc.stderr)
+
 
 class CommandTimeout(CommandFailed):
     kind = "command-timeout"
+
+
+class PipFailed(CommandFailed):
+    """pip refused to install (conflicts, a pin no index offers)."""
+
+    kind = "pip"
+    anchor = "pip-conflicts"
 
 
 class TransferFailed(CommandFailed):
@@ -166,6 +178,7 @@ class BecomeFailed(HostError):
     """sudo would not run a privileged step (no password given, or a wrong one)."""
 
     kind = "become"
+    anchor = "sudo-needs-a-password"
 
 
 def stderr_tail(text: str, lines: int = 5, limit: int = 600) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import subprocess
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +13,14 @@ import pytest
 import yaml
 
 from xpufleet.config import PROJECT_ROOT
-from xpufleet.errors import ConnectionRefused, HostKeyChanged, HostKeyUnknown
+from xpufleet.errors import (
+    ConnectionRefused,
+    HostKeyChanged,
+    HostKeyUnknown,
+    Interrupted,
+    ProtocolError,
+)
+from xpufleet.executor import SessionPool
 from xpufleet.host import Host
 from xpufleet.lab import Lab
 from xpufleet.lab.cluster import ed25519_keypair
@@ -89,3 +98,48 @@ def test_trust_adds_the_nodes_keys(lab: Lab, invoke_bin: str, tmp_path: Path) ->
     assert sorted(known.read_text().splitlines()) == expected
     again = _invoke(invoke_bin, "run", "hostname", "--hosts", str(path))
     assert again.returncode == 0, again.stderr
+
+
+def test_run_json_names_the_host_and_the_first_bytes_of_a_garbled_answer(
+    lab: Lab, hosts: list[Host]
+) -> None:
+    with Session(hosts[0], lab.ssh_options()) as session:
+        assert session.run_json("echo '{\"ok\": [1]}'") == {"ok": [1]}
+        assert session.run_json("echo warming up; echo 7", last_line=True) == 7
+        with pytest.raises(ProtocolError) as caught:
+            session.run_json("echo 'Traceback (most recent call last):'")
+    assert caught.value.host == hosts[0].name
+    assert "expected JSON, got 'Traceback (most recent call last):" in str(caught.value)
+
+
+def test_ctrl_c_ends_every_running_command_before_the_pool_lets_go(
+    lab: Lab, hosts: list[Host]
+) -> None:
+    """The interrupted map returns only after each host's command has been abandoned
+    (so no worker is inside paramiko when the sessions close), and the next map works."""
+    started: list[str] = []
+    ended: dict[str, BaseException] = {}
+    all_started = threading.Event()
+
+    def work(session: Session) -> None:
+        def seen(data: bytes) -> None:
+            started.append(session.host.name)
+            if len(started) == 2:
+                all_started.set()
+
+        try:
+            session.run("echo started; sleep 60", stdout_to=seen)
+        except Interrupted as exc:
+            ended[session.host.name] = exc
+
+    def interrupt() -> None:
+        if all_started.wait(120):
+            _thread.interrupt_main()
+
+    with SessionPool(hosts[:2], lab.ssh_options(), forks=2) as pool:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            pool.map(work)
+        assert sorted(ended) == sorted(h.name for h in hosts[:2])
+        again = pool.map(lambda s: s.run("echo again").stdout.strip())
+    assert [o.value for o in again.values()] == ["again", "again"]

@@ -110,6 +110,8 @@ def test_wheels_from_manifest_in_dependency_order(tmp_path: Path) -> None:
         for n in ("sglang", "vllm", "torch")
     ]
     (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "wheels": items}))
+    for item in items:
+        (tmp_path / item["filename"]).write_bytes(b"w")
     ids = [i for i in steps_of(host(), tmp_path) if ".wheels." in i]
     assert ids == [
         "provision.wheels.cache_dir",
@@ -117,6 +119,19 @@ def test_wheels_from_manifest_in_dependency_order(tmp_path: Path) -> None:
         "provision.wheels.vllm",
         "provision.wheels.sglang",
     ]
+
+
+def test_a_wheel_missing_on_the_control_node_is_bad_input_unless_skipped(tmp_path: Path) -> None:
+    item = {"name": "torch", "version": "1", "filename": "torch-1-py3-none-any.whl",
+            "sha256": SHA, "size": 1}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 1, "wheels": [item]}))
+    with pytest.raises(InputError) as caught:
+        steps_of(host(), tmp_path)
+    assert caught.value.exit_code == 2
+    assert caught.value.file == str(tmp_path / "manifest.json")
+    assert caught.value.key == "provision.wheels.torch"
+    assert "missing on the control node" in str(caught.value)
+    assert "provision.wheels.torch" not in steps_of(host(), tmp_path, skip_tags="wheels")
 
 
 def test_base_site_packages_pth(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from ..errors import InputError
 from ..host import Host
 from ..results import TaskReport
 from ..transport import SSHOptions
-from .engine import ProvisionOptions, TransferFactory, _no_progress, provision
+from .context import TransferFactory, no_progress
+from .engine import ProvisionOptions, provision
 from .manifest import MANIFEST_NAME, load_manifest
 from .roles import (
     ROLE_ORDER,
@@ -27,6 +28,7 @@ from .roles import (
     select_steps,
 )
 from .steps import Step
+from .wheels import Wheel
 
 
 def plan(
@@ -56,9 +58,19 @@ def plan(
             f"unknown tag(s) {', '.join(unknown)}; known: {', '.join(sorted(every_tag))}",
             key="tags",
         )
-    return {
+    chosen = {
         name: (host, select_steps(steps, want_tags, skip)) for name, (host, steps) in plans.items()
     }
+    for _, steps in chosen.values():
+        for step in steps:
+            if isinstance(step, Wheel) and not step.local_path.is_file():
+                raise InputError(
+                    f"{step.local_path} is listed but missing on the control node "
+                    "(run `invoke build`)",
+                    file=str(manifest.path),
+                    key=step.id,
+                )
+    return chosen
 
 
 def run_provision(
@@ -70,7 +82,7 @@ def run_provision(
     options: ProvisionOptions,
     tags: str | None = None,
     skip_tags: str | None = None,
-    transfers: TransferFactory = _no_progress,
+    transfers: TransferFactory = no_progress,
 ) -> TaskReport:
     plans = plan(hosts, wheels_dir, tags=tags, skip_tags=skip_tags)
     return provision(plans, ssh_options, forks=forks, options=options, transfers=transfers)

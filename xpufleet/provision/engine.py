@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from .. import shell
@@ -22,8 +21,9 @@ from ..executor import SessionPool, connect
 from ..host import Host
 from ..relay.batch import FileRelay
 from ..results import CHANGED, FAILED, OK, SKIP, HostReport, Result, TaskReport
-from ..transport import CommandResult, Session, SSHOptions
+from ..transport import Session, SSHOptions
 from ..variables import var
+from .context import ApplyContext, TransferFactory, no_progress
 from .lock import NodeLock, acquire_lock, release_lock
 from .steps import Decision, Step
 
@@ -53,37 +53,6 @@ class ProvisionOptions:
     max_fail_percentage: float | None = None
     #: probe timeout per host (seconds)
     probe_timeout: float = 120.0
-
-
-#: transfer(label, total_bytes) -> context manager yielding an `advance(n)` callback
-TransferFactory = Callable[
-    [str, str, int], contextlib.AbstractContextManager[Callable[[int], None]]
-]
-
-
-@contextlib.contextmanager
-def _no_progress(host: str, label: str, total: int) -> Iterator[Callable[[int], None]]:
-    yield lambda n: None
-
-
-@dataclass
-class ApplyContext:
-    """What a step's apply sees: the session, its own probed state, progress hooks."""
-
-    session: Session
-    state: str
-    transfers: TransferFactory = _no_progress
-    bytes_sent: int = 0
-    #: shared by every host of the run: wheels through the relay (xpufleet/relay)
-    relay: FileRelay | None = None
-
-    def run(self, command: str, *, stdin: bytes | str | None = None) -> CommandResult:
-        return self.session.run(command, stdin=stdin)
-
-    def transfer(
-        self, label: str, total: int
-    ) -> contextlib.AbstractContextManager[Callable[[int], None]]:
-        return self.transfers(self.session.host.name, label, total)
 
 
 # -- the batched probe (pure parts unit-tested) --------------------------------------
@@ -149,23 +118,13 @@ class Abort:
 
 def _step_failed(step: Step, action: str, exc: HostError) -> Result:
     message = f"{action}: {exc.message}" if action else exc.message
-    return Result(step.id, FAILED, message, runbook=f"{RUNBOOK}#{_anchor_for(exc.message)}")
+    return Result(step.id, FAILED, message, runbook=f"{RUNBOOK}#{anchor_for(exc)}")
 
 
-def _anchor_for(message: str) -> str:
-    """The runbook section a failure message belongs to."""
-    text = message.lower()
-    if "sha256 mismatch" in text:
-        return "wheel-hash-mismatch"
-    if "cut off" in text or "no space left" in text or "connection lost" in text:
-        return "interrupted-transfer"
-    if "locked by" in text:
-        return "lock-held"
-    if "(ansible_become)" in text:
-        return "sudo-needs-a-password"
-    if "pip" in text or "conflict" in text or "resolutionimpossible" in text:
-        return "pip-conflicts"
-    return "failed-step"
+def anchor_for(exc: HostError) -> str:
+    """The runbook section of a failure: the error's own (its class knows), else the
+    catch-all section."""
+    return exc.anchor if exc.anchor in ANCHORS else "failed-step"
 
 
 def provision_host(
@@ -173,7 +132,7 @@ def provision_host(
     steps: list[Step],
     options: ProvisionOptions,
     abort: Abort,
-    transfers: TransferFactory = _no_progress,
+    transfers: TransferFactory = no_progress,
     relay: FileRelay | None = None,
 ) -> tuple[list[Result], int]:
     """Apply `steps` on one host; returns its results and the wheel bytes sent."""
@@ -266,7 +225,7 @@ def provision(
     *,
     forks: int,
     options: ProvisionOptions,
-    transfers: TransferFactory = _no_progress,
+    transfers: TransferFactory = no_progress,
     task: str = "provision",
 ) -> TaskReport:
     """Run every host's steps in parallel (at most `forks` at once) -> one TaskReport."""
@@ -321,12 +280,8 @@ def provision(
             host_report.error_kind = outcome.error.kind
             if outcome.reachable:
                 step_id = "provision.lock" if outcome.error.kind == "locked" else "provision.host"
-                anchor = {"locked": "lock-held", "become": "sudo-needs-a-password"}.get(
-                    outcome.error.kind, "failed-step"
-                )
-                host_report.results.append(
-                    Result(step_id, FAILED, outcome.error.message, f"{RUNBOOK}#{anchor}")
-                )
+                link = f"{RUNBOOK}#{anchor_for(outcome.error)}"
+                host_report.results.append(Result(step_id, FAILED, outcome.error.message, link))
                 host_report.error = None
         elif outcome.value is not None:
             results, sent = outcome.value

@@ -106,7 +106,8 @@ def load_roles(names: Iterable[str] = ROLE_ORDER, roles_dir: Path = ROLES_DIR) -
 # -- variables -----------------------------------------------------------------------
 
 
-def _render_value(value: Any, context: dict[str, Any], where: str) -> Any:
+def render_value(value: Any, context: dict[str, Any], where: str, file: str | None = None) -> Any:
+    """Jinja2 in a variable's strings (lists, dicts) rendered; an error is bad input."""
     if isinstance(value, str) and "{{" in value:
         try:
             return (
@@ -115,11 +116,11 @@ def _render_value(value: Any, context: dict[str, Any], where: str) -> Any:
                 .render(context)
             )
         except jinja2.TemplateError as exc:
-            raise InputError(f"cannot render {value!r}: {exc}", key=where) from exc
+            raise InputError(f"cannot render {value!r}: {exc}", file=file, key=where) from exc
     if isinstance(value, list):
-        return [_render_value(v, context, where) for v in value]
+        return [render_value(v, context, where, file) for v in value]
     if isinstance(value, dict):
-        return {k: _render_value(v, context, where) for k, v in value.items()}
+        return {k: render_value(v, context, where, file) for k, v in value.items()}
     return value
 
 
@@ -132,7 +133,7 @@ def merged_vars(host: Host, roles: Iterable[Role] = ()) -> dict[str, Any]:
     merged["inventory_hostname"] = host.name
     merged["ansible_host"] = host.address
     for _round in range(4):  # values may refer to values that refer to values
-        rendered = {k: _render_value(v, merged, k) for k, v in merged.items()}
+        rendered = {k: render_value(v, merged, k) for k, v in merged.items()}
         if rendered == merged:
             break
         merged = rendered

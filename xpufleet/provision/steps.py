@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
@@ -23,9 +22,7 @@ from packaging.version import InvalidVersion, Version
 from .. import shell
 from ..errors import InputError
 from ..results import CHANGED, FAILED, OK, SKIP
-
-if TYPE_CHECKING:
-    from .engine import ApplyContext
+from .context import ApplyContext
 
 
 @dataclass(frozen=True)
@@ -265,7 +262,7 @@ class Packages(Step):
         todo = unsatisfied(self.requirements, installed if isinstance(installed, dict) else {})
         if not todo:
             return "already satisfied"
-        ctx.run(
+        ctx.pip(
             shell.join(
                 [self.python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
                 + self.pip_args

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import shell
-from ..errors import CommandFailed, ConnectionLost, HostError
+from ..errors import CommandFailed, ConnectionLost, HashMismatch, HostError, TransferFailed
 from ..transport import Session
 
 #: exit status of the remote receiver when size or hash do not match
@@ -77,7 +77,11 @@ def push_file(
             progress(n)
 
     with source.open("rb") as fh:
-        session.stream_to(fh, command, progress=count)
+        try:
+            session.stream_to(fh, command, progress=count)
+        except CommandFailed as exc:
+            kind = HashMismatch if exc.exit_status == EXIT_MISMATCH else TransferFailed
+            raise kind.of(exc) from exc
     return sent
 
 
@@ -125,7 +129,7 @@ def fetch_file(
     got = digest.hexdigest()
     if got != expected:
         tmp.unlink(missing_ok=True)
-        raise CommandFailed(
+        raise HashMismatch(
             session.host.name,
             f"cat {remote_path}",
             EXIT_MISMATCH,

@@ -14,17 +14,17 @@ import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import shell
-from ..errors import CommandFailed
+from ..errors import CommandFailed, PipFailed
 from ..results import CHANGED, FAILED, OK
+from .context import ApplyContext
 from .manifest import FEATURE_CHECKS, WheelEntry, node_state_path, parse_node_state
 from .steps import Decision, Step, python_snippet
 from .transfer import push_file
 
-if TYPE_CHECKING:
-    from .engine import ApplyContext
+#: exit status of the install command when pip (not the import check after it) failed
+EXIT_PIP = 97
 
 _INSTALLED_PY = (
     "import sys, importlib.metadata as m\n"
@@ -129,15 +129,7 @@ class Wheel(Step):
         return Decision(CHANGED, f"push and install {label}: {why}")
 
     def apply(self, ctx: ApplyContext) -> str:
-        entry = self._entry
-        if not self.local_path.exists():
-            raise CommandFailed(
-                ctx.session.host.name,
-                "push",
-                2,
-                f"{self.local_path} is listed in the manifest but missing on the control "
-                "node: run `invoke build`",
-            )
+        entry = self._entry  # its file on the control node was checked by plan()
         cached = shell.quote(f"{self.cache_dir.rstrip('/')}/{entry.filename}")
         have = ctx.run(f"sha256sum {cached} 2>/dev/null | cut -c1-64; true").stdout.strip()
         how = "cached copy"
@@ -183,7 +175,13 @@ class Wheel(Step):
         verify = shell.join(
             [self.python, "-c", _VERIFY_AND_RECORD_PY, json.dumps(spec), json.dumps(checks)]
         )
-        out = ctx.run(f"{shell.join(pip)} >/dev/null && {verify}").stdout.strip()
+        try:
+            out = ctx.run(f"{shell.join(pip)} >/dev/null || exit {EXIT_PIP}; {verify}").stdout
+        except CommandFailed as exc:
+            if exc.exit_status == EXIT_PIP:
+                raise PipFailed.of(exc) from exc
+            raise
+        out = out.strip()
         try:
             verified = json.loads(out.splitlines()[-1])
         except (json.JSONDecodeError, IndexError):
