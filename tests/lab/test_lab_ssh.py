@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import _thread
 import json
+import signal
 import subprocess
 import threading
 from dataclasses import replace
@@ -133,8 +133,8 @@ def test_ctrl_c_ends_every_running_command_before_the_pool_lets_go(
             ended[session.host.name] = exc
 
     def interrupt() -> None:
-        if all_started.wait(120):
-            _thread.interrupt_main()
+        if all_started.wait(120):  # a real SIGINT: it wakes the main thread's wait
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     with SessionPool(hosts[:2], lab.ssh_options(), forks=2) as pool:
         threading.Thread(target=interrupt, daemon=True).start()
