@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 from . import shell
 from .errors import CommandFailed, CommandTimeout, HostError, UnreachableError
 from .host import Host
-from .transport import CHUNK, CommandResult, SSHOptions
+from .transport import CHUNK, CommandResult, JsonAnswers, SSHOptions
 from .variables import var
 
 COMMAND_VAR = "XPUFLEET_COMMAND"
@@ -188,7 +188,7 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-class SlurmSession:
+class SlurmSession(JsonAnswers):
     """What the executor needs of a session (run, stream_to), as srun steps on one node."""
 
     def __init__(self, host: Host, options: SSHOptions) -> None:

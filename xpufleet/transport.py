@@ -122,6 +122,24 @@ def map_connect_error(host: Host, exc: BaseException) -> HostError:
     raise exc
 
 
+class JsonAnswers:
+    """`run_json` over the session's own `run`: the SSH and the Slurm session share it."""
+
+    def run_json(self, command: str, *, last_line: bool = False, **kwargs: Any) -> Any:
+        """Run a command that answers one JSON document on stdout (its last line, with
+        `last_line`; `run`'s other arguments); anything else is a ProtocolError naming
+        the host and the first bytes received."""
+        out = self.run(command, **kwargs).stdout  # type: ignore[attr-defined]
+        text = (out.strip().splitlines() or [""])[-1] if last_line else out
+        try:
+            return json.loads(text)
+        except ValueError:
+            host = self.host.name  # type: ignore[attr-defined]
+            raise ProtocolError(
+                host, f"expected JSON, got {out[:120]!r} (from {command[:80]!r})"
+            ) from None
+
+
 @contextlib.contextmanager
 def mapped(host: str, what: str) -> Iterator[None]:
     """Around every channel and command: what paramiko, sockets and EOF raise becomes
@@ -134,7 +152,7 @@ def mapped(host: str, what: str) -> Iterator[None]:
         raise ConnectionLost(host, f"{what}: {exc or type(exc).__name__}") from exc
 
 
-class Session:
+class Session(JsonAnswers):
     """One open SSH connection to one host, reused for every command of a task.
 
     `cancelled` (the pool's Ctrl-C) ends a running command within one poll and keeps new
@@ -257,19 +275,6 @@ class Session:
         if check and status != 0:
             raise CommandFailed(self.host.name, command, status, err or out)
         return result
-
-    def run_json(self, command: str, *, last_line: bool = False, **kwargs: Any) -> Any:
-        """Run a command that answers one JSON document on stdout (its last line, with
-        `last_line`; `run`'s other arguments); anything else is a ProtocolError naming
-        the host and the first bytes received."""
-        out = self.run(command, **kwargs).stdout
-        text = (out.strip().splitlines() or [""])[-1] if last_line else out
-        try:
-            return json.loads(text)
-        except ValueError:
-            raise ProtocolError(
-                self.host.name, f"expected JSON, got {out[:120]!r} (from {command[:80]!r})"
-            ) from None
 
     def stream_to(
         self,
