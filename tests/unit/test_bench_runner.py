@@ -21,7 +21,7 @@ from xpufleet.bench.results import BenchRun, read_run, write_run
 from xpufleet.bench.runner import execute_plan
 from xpufleet.errors import CommandFailed
 from xpufleet.host import Host
-from xpufleet.transport import CommandResult
+from xpufleet.transport import CommandResult, JsonAnswers
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -63,7 +63,7 @@ with open("result.jsonl", "a") as out:
 """
 
 
-class LocalShellSession:
+class LocalShellSession(JsonAnswers):
     """Session.run's contract (quoted env, stdin, check) over a local `sh -c`."""
 
     def __init__(self, host: Host, pythonpath: Path) -> None:
