@@ -6,7 +6,7 @@ import pytest
 
 from xpufleet.errors import EXIT_BAD_INPUT, PlanError
 from xpufleet.host import Host
-from xpufleet.launch.plan import bus_bandwidth, model_fit, plan_launch
+from xpufleet.launch.plan import model_fit, plan_launch
 
 
 def cluster(n: int, **vars: object) -> list[Host]:
@@ -142,11 +142,6 @@ def test_warnings_for_hostname_rendezvous_and_missing_nic() -> None:
     warnings = " ".join(plan_launch(hosts, 16).warnings)
     assert "is a name" in warnings
     assert "nic is not set on n1, n2" in warnings
-
-
-def test_bus_bandwidth_formula() -> None:
-    assert bus_bandwidth(10.0, 8) == pytest.approx(17.5)
-    assert bus_bandwidth(10.0, 1) == 10.0
 
 
 def test_plan_json_round_trips_every_node() -> None:

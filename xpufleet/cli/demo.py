@@ -12,30 +12,28 @@ from ..provision.manifest import load_manifest
 from ..shell import join
 from .common import console, exits, settings_from
 
-#: (title, invoke arguments, may fail without stopping the tour)
-Step = tuple[str, list[str], bool]
+#: (title, invoke arguments): the tour stops at the first step that fails
+Step = tuple[str, list[str]]
 
 BEFORE_PROVISION: list[Step] = [
-    ("bring up the lab cluster (simulated Intel Max 1550 nodes)", ["lab.up"], False),
-    ("fan-out: one command on every node", ["run", "hostname"], False),
-    ("validate every node before provisioning (environment checks skip)", ["doctor"], False),
+    ("bring up the lab cluster (simulated Intel Max 1550 nodes)", ["lab.up"]),
+    ("fan-out: one command on every node", ["run", "hostname"]),
+    ("validate every node before provisioning (environment checks skip)", ["doctor"]),
 ]
 STAND_IN_BUILD: Step = (
     "build the SGLang stand-in wheel on node1 and fetch it into files/wheels/",
     ["build", "--host", "node1", "--recipe", "sglang-standin"],
-    False,
 )
 AFTER_BUILD: list[Step] = [
-    ("provision every node", ["provision"], False),
-    ("provision again: idempotent, nothing sent", ["provision"], False),
-    ("validate again: the whole stack now", ["doctor"], False),
+    ("provision every node", ["provision"]),
+    ("provision again: idempotent, nothing sent", ["provision"]),
+    ("validate again: the whole stack now", ["doctor"]),
     (
         "launch SGLang (the lab's stand-in): --tp 8 across 4 nodes, 2 ranks each",
         ["launch", "--tp", "8", "--nnodes", "4"],
-        False,
     ),
-    ("status of every rank", ["status"], False),
-    ("one chat request through the OpenAI-compatible API", ["chat", "Hello from xpufleet"], False),
+    ("status of every rank", ["status"]),
+    ("one chat request through the OpenAI-compatible API", ["chat", "Hello from xpufleet"]),
 ]
 
 
@@ -61,10 +59,10 @@ def demo(c: Any) -> int:
         steps.append(STAND_IN_BUILD)
     steps += AFTER_BUILD
     code = 0
-    for title, args, may_fail in steps:
+    for title, args in steps:
         console.rule(f"[bold]{title}[/]  (invoke {' '.join(args)})")
         code = _invoke(c, args)
-        if code and not may_fail:
+        if code:
             console.print(f"[bold red]demo stopped:[/] `invoke {' '.join(args)}` exited {code}")
             break
     console.rule("[bold]stop every rank[/]  (invoke stop)")

@@ -408,10 +408,3 @@ def plan_launch(
         nodes=tuple(nodes),
         warnings=tuple(warnings),
     )
-
-
-def bus_bandwidth(algbw_gbps: float, world_size: int) -> float:
-    """nccl-tests' all_reduce bus bandwidth: algbw * 2(n-1)/n."""
-    if world_size <= 1:
-        return algbw_gbps
-    return algbw_gbps * 2 * (world_size - 1) / world_size
