@@ -101,7 +101,9 @@ def test_build_fetch_push_install_import(cluster: Any, tmp_path: Path) -> None:
         tags="python_env,wheels",
     )
     assert report.exit_code() == 0, json.dumps(report.to_json(), indent=1)
-    assert report.extra["bytes_sent"] == entry.size * len(hosts)
+    # through the relay: one copy per batch of nodes that needed it at once, not one per node
+    sent = report.extra["bytes_sent"]
+    assert sent % entry.size == 0 and entry.size <= sent <= entry.size * len(hosts)
 
     def greet(session: Session) -> str:
         return session.run(
