@@ -316,10 +316,13 @@ class Session(JsonAnswers):
             raise Interrupted(self.host.name, "interrupted before the command started")
         # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
         window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
+        command, first = self._sudo(command)  # as the become user when elevated
         # a connection cut a moment ago may still look active: opening then fails raw
         with mapped(self.host.name, "cannot open a channel"):
             channel = self.transport.open_session(**window)
             channel.exec_command(command)
+            if first:
+                channel.sendall(first)
         self.round_trips += 1
         return Channel(self.host.name, channel)
 
