@@ -65,6 +65,12 @@ VARIABLES: dict[str, Variable] = {
         ),
         _v("device_hierarchy", str, "FLAT", "ZE_FLAT_DEVICE_HIERARCHY", ("FLAT", "COMPOSITE")),
         _v(
+            "device_ids",
+            list,
+            [],
+            "node devices launch may use, in rank order (ZE_AFFINITY_MASK; default: all)",
+        ),
+        _v(
             "nic",
             str,
             None,

@@ -243,6 +243,11 @@ def healthy_raw() -> dict[str, Any]:
                 "install_dir": {"path": "/opt/xpufleet", "checked": "/opt", "writable": True}
             },
         },
+        "kernel": {"release": "5.15.0-91-generic", "ptrace_scope": "1\n", "uid": 0},
+        "fabric": {
+            "tool": "/opt/intel/oneapi/mpi/latest/opt/mpi/libfabric/bin/fi_info",
+            "run": {"rc": 0, "out": fixture("15b_fi_info_l_libfabric_1.19.0amzn_tcp_PARTIAL.txt")},
+        },
     }
 
 

@@ -25,11 +25,15 @@ def test_tp8_over_two_nodes_splits_ranks_and_devices() -> None:
     second = plan.nodes[1]
     assert [r.rank for r in second.ranks] == [4, 5, 6, 7]
     assert [r.local_rank for r in second.ranks] == [0, 1, 2, 3]
-    assert [r.env["LOCAL_RANK"] for r in second.ranks] == ["0", "1", "2", "3"]
-    assert {r.env["LOCAL_WORLD_SIZE"] for r in second.ranks} == {"4"}
+    # oneCCL reads CCL_LOCAL_* (global.cpp set_local_coord), set per preflight rank
+    assert [r.env["CCL_LOCAL_RANK"] for r in second.ranks] == ["0", "1", "2", "3"]
+    assert {r.env["CCL_LOCAL_SIZE"] for r in second.ranks} == {"4"}
+    # rank r drives local device r % per (the fork's engine.py gpu_id), one each
+    assert [r.device for r in second.ranks] == [0, 1, 2, 3]
     assert second.device_mask == "0,1,2,3"
     assert second.env["ZE_AFFINITY_MASK"] == "0,1,2,3"
-    assert second.env["LOCAL_WORLD_SIZE"] == "4"
+    # nobody reads LOCAL_* on xccl: the plan does not set them
+    assert not {"LOCAL_RANK", "LOCAL_WORLD_SIZE"} & set(second.env)
 
 
 def test_command_line_follows_sglang_multinode_rules() -> None:
@@ -52,7 +56,9 @@ def test_command_line_follows_sglang_multinode_rules() -> None:
 def test_nic_and_oneccl_settings_from_inventory() -> None:
     hosts = cluster(2, fi_provider="cxi", ccl_allreduce="ring", ccl_env={"CCL_LOG_LEVEL": "info"})
     env = plan_launch(hosts, 16).nodes[0].env
-    assert env["GLOO_SOCKET_IFNAME"] == env["CCL_KVS_IFACE"] == env["FI_TCP_IFACE"] == "ens1"
+    assert env["GLOO_SOCKET_IFNAME"] == env["CCL_KVS_IFACE"] == "ens1"
+    assert "FI_TCP_IFACE" not in env  # read by libfabric's tcp provider only
+    assert plan_launch(cluster(2), 16).nodes[0].env["FI_TCP_IFACE"] == "ens1"
     assert env["FI_PROVIDER"] == "cxi"
     assert env["CCL_ATL_TRANSPORT"] == "ofi"
     assert env["CCL_ALLREDUCE"] == "ring"
@@ -150,3 +156,47 @@ def test_plan_json_round_trips_every_node() -> None:
     assert [n["node_rank"] for n in doc["nodes"]] == [0, 1]
     assert doc["nodes"][1]["ranks"][0]["rank"] == 8
     assert doc["fit"]["fits"] is True
+
+
+def test_device_ids_and_base_gpu_id_choose_the_physical_devices() -> None:
+    hosts = cluster(2, device_ids=[6, 7, 2, 3], sglang_extra_args=["--base-gpu-id", "1"])
+    node = plan_launch(hosts, 4, 2).nodes[1]
+    assert node.env["ZE_AFFINITY_MASK"] == "6,7,2"
+    assert [(r.rank, r.device, r.physical_device) for r in node.ranks] == [(2, 1, 7), (3, 2, 2)]
+    composite = plan_launch(cluster(1, device_hierarchy="COMPOSITE"), 4).nodes[0]
+    assert [r.physical_device for r in composite.ranks] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("variables", "tp", "nnodes", "message"),
+    [
+        ({}, 16, 1, "oversubscribed: more ranks per node than devices"),
+        ({"device_hierarchy": "COMPOSITE"}, 8, 1, "oversubscribed"),
+        ({"device_ids": [0, 1]}, 8, 2, "oversubscribed: 4 rank(s) per node"),
+        ({"device_ids": [0, 0, 1, 2]}, 8, 2, "name a device twice"),
+        ({"device_ids": [0, 9]}, 4, 2, "device_ids [9] do not exist"),
+        ({"sglang_extra_args": ["--base-gpu-id=6"]}, 8, 2, "oversubscribed"),
+        ({"ccl_env": {"ZE_AFFINITY_MASK": "0"}}, 8, 2, "ccl_env may not set ZE_AFFINITY_MASK"),
+    ],
+)
+def test_two_ranks_on_one_device_is_refused(
+    variables: dict, tp: int, nnodes: int, message: str
+) -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_launch(cluster(2, **variables), tp, nnodes)
+    assert message in str(caught.value)
+    assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_every_planned_variable_has_a_reason() -> None:
+    from xpufleet.launch.plan import ENV_REASONS, explain_env
+
+    plan = plan_launch(cluster(2, ccl_allreduce="ring", ccl_env={"CCL_LOG_LEVEL": "info"}), 16)
+    rows = explain_env(plan)
+    names = {name for _, name, _, _ in rows}
+    assert names - {"CCL_LOG_LEVEL"} <= set(ENV_REASONS)
+    assert {"CCL_LOCAL_RANK", "CCL_LOCAL_SIZE", "ZE_AFFINITY_MASK"} <= names
+    assert all(reason and "\n" not in reason for _, _, _, reason in rows)
+    assert [r for _, n, _, r in rows if n == "CCL_LOG_LEVEL"] == [
+        "inventory ccl_env: set by the operator"
+    ] * 2

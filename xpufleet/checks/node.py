@@ -84,7 +84,7 @@ VLLM_VERSION = check("vllm.version", "vLLM installed", "node")
 SGLANG_VERSION = check("sglang.version", "SGLang installed", "node")
 NET_NIC = check(
     "net.nic",
-    "the inventory's nic exists and carries the node's address",
+    "the inventory's nic exists and carries the rendezvous address (node 0) or an address in its subnet",
     "node",
 )
 NET_HOSTNAME = check(
@@ -129,6 +129,10 @@ class Expect:
     tile_memory_gb: float
     stack: tuple[str, ...] = ("torch", "triton", "vllm", "sglang")
     node0: str | None = None
+    ccl_ze_ipc_exchange: str = "pidfd"
+    fi_provider: str = "tcp"
+    #: where ranks rendezvous: node 0's rendezvous_address or its inventory address
+    rendezvous_address: str | None = None
 
     @classmethod
     def from_host(cls, host: Host, node0: Host | None = None) -> Expect:
@@ -154,6 +158,11 @@ class Expect:
             ports=tuple(sorted({int(var(host, "sglang_port")), int(var(host, "rendezvous_port"))})),
             tile_memory_gb=float(var(host, "tile_memory_gb")),
             node0=node0.name if node0 else None,
+            ccl_ze_ipc_exchange=str(var(host, "ccl_ze_ipc_exchange")),
+            fi_provider=str(var(host, "fi_provider")),
+            rendezvous_address=(
+                str(var(node0, "rendezvous_address") or node0.address) if node0 else None
+            ),
         )
 
     @property
@@ -650,7 +659,24 @@ def _node_addresses(facts: NodeFacts, expect: Expect) -> list[str]:
         return list(facts.address_resolved or [])
 
 
+def _rendezvous_ip(facts: NodeFacts, expect: Expect) -> str | None:
+    """The rendezvous address as an IP (a name is resolved like the node's own address
+    only when it is the node's address)."""
+    address = expect.rendezvous_address
+    if not address:
+        return None
+    try:
+        return str(ipaddress.ip_address(address.strip("[]")))
+    except ValueError:
+        if address == expect.address and facts.address_resolved:
+            return str(facts.address_resolved[0])
+        return None
+
+
 def check_nic(facts: NodeFacts, expect: Expect) -> Result:
+    """Split networks: SSH may run on a management network (`ansible_host`) while ranks
+    meet on `nic` at `rendezvous_address`. Node 0's nic must carry that address; every
+    other node's nic an address in its subnet (the interface it reaches node 0 on)."""
     if not expect.nic:
         return result(
             NET_NIC,
@@ -659,20 +685,30 @@ def check_nic(facts: NodeFacts, expect: Expect) -> Result:
             "collectives (GLOO_SOCKET_IFNAME, CCL_KVS_IFACE, FI_TCP_IFACE)",
         )
     nic = facts.nic
-    wanted_addresses = _node_addresses(facts, expect)
-    wanted = f"expected {expect.nic} to carry {', '.join(wanted_addresses) or expect.address}"
+    rendezvous = _rendezvous_ip(facts, expect)
+    is_node0 = expect.node0 in (None, expect.host)
+    if rendezvous is None:
+        targets = _node_addresses(facts, expect)
+        wanted = f"expected {expect.nic} to carry {', '.join(targets) or expect.address}"
+    elif is_node0:
+        targets = [rendezvous]
+        wanted = f"expected {expect.nic} to carry the rendezvous address {rendezvous}"
+    else:
+        targets = []
+        wanted = (
+            f"expected {expect.nic} to carry an address in the subnet of the rendezvous "
+            f"address {rendezvous} (node 0 {expect.node0})"
+        )
     if nic is None or not nic.exists:
         return result(NET_NIC, FAIL, f"found no interface {expect.nic}, {wanted}")
     loopback = nic.name == "lo"
-    carried = [
-        a
-        for a in wanted_addresses
-        if any(i.carries(a, loopback_interface=loopback) for i in nic.addresses)
-    ]
     shown = ", ".join(f"{i.address}/{i.prefix}" for i in nic.addresses) or "no address"
-    if not carried:
-        return result(NET_NIC, FAIL, f"found {nic.name} with {shown}, {wanted}")
-    return result(NET_NIC, PASS, f"found {nic.name} with {shown}, {wanted}")
+    if targets:
+        ok = any(i.carries(a, loopback_interface=loopback) for a in targets for i in nic.addresses)
+    else:
+        assert rendezvous is not None
+        ok = any(i.same_subnet(rendezvous) for i in nic.addresses)
+    return result(NET_NIC, PASS if ok else FAIL, f"found {nic.name} with {shown}, {wanted}")
 
 
 def _is_loopback(address: str) -> bool:
@@ -851,6 +887,115 @@ def check_probe(facts: NodeFacts, expect: Expect) -> Result:
     return result(PROBE, PASS, f"the probe ran under {kind} without errors, expected no errors")
 
 
+# -- kernel and fabric (oneCCL's pidfd IPC, libfabric providers) -------------------------
+KERNEL_VERSION = check("kernel.version", "kernel new enough for oneCCL's pidfd IPC", "node")
+KERNEL_PTRACE = check(
+    "kernel.ptrace_scope", "Yama ptrace_scope lets ranks take each other's fds", "node"
+)
+NET_FABRIC = check("net.fabric", "libfabric providers and the configured fi_provider", "node")
+#: pidfd_open (5.3) and pidfd_getfd (5.6): oneCCL's CCL_ZE_IPC_EXCHANGE=pidfd needs both
+PIDFD_KERNEL = (5, 6)
+
+
+def check_kernel_version(facts: NodeFacts, expect: Expect) -> Result:
+    kernel = facts.kernel
+    if expect.ccl_ze_ipc_exchange != "pidfd":
+        return result(
+            KERNEL_VERSION,
+            SKIP,
+            f"ccl_ze_ipc_exchange is {expect.ccl_ze_ipc_exchange}: no pidfd IPC, "
+            "no kernel requirement",
+        )
+    wanted = "expected >= 5.6 for ccl_ze_ipc_exchange pidfd (pidfd_getfd)"
+    if kernel is None or kernel.version is None:
+        shown = kernel.release if kernel and kernel.release else "no kernel release"
+        return result(KERNEL_VERSION, WARN, f"found {shown}, {wanted}")
+    if kernel.version < PIDFD_KERNEL:
+        return result(
+            KERNEL_VERSION,
+            FAIL,
+            f"found kernel {kernel.release}, {wanted}; or set ccl_ze_ipc_exchange: drmfd",
+        )
+    return result(KERNEL_VERSION, PASS, f"found kernel {kernel.release}, {wanted}")
+
+
+def check_ptrace_scope(facts: NodeFacts, expect: Expect) -> Result:
+    """pidfd_getfd needs ptrace-attach rights on the peer rank: with Yama, scope 1 allows
+    only descendants (the ranks are siblings), 2 only CAP_SYS_PTRACE, 3 nobody."""
+    kernel = facts.kernel
+    if expect.ccl_ze_ipc_exchange != "pidfd":
+        return result(
+            KERNEL_PTRACE,
+            SKIP,
+            f"ccl_ze_ipc_exchange is {expect.ccl_ze_ipc_exchange}: ptrace_scope does not apply",
+        )
+    if kernel is None or kernel.uid is None:
+        return result(KERNEL_PTRACE, WARN, "found no ptrace_scope/uid facts, expected them")
+    user = "root" if kernel.uid == 0 else f"uid {kernel.uid}"
+    if kernel.ptrace_scope is None:
+        return result(
+            KERNEL_PTRACE,
+            PASS,
+            f"found no Yama (classic ptrace rules) for {user}, expected ranks of one user "
+            "to reach each other",
+        )
+    limit = 2 if kernel.uid == 0 else 0
+    wanted = (
+        f"expected kernel.yama.ptrace_scope <= {limit} for ranks running as {user} with "
+        "ccl_ze_ipc_exchange pidfd"
+    )
+    if kernel.ptrace_scope > limit:
+        return result(
+            KERNEL_PTRACE,
+            FAIL,
+            f"found kernel.yama.ptrace_scope = {kernel.ptrace_scope}, {wanted} "
+            "(or ccl_ze_ipc_exchange: drmfd|sockets)",
+        )
+    return result(
+        KERNEL_PTRACE, PASS, f"found kernel.yama.ptrace_scope = {kernel.ptrace_scope}, {wanted}"
+    )
+
+
+def check_fabric(facts: NodeFacts, expect: Expect) -> Result:
+    from ..facts.kernel import FAST_PROVIDERS
+
+    fabric = facts.fabric
+    provider = expect.fi_provider
+    if fabric is None or fabric.tool is None:
+        return result(
+            NET_FABRIC,
+            SKIP,
+            f"found no fi_info on the node (PATH, oneAPI mpi/ccl libfabric), cannot list the "
+            f"providers for fi_provider {provider}",
+        )
+    if fabric.error:
+        return result(NET_FABRIC, WARN, f"fi_info -l failed: {fabric.error}")
+    shown = ", ".join(fabric.providers) or "none"
+    listed = [p.split(";")[0] for p in fabric.providers]
+    if provider.split(";")[0] not in listed:
+        return result(
+            NET_FABRIC,
+            FAIL,
+            f"found providers {shown}, expected fi_provider {provider} among them",
+            providers=list(fabric.providers),
+        )
+    faster = [p for p in FAST_PROVIDERS if p in listed]
+    if provider == "tcp" and faster:
+        return result(
+            NET_FABRIC,
+            WARN,
+            f"found providers {shown}: fi_provider is tcp but {', '.join(faster)} is available "
+            "(faster; tcp works but is slow)",
+            providers=list(fabric.providers),
+        )
+    return result(
+        NET_FABRIC,
+        PASS,
+        f"found providers {shown}, expected fi_provider {provider} among them",
+        providers=list(fabric.providers),
+    )
+
+
 NODE_CHECKS: tuple[NodeCheck, ...] = (
     check_probe,
     check_gpu_driver,
@@ -879,6 +1024,9 @@ NODE_CHECKS: tuple[NodeCheck, ...] = (
     check_gpu_holders,
     check_ports,
     *ACCESS_CHECKS,
+    check_kernel_version,
+    check_ptrace_scope,
+    check_fabric,
 )
 
 

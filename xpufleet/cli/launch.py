@@ -13,7 +13,7 @@ from rich.text import Text
 
 from ..errors import InputError, XpufleetError
 from ..launch.chat import chat_once
-from ..launch.plan import LaunchPlan, plan_launch
+from ..launch.plan import LaunchPlan, env_reason, explain_env, plan_launch
 from ..launch.render import new_run_id
 from ..launch.runner import launch as run_launch
 from ..launch.runner import run_logs, run_status, run_stop
@@ -25,7 +25,7 @@ from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
 RUN_HELP = "run id to act on (default: the node's current run)"
 
 
-def print_plan(plan: LaunchPlan) -> None:
+def print_plan(plan: LaunchPlan, explain: bool = False) -> None:
     """The plan for humans (stderr): one row per node, then each node's command line."""
     console.print(
         f"[bold]plan[/]: --tp {plan.tp} over {plan.nnodes} node(s) x {plan.ranks_per_node} "
@@ -35,7 +35,7 @@ def print_plan(plan: LaunchPlan) -> None:
     )
     console.print(f"fit: {plan.fit.message}", highlight=False)
     table = Table(show_lines=False)
-    for column in ("node", "address", "node rank", "ranks", "ZE_AFFINITY_MASK", "LOCAL_WORLD_SIZE"):
+    for column in ("node", "address", "node rank", "ranks", "ZE_AFFINITY_MASK", "rank:device"):
         table.add_column(column)
     for node in plan.nodes:
         table.add_row(
@@ -44,7 +44,7 @@ def print_plan(plan: LaunchPlan) -> None:
             str(node.node_rank),
             node.rank_span,
             node.device_mask,
-            node.env["LOCAL_WORLD_SIZE"],
+            " ".join(f"{r.rank}:xpu{r.device}(#{r.physical_device})" for r in node.ranks),
         )
     console.print(table)
     from .. import shell
@@ -52,7 +52,17 @@ def print_plan(plan: LaunchPlan) -> None:
     for node in plan.nodes:
         console.print(f"[bold]{node.host}[/] environment:", highlight=False)
         for name, value in sorted(node.env.items()):
-            console.print(f"  {name}={shell.quote(value)}", highlight=False, soft_wrap=True)
+            reason = f"  # {env_reason(name)}" if explain else ""
+            console.print(f"  {name}={shell.quote(value)}{reason}", highlight=False, soft_wrap=True)
+        if explain:
+            for rank in node.ranks:
+                pairs = " ".join(f"{k}={v}" for k, v in sorted(rank.env.items()))
+                console.print(
+                    f"  preflight rank {rank.rank} (xpu:{rank.device}): {pairs}  "
+                    f"# {env_reason('CCL_LOCAL_RANK')}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         console.print(f"[bold]{node.host}[/] command:", highlight=False)
         console.print("  " + shell.join(node.argv), highlight=False, soft_wrap=True)
     for warning in plan.warnings:
@@ -60,7 +70,7 @@ def print_plan(plan: LaunchPlan) -> None:
     console.print(f"OpenAI base URL once started: {plan.base_url}", highlight=False)
 
 
-def plan_report(plan: LaunchPlan) -> TaskReport:
+def plan_report(plan: LaunchPlan, explain: bool = False) -> TaskReport:
     report = TaskReport("launch")
     report.cluster.append(
         Result(
@@ -68,6 +78,11 @@ def plan_report(plan: LaunchPlan) -> TaskReport:
         )
     )
     report.extra["plan"] = plan.to_json()
+    if explain:
+        report.extra["explain"] = [
+            {"where": where, "name": name, "value": value, "reason": reason}
+            for where, name, value, reason in explain_env(plan)
+        ]
     return report
 
 
@@ -79,6 +94,7 @@ def plan_report(plan: LaunchPlan) -> TaskReport:
         "plan": "print the plan (ranks, devices, environment, commands) and start nothing",
         "emit": "`sbatch`: print a self-contained Slurm batch script of the plan (submit it "
         "with sbatch, stop it with scancel) and start nothing",
+        "explain": "with --plan: say for every environment variable who reads it",
         **HOST_FLAGS_HELP,
     }
 )
@@ -90,6 +106,7 @@ def launch(
     model: str | None = None,
     plan: bool = False,
     emit: str | None = None,
+    explain: bool = False,
     hosts: str | None = None,
     limit: str | None = None,
     forks: int | None = None,
@@ -107,11 +124,11 @@ def launch(
             raise InputError(f"--emit knows only sbatch, not {emit!r}", key="emit")
         sys.stdout.write(sbatch_script(the_plan, {h.name: h for h in ctx.hosts}, new_run_id()))
         return 0
-    if plan:
+    if plan or explain:
         if not json:
-            print_plan(the_plan)
+            print_plan(the_plan, explain=explain)
             return 0
-        return common.emit(plan_report(the_plan), as_json=True)
+        return common.emit(plan_report(the_plan, explain=explain), as_json=True)
     status = console.status("launching", spinner="dots")
     if not json:
         status.start()

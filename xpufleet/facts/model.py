@@ -13,6 +13,7 @@ from typing import Any
 from ..provision.manifest import InstalledWheel, parse_node_state
 from ..provision.manifest import normalize as normalize_name
 from .devices import INTEL_VENDOR, normalize_pci_id
+from .kernel import Fabric, Kernel, parse_fabric, parse_kernel
 from .packages import Package, parse_dpkg, parse_rpm
 from .sycl import SyclListing, parse_sycl_ls
 from .system import (
@@ -223,6 +224,10 @@ class NodeFacts:
     #: the model directory at model_path (None: not probed)
     model: ModelDir | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: kernel release, ptrace_scope, uid (None: the probe did not report them)
+    kernel: Kernel | None = None
+    #: libfabric providers from `fi_info -l` (None: not reported)
+    fabric: Fabric | None = None
 
 
 def _uevent(text: str | None) -> dict[str, str]:
@@ -508,4 +513,6 @@ def parse_facts(
         simulated=_simulated(raw),
         model=parse_model(raw.get("model")),
         raw=raw,
+        kernel=parse_kernel(raw.get("kernel")),
+        fabric=parse_fabric(raw.get("fabric")),
     )

@@ -553,6 +553,27 @@ def access_facts():
     }
 
 
+def kernel_facts():
+    """Kernel release, Yama's ptrace_scope and our uid (oneCCL's pidfd IPC needs them)."""
+    return {
+        "release": os.uname()[2],
+        "ptrace_scope": read("/proc/sys/kernel/yama/ptrace_scope"),
+        "uid": os.geteuid(),
+    }
+
+
+def fabric_facts(root):
+    """`fi_info -l` (libfabric's providers), from PATH or oneAPI's bundled libfabric."""
+    extra = [
+        os.path.join(root, comp, "latest", "opt", "mpi", "libfabric", "bin")
+        for comp in ("mpi", "ccl")
+    ]
+    tool = which("fi_info", extra)
+    if tool is None:
+        return {"tool": None}
+    return {"tool": tool, "run": run([tool, "-l"], 20)}
+
+
 def load_json(path):
     text = read(path)
     if text is None:
@@ -654,6 +675,7 @@ def main():
     slow.start("rendezvous", rendezvous_facts, PARAMS.get("rendezvous"))
     slow.start("packages", package_queries)
     slow.start("model", model_facts, PARAMS.get("model_path"), PARAMS.get("model_manifest"))
+    slow.start("fabric", fabric_facts, root)
     hostname = socket.gethostname()
     facts = {
         "probe": {"kind": "python", "schema": SCHEMA},
@@ -672,9 +694,10 @@ def main():
         "wheels_text": read(PARAMS["wheels_manifest"]) if PARAMS.get("wheels_manifest") else None,
         "busy": busy_facts(set(PARAMS.get("ports") or [])),
         "access": access_facts(),
+        "kernel": kernel_facts(),
     }
     found = slow.join(time.monotonic() + float(PARAMS.get("budget") or 100))
-    for key in ("gpu_tools", "env", "rendezvous", "packages", "model"):
+    for key in ("gpu_tools", "env", "rendezvous", "packages", "model", "fabric"):
         facts[key] = found.get(key)
     facts["probe"]["errors"] = ERRORS
     facts["clock"] = {"start": START, "elapsed": time.time() - START}

@@ -47,6 +47,16 @@ class InterfaceAddress:
             return True
         return loopback_interface and wanted in network
 
+    def same_subnet(self, address: str) -> bool:
+        """`address` lies in this interface address's subnet (reachable without a router)."""
+        try:
+            return (
+                ipaddress.ip_address(address)
+                in ipaddress.ip_interface(f"{self.address}/{self.prefix}").network
+            )
+        except ValueError:
+            return False
+
 
 def parse_ip_json(text: str) -> list[InterfaceAddress]:
     """`ip -j addr show dev NIC`."""

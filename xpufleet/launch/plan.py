@@ -3,11 +3,18 @@ and which exact `sglang.launch_server` command. Pure: no SSH, unit-tested on its
 
 SGLang multi-node rules it encodes (REFERENCE §2, §3, §6): `--tp-size` is the TOTAL
 across nodes; every node gets the same `--dist-init-addr` (node 0's address on the
-rendezvous NIC); node k runs ranks k*per .. k*per+per-1 on its devices 0..per-1;
-`--device xpu` is explicit (SGLang's default is cuda); oneCCL needs LOCAL_RANK /
-LOCAL_WORLD_SIZE per rank or it falls back to the global rank and size; the NIC goes
-into GLOO_SOCKET_IFNAME, CCL_KVS_IFACE and FI_TCP_IFACE. An impossible plan is a
-PlanError (exit 2) that says why, before any host is touched.
+rendezvous NIC); node k runs ranks k*per .. k*per+per-1, and rank r drives the node's
+device `base_gpu_id + r % per` as the fork's `engine.py` computes `gpu_id` (the index
+counts the devices left visible by ZE_AFFINITY_MASK); `--device xpu` is explicit
+(SGLang's default is cuda). oneCCL, started without mpiexec (`CCL_PROCESS_LAUNCHER=none`),
+reads its local layout only from CCL_LOCAL_RANK / CCL_LOCAL_SIZE (oneCCL
+`src/common/global/global.cpp`, `set_local_coord`); LOCAL_RANK / LOCAL_WORLD_SIZE are
+read by nobody on xccl (torch-xpu-ops main and releases do not copy them). We can set
+CCL_LOCAL_* only where we start each rank ourselves: the preflight. The NIC goes into
+GLOO_SOCKET_IFNAME, CCL_KVS_IFACE and (tcp provider) FI_TCP_IFACE. Every variable of the
+plan's environment has a one-line reason (`ENV_REASONS`, shown by `--plan --explain`).
+An impossible plan -- two ranks on one device included -- is a PlanError (exit 2) that
+says why, before any host is touched.
 """
 
 from __future__ import annotations
@@ -82,6 +89,11 @@ def devices_per_node(host: Host) -> int:
     return int(var(host, "tiles"))
 
 
+def usable_devices(host: Host) -> int:
+    """Devices launch may use on the node: `device_ids` if set, else all of them."""
+    return len(var(host, "device_ids") or []) or devices_per_node(host)
+
+
 def rendezvous_address(node0: Host) -> str:
     """Where ranks rendezvous: node 0's `rendezvous_address`, else its inventory address."""
     return str(var(node0, "rendezvous_address") or node0.address)
@@ -101,14 +113,41 @@ def usable_fraction(host: Host) -> float:
     return float(fraction) if fraction else DEFAULT_USABLE_FRACTION
 
 
+#: why each variable of a plan's environment is there: who reads it (one line each).
+#: A variable nobody reads does not go into the plan.
+ENV_REASONS: dict[str, str] = {
+    "ZE_FLAT_DEVICE_HIERARCHY": "Level Zero: FLAT = one device per tile, COMPOSITE = per card",
+    "ZE_AFFINITY_MASK": "Level Zero: the devices this node's ranks may see, in this order",
+    "ONEAPI_DEVICE_SELECTOR": "SYCL runtime: Level Zero GPUs only (no OpenCL/CPU duplicates)",
+    "CCL_PROCESS_LAUNCHER": "oneCCL: ranks are not started by mpiexec/hydra; local layout "
+    "comes from CCL_LOCAL_* (set per rank by the preflight)",
+    "CCL_ATL_TRANSPORT": "oneCCL: transport between nodes (ofi = libfabric)",
+    "FI_PROVIDER": "libfabric: provider oneCCL's ofi transport uses (tcp, cxi, verbs, ...)",
+    "CCL_ZE_IPC_EXCHANGE": "oneCCL: how ranks of one node exchange GPU memory handles "
+    "(pidfd needs kernel >= 5.6 and ptrace permission)",
+    "GLOO_SOCKET_IFNAME": "torch gloo (SGLang's CPU group): interface of its sockets",
+    "CCL_KVS_IFACE": "oneCCL: interface of its key-value store (else first non-lo interface)",
+    "FI_TCP_IFACE": "libfabric tcp provider: interface it sends on",
+    "CCL_ALLREDUCE": "oneCCL: all-reduce algorithm (inventory ccl_allreduce)",
+    "CCL_LOCAL_RANK": "oneCCL: this rank's index on its node (preflight ranks only)",
+    "CCL_LOCAL_SIZE": "oneCCL: ranks on this node (preflight ranks only)",
+}
+#: environment variables the planner owns; `ccl_env` may not override them
+PLANNED_ONLY = ("ZE_AFFINITY_MASK", "CCL_LOCAL_RANK", "CCL_LOCAL_SIZE")
+
+
 @dataclass(frozen=True)
 class RankPlan:
-    """One rank: global rank, rank within its node, the node-local device it drives."""
+    """One rank: global rank, rank within its node, the node-local device it drives
+    (an index into the devices ZE_AFFINITY_MASK leaves visible, as `torch.xpu.set_device`
+    takes it) and the physical device that is."""
 
     rank: int
     local_rank: int
     device: int
-    #: what this rank's process needs on top of the node's environment
+    #: the node's device number before ZE_AFFINITY_MASK (what xpu-smi / sycl-ls show)
+    physical_device: int = -1
+    #: what this rank's process needs on top of the node's environment (preflight)
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -211,7 +250,7 @@ def default_nnodes(tp: int, hosts: Sequence[Host]) -> int:
     """As few nodes as the ranks need: the smallest n dividing tp whose first n hosts
     each have at least tp/n devices."""
     for n in range(1, len(hosts) + 1):
-        if tp % n == 0 and all(devices_per_node(h) >= tp // n for h in hosts[:n]):
+        if tp % n == 0 and all(usable_devices(h) >= tp // n for h in hosts[:n]):
             return n
     total = sum(devices_per_node(h) for h in hosts)
     raise PlanError(
@@ -221,27 +260,105 @@ def default_nnodes(tp: int, hosts: Sequence[Host]) -> int:
     )
 
 
-def node_env(host: Host, per_node: int) -> dict[str, str]:
-    """Node-wide environment of every rank: devices, NIC, oneCCL/libfabric."""
+def base_gpu_id(host: Host) -> int:
+    """SGLang's `--base-gpu-id` when the inventory passes one in sglang_extra_args."""
+    args = [str(a) for a in var(host, "sglang_extra_args") or []]
+    for index, arg in enumerate(args):
+        value = None
+        if arg == "--base-gpu-id" and index + 1 < len(args):
+            value = args[index + 1]
+        elif arg.startswith("--base-gpu-id="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                raise PlanError(
+                    f"--base-gpu-id in sglang_extra_args is not a number: {value!r}",
+                    key="sglang_extra_args",
+                ) from None
+    return 0
+
+
+def assign_devices(host: Host, per_node: int) -> tuple[list[int], list[int]]:
+    """(ZE_AFFINITY_MASK entries, physical device of each local rank).
+
+    Local rank l drives visible device `base_gpu_id + l` (the fork's `engine.py`:
+    `gpu_id = base_gpu_id + tp_rank % tp_size_per_node`; `model_runner.py` then calls
+    `torch.xpu.set_device(gpu_id)`). Two ranks on one device make oneCCL silently leave
+    its Level Zero IPC algorithms (REFERENCE §3): refused here, with the reason."""
+    have = devices_per_node(host)
+    ids = [int(d) for d in var(host, "device_ids") or []] or list(range(have))
+    base = base_gpu_id(host)
+    where = f"{host.name} ({var(host, 'device_hierarchy')}, {have} device(s))"
+    wrong = [d for d in ids if not 0 <= d < have]
+    if wrong:
+        raise PlanError(f"device_ids {wrong} do not exist on {where}", key="device_ids")
+    if len(set(ids)) != len(ids):
+        raise PlanError(
+            f"device_ids {ids} on {host.name} name a device twice: two ranks would share it",
+            key="device_ids",
+        )
+    if base + per_node > len(ids):
+        raise PlanError(
+            f"oversubscribed: {per_node} rank(s) per node need devices {base}..{base + per_node - 1}"
+            f" but {where} offers {len(ids)} (device_ids {ids}, base gpu id {base}); two ranks "
+            "would share a device and oneCCL would leave its GPU-to-GPU (Level Zero IPC) path; "
+            "use more nodes (--nnodes) or a smaller --tp",
+            key="--tp",
+        )
+    used = ids[: base + per_node]
+    return used, [used[base + local] for local in range(per_node)]
+
+
+def node_env(host: Host, mask: Sequence[int]) -> dict[str, str]:
+    """Node-wide environment of every rank: devices, NIC, oneCCL/libfabric. Only variables
+    something reads (ENV_REASONS says what)."""
+    provider = str(var(host, "fi_provider"))
     env: dict[str, str] = {
         "ZE_FLAT_DEVICE_HIERARCHY": str(var(host, "device_hierarchy")).upper(),
-        "ZE_AFFINITY_MASK": ",".join(str(d) for d in range(per_node)),
+        "ZE_AFFINITY_MASK": ",".join(str(d) for d in mask),
         "ONEAPI_DEVICE_SELECTOR": "level_zero:gpu",
-        "LOCAL_WORLD_SIZE": str(per_node),
         "CCL_PROCESS_LAUNCHER": "none",
         "CCL_ATL_TRANSPORT": str(var(host, "ccl_atl_transport")),
-        "FI_PROVIDER": str(var(host, "fi_provider")),
+        "FI_PROVIDER": provider,
         "CCL_ZE_IPC_EXCHANGE": str(var(host, "ccl_ze_ipc_exchange")),
     }
     nic = var(host, "nic")
     if nic:
-        env.update(GLOO_SOCKET_IFNAME=str(nic), CCL_KVS_IFACE=str(nic), FI_TCP_IFACE=str(nic))
+        env.update(GLOO_SOCKET_IFNAME=str(nic), CCL_KVS_IFACE=str(nic))
+        if provider == "tcp":
+            env["FI_TCP_IFACE"] = str(nic)
     allreduce = var(host, "ccl_allreduce")
     if allreduce:
         env["CCL_ALLREDUCE"] = str(allreduce)
     for name, value in dict(var(host, "ccl_env") or {}).items():
+        if str(name) in PLANNED_ONLY:
+            raise PlanError(
+                f"ccl_env may not set {name}: the planner sets it per node/rank "
+                "(use device_ids to choose devices)",
+                key="ccl_env",
+            )
         env[str(name)] = str(value)
     return env
+
+
+def env_reason(name: str) -> str:
+    """Why `name` is in the plan's environment (one line)."""
+    return ENV_REASONS.get(name, "inventory ccl_env: set by the operator")
+
+
+def explain_env(plan: LaunchPlan) -> list[tuple[str, str, str, str]]:
+    """(host, variable, value, reason) for every variable of every node's environment,
+    then the per-rank variables the preflight sets."""
+    rows = []
+    for node in plan.nodes:
+        for name, value in sorted(node.env.items()):
+            rows.append((node.host, name, value, env_reason(name)))
+        for rank in node.ranks:
+            for name, value in sorted(rank.env.items()):
+                rows.append((f"{node.host} rank {rank.rank}", name, value, env_reason(name)))
+    return rows
 
 
 def _check_uniform(hosts: Sequence[Host]) -> None:
@@ -287,7 +404,7 @@ def plan_launch(
         have = devices_per_node(host)
         if per_node > have:
             raise PlanError(
-                f"more ranks per node than devices: {per_node} ranks per node but "
+                f"oversubscribed: more ranks per node than devices: {per_node} ranks per node but "
                 f"{host.name} exposes {have} device(s) "
                 f"({var(host, 'device_hierarchy')}, tiles={var(host, 'tiles')}, "
                 f"cards={var(host, 'cards')}); use more nodes (--nnodes)",
@@ -333,13 +450,16 @@ def plan_launch(
 
     nodes: list[NodePlan] = []
     for node_rank, host in enumerate(chosen):
-        env = node_env(host, per_node)
+        mask, physical = assign_devices(host, per_node)
+        env = node_env(host, mask)
+        base = base_gpu_id(host)
         ranks = tuple(
             RankPlan(
                 rank=node_rank * per_node + local,
                 local_rank=local,
-                device=local,
-                env={"LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(per_node)},
+                device=base + local,
+                physical_device=physical[local],
+                env={"CCL_LOCAL_RANK": str(local), "CCL_LOCAL_SIZE": str(per_node)},
             )
             for local in range(per_node)
         )
