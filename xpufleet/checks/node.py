@@ -84,7 +84,8 @@ VLLM_VERSION = check("vllm.version", "vLLM installed", "node")
 SGLANG_VERSION = check("sglang.version", "SGLang installed", "node")
 NET_NIC = check(
     "net.nic",
-    "the inventory's nic exists and carries the rendezvous address (node 0) or an address in its subnet",
+    "the inventory's nic exists and carries the rendezvous address (node 0) or an address "
+    "in its subnet",
     "node",
 )
 NET_HOSTNAME = check(

@@ -301,10 +301,10 @@ def assign_devices(host: Host, per_node: int) -> tuple[list[int], list[int]]:
         )
     if base + per_node > len(ids):
         raise PlanError(
-            f"oversubscribed: {per_node} rank(s) per node need devices {base}..{base + per_node - 1}"
-            f" but {where} offers {len(ids)} (device_ids {ids}, base gpu id {base}); two ranks "
-            "would share a device and oneCCL would leave its GPU-to-GPU (Level Zero IPC) path; "
-            "use more nodes (--nnodes) or a smaller --tp",
+            f"oversubscribed: {per_node} rank(s) per node need devices "
+            f"{base}..{base + per_node - 1} but {where} offers {len(ids)} (device_ids {ids}, "
+            f"base gpu id {base}); two ranks would share a device and oneCCL would leave its "
+            "GPU-to-GPU (Level Zero IPC) path; use more nodes (--nnodes) or a smaller --tp",
             key="--tp",
         )
     used = ids[: base + per_node]
