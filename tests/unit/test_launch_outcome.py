@@ -85,7 +85,8 @@ def test_node_config_has_the_ports_and_the_preflight_topology() -> None:
     assert [p["what"] for p in other["ports"]] == ["SGLang HTTP"]
     assert other["preflight"]["world_size"] == 8
     assert [r["rank"] for r in other["preflight"]["ranks"]] == [4, 5, 6, 7]
-    assert other["preflight"]["ranks"][2]["env"] == {"LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "4"}
+    assert other["preflight"]["ranks"][2]["env"] == {"CCL_LOCAL_RANK": "2", "CCL_LOCAL_SIZE": "4"}
+    assert other["preflight"]["ranks"][2]["device"] == 2
     assert other["hub"] == {"address": "127.0.9.1", "port": 29510}
 
 

@@ -98,3 +98,21 @@ def test_preflight_alone_prints_its_report(tmp_path: Path) -> None:
     assert proc.returncode == 1
     doc = json.loads(out)
     assert doc["ranks"][0]["missing_ranks"] == [2, 3]
+
+
+def test_preflight_checks_the_planned_nic_before_any_rank_starts() -> None:
+    def cfg(nic: str, address: str, node_rank: int) -> dict:
+        return {
+            "env": {"GLOO_SOCKET_IFNAME": nic},
+            "rendezvous": {"address": address, "port": 1},
+            "node_rank": node_rank,
+        }
+
+    assert preflight.check_nic(cfg("lo", "127.0.0.1", 0)) is None
+    assert preflight.check_nic(cfg("lo", "127.0.0.1", 1)) is None
+    reason = preflight.check_nic(cfg("lo", "10.99.0.1", 0))
+    assert reason and "does not carry the rendezvous address 10.99.0.1" in reason
+    reason = preflight.check_nic(cfg("lo", "10.99.0.1", 1))
+    assert reason and "no address in the subnet" in reason
+    reason = preflight.check_nic(cfg("hsn-nonexistent", "127.0.0.1", 0))
+    assert reason and "does not exist" in reason

@@ -72,6 +72,17 @@ def _cause(plan: LaunchPlan, failed: list[dict[str, Any]], errors: Mapping[str, 
     head = plan.node0.host
     store = f"{url_host(plan.rendezvous_address)}:{plan.rendezvous_port}"
     kinds = {r.get("kind") for r in failed if r.get("kind") != "aborted"}
+    if "wrong_nic" in kinds:
+        first = next(r for r in failed if r.get("kind") == "wrong_nic")
+        return (
+            f"{first.get('error')}: set `nic` to the interface that carries "
+            f"{plan.rendezvous_address} (and its subnet on the other nodes)",
+            RUNBOOK_RENDEZVOUS,
+        )
+    if "nodevice" in kinds:
+        first = next(r for r in failed if r.get("kind") == "nodevice")
+        return (f"{first.get('error')}: check device_hierarchy, device_ids and the driver",
+                RUNBOOK_PREFLIGHT)  # fmt: skip
     if "addrinuse" in kinds:
         return (
             f"port {plan.rendezvous_port} on {head} ({plan.rendezvous_address}) is already in "
@@ -156,11 +167,18 @@ def judge_preflight(
                 data={"ranks": mine},
             )
         else:
+            devices = [e["device"] for e in mine if e.get("device")]
+            joined = (
+                "; devices "
+                + ", ".join(f"xpu:{d['index']} (#{d.get('physical')})" for d in devices)
+                if devices
+                else ""
+            )
             hosts[node.host] = Result(
                 "launch.preflight",
                 PASS,
-                f"ranks {node.rank_span} joined {plan.dist_init_addr}; all_reduce correct",
-                data={"ranks": mine},
+                f"ranks {node.rank_span} joined {plan.dist_init_addr}{joined}; all_reduce correct",
+                data={"ranks": mine, "devices": devices},
             )
     if not failed and not missing_reports and not errors:
         summary = "; ".join(

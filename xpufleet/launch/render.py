@@ -135,8 +135,16 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
             "host": node.host,
             "node_rank": node.node_rank,
             "world_size": plan.tp,
+            "device": plan.device,
             "ranks": [
-                {"rank": r.rank, "local_rank": r.local_rank, "env": r.env} for r in node.ranks
+                {
+                    "rank": r.rank,
+                    "local_rank": r.local_rank,
+                    "device": r.device,
+                    "physical_device": r.physical_device,
+                    "env": r.env,
+                }
+                for r in node.ranks
             ],
             "env": node.env,
             "rendezvous": {"address": plan.rendezvous_address, "port": plan.rendezvous_port},

@@ -1,6 +1,10 @@
 """Preflight collective, run on every node before SGLang starts (shipped into the run dir).
 
-One process per planned rank, with the rank's planned environment, joins ONE
+One process per planned rank, with the rank's planned environment (CCL_LOCAL_RANK /
+CCL_LOCAL_SIZE, which oneCCL reads when no MPI launcher started the ranks), first selects
+the rank's own device as SGLang will (`torch.xpu.set_device(base_gpu_id + rank % per)`,
+an index into what ZE_AFFINITY_MASK leaves visible; the fork's engine.py/model_runner.py),
+so oneCCL sees one rank per device and takes its Level Zero IPC path, then joins ONE
 torch.distributed group over exactly the planned topology: the store at the planned
 dist-init address (rank 0 hosts it, as SGLang's rank 0 will), the planned backend
 (xccl on xpu, gloo in the lab), an all_reduce of a known tensor checked on every rank,
@@ -92,6 +96,91 @@ def probe(address: str, port: int, deadline: float) -> None:
     raise Failed("connect", kind, f"cannot reach the rendezvous store {address}:{port}: {last}")
 
 
+def interface_addresses(nic: str) -> list[tuple[str, int]] | None:
+    """(address, prefix) of every IPv4/IPv6 address on `nic` (`ip -j addr`), None if
+    iproute2 cannot tell."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["ip", "-j", "addr", "show", "dev", nic], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return []
+    try:
+        links = json.loads(proc.stdout or "[]")
+    except ValueError:
+        return None
+    return [
+        (str(a["local"]), int(a.get("prefixlen", 32)))
+        for link in links
+        for a in link.get("addr_info", [])
+        if "local" in a
+    ]
+
+
+def check_nic(cfg: dict[str, Any]) -> str | None:
+    """Split networks: the planned NIC (GLOO_SOCKET_IFNAME = CCL_KVS_IFACE) must carry the
+    rendezvous address on node 0 and an address in its subnet elsewhere, or gloo and
+    oneCCL talk over another interface (or not at all). A reason, or None if fine."""
+    import ipaddress
+
+    nic = cfg["env"].get("GLOO_SOCKET_IFNAME")
+    address = str(cfg["rendezvous"]["address"]).strip("[]")
+    try:
+        wanted = ipaddress.ip_address(address)
+    except ValueError:
+        return None  # a name: doctor's net.nic and the connect stage judge it
+    if not nic:
+        return None
+    found = interface_addresses(nic)
+    if found is None:
+        return None
+    if not found:
+        return f"interface {nic} (nic) does not exist or has no address on this node"
+    shown = ", ".join(f"{a}/{p}" for a, p in found)
+    networks = [ipaddress.ip_interface(f"{a}/{p}") for a, p in found]
+    if int(cfg.get("node_rank", 0)) == 0:
+        if any(n.ip == wanted or (nic == "lo" and wanted in n.network) for n in networks):
+            return None
+        return f"nic {nic} ({shown}) does not carry the rendezvous address {address}"
+    if any(wanted in n.network for n in networks):
+        return None
+    return f"nic {nic} ({shown}) has no address in the subnet of the rendezvous address {address}"
+
+
+def select_device(cfg: dict[str, Any], rank_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """`torch.xpu.set_device` on the rank's planned device, as SGLang's model runner does.
+    None where the node shows no XPU and the plan does not want one (CPU plans)."""
+    import torch
+
+    index = int(rank_cfg.get("device", rank_cfg["local_rank"]))
+    xpu = getattr(torch, "xpu", None)
+    if xpu is None or not xpu.is_available():
+        if cfg.get("device") == "xpu":
+            raise Failed("device", "nodevice", "torch sees no XPU device on this node")
+        return None
+    count = xpu.device_count()
+    if index >= count:
+        mask = cfg["env"].get("ZE_AFFINITY_MASK", "unset")
+        raise Failed(
+            "device",
+            "nodevice",
+            f"planned device xpu:{index} but torch sees {count} (ZE_AFFINITY_MASK={mask})",
+        )
+    xpu.set_device(index)
+    props = xpu.get_device_properties(index)
+    return {
+        "index": index,
+        "physical": rank_cfg.get("physical_device"),
+        "current": int(xpu.current_device()),
+        "name": str(getattr(props, "name", "")),
+        "uuid": str(getattr(props, "uuid", "")),
+    }
+
+
 def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out: Connection):
     """One rank: report each stage reached, then the result."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -117,6 +206,8 @@ def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out
         import torch.distributed as dist
 
         torch.set_num_threads(1)
+        stage("device")
+        result["device"] = select_device(cfg, rank_cfg)
         address, port = cfg["rendezvous"]["address"], int(cfg["rendezvous"]["port"])
         left = lambda: max(1.0, deadline - time.monotonic())  # noqa: E731
         stage("connect")
@@ -159,7 +250,7 @@ def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out
             world_size=world,
             timeout=timedelta(seconds=left()),
         )
-        device = "xpu" if backend == "xccl" else "cpu"
+        device = f"xpu:{result['device']['index']}" if backend == "xccl" else "cpu"
         stage("allreduce")
         check = torch.full((1024,), float(rank + 1), device=device)
         dist.all_reduce(check)
@@ -176,7 +267,7 @@ def run_rank(cfg: dict[str, Any], rank_cfg: dict[str, Any], deadline: float, out
             tic = time.perf_counter()
             for _ in range(ITERATIONS):
                 dist.all_reduce(tensor)
-            if device == "xpu":
+            if device != "cpu":
                 torch.xpu.synchronize()
             seconds = (time.perf_counter() - tic) / ITERATIONS
             algbw = tensor.numel() * 4 / seconds / 1e9
@@ -227,7 +318,8 @@ def run_preflight(run_json: str) -> dict[str, Any]:
     readers: dict[Any, int] = {}
     procs: list[Any] = []
     reports: dict[int, dict[str, Any]] = {}
-    for rank_cfg in cfg["ranks"]:
+    wrong_nic = check_nic(cfg)
+    for rank_cfg in cfg["ranks"] if wrong_nic is None else []:
         rank = int(rank_cfg["rank"])
         reader, writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=run_rank, args=(cfg, rank_cfg, deadline, writer))
@@ -264,6 +356,13 @@ def run_preflight(run_json: str) -> dict[str, Any]:
     for proc in procs:  # every rank has reported (or run out of time): none may linger
         proc.kill()
         proc.join(5)
+    if wrong_nic is not None:
+        for rank_cfg in cfg["ranks"]:
+            rank = int(rank_cfg["rank"])
+            reports[rank] = {
+                "rank": rank, "stage": "nic", "joined": False, "ok": False,
+                "kind": "wrong_nic", "error": wrong_nic,
+            }  # fmt: skip
     for report in reports.values():
         if not report.get("final") and "error" not in report:
             reason = aborted["reason"] or f"hard timeout ({cfg['timeout']} s)"
