@@ -68,28 +68,33 @@ def ensure_upstream_sglang(root: Path | None = None) -> Path:
     return python
 
 
-def parse_with_real_server_args(python: Path, argv: list[str]) -> dict[str, object]:
-    """Run `argv` (launch_server's arguments) through the real ServerArgs CLI in its env."""
+def parse_with_real_server_args(python: Path, argvs: list[list[str]]) -> list[dict[str, object]]:
+    """Run each argv (launch_server's arguments) through the real ServerArgs CLI, all in
+    ONE interpreter of that env (importing sglang takes seconds); a refusal raises."""
     import json
 
     code = (
         "import argparse, json, sys\n"
         "from sglang.srt.server_args import ServerArgs\n"
-        "parser = argparse.ArgumentParser()\n"
-        "ServerArgs.add_cli_args(parser)\n"
-        "args = ServerArgs.from_cli_args(parser.parse_args(sys.argv[1:]))\n"
         "keys = ('model_path', 'served_model_name', 'tp_size', 'nnodes', 'node_rank',\n"
         "        'dist_init_addr', 'device', 'host', 'port', 'trust_remote_code',\n"
         "        'base_gpu_id', 'mem_fraction_static')\n"
-        "print(json.dumps({k: getattr(args, k) for k in keys}))\n"
+        "out = []\n"
+        "for argv in json.load(sys.stdin):\n"
+        "    parser = argparse.ArgumentParser()\n"
+        "    ServerArgs.add_cli_args(parser)\n"
+        "    args = ServerArgs.from_cli_args(parser.parse_args(argv))\n"
+        "    out.append({k: getattr(args, k) for k in keys})\n"
+        "print(json.dumps(out))\n"
     )
     proc = subprocess.run(
-        [str(python), "-c", code, *argv],
+        [str(python), "-c", code],
+        input=json.dumps(argvs),
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"real ServerArgs refused {argv}: {proc.stderr.strip()[-2000:]}")
+        raise RuntimeError(f"real ServerArgs refused an argv: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

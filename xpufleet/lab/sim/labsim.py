@@ -492,9 +492,20 @@ def _patch_torch() -> None:
             return []  # no GPU driver: Level Zero finds no device
         return devices(node, dict(os.environ))
 
+    current = {"index": 0}
+
+    def set_device(device: Any) -> None:
+        """torch.xpu.set_device: an index into the devices Level Zero shows this process
+        (after ZE_FLAT_DEVICE_HIERARCHY and ZE_AFFINITY_MASK), refused when out of range."""
+        index = _device_index(device)
+        count = len(visible())
+        if not 0 <= index < count:
+            raise RuntimeError(f"Invalid device index {index}: {count} XPU device(s)")
+        current["index"] = index
+
     def get_device_properties(device: Any = None) -> XpuDeviceProperties:
         listed = visible()
-        index = _device_index(device)
+        index = current["index"] if device is None else _device_index(device)
         if not 0 <= index < len(listed):
             raise RuntimeError(f"Invalid device index {index}: {len(listed)} XPU device(s)")
         card, tile = listed[index]
@@ -512,6 +523,8 @@ def _patch_torch() -> None:
     torch.xpu.device_count = lambda: len(visible())
     torch.xpu.get_device_properties = get_device_properties
     torch.xpu.get_device_name = lambda device=None: get_device_properties(device).name
+    torch.xpu.set_device = set_device
+    torch.xpu.current_device = lambda: current["index"]
     dist.is_xccl_available = lambda: xccl
     dist.is_backend_available = is_backend_available
 
