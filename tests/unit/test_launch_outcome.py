@@ -271,11 +271,27 @@ def test_port_holders_find_the_listening_process() -> None:
     assert supervisor.port_holders("127.0.0.1", port) == []
 
 
-def test_ranks_are_told_apart_by_name_or_else_by_start_order() -> None:
-    assert supervisor.RANK_NAME.search("sglang_TP12").group(1) == "12"
+def test_ranks_are_told_apart_by_title_spawn_order_and_log_prefix() -> None:
     assert supervisor.RANK_NAME.search("sglang::scheduler_DP0_TP3 ").group(1) == "3"
+    assert supervisor.RANK_NAME.search("sglang::scheduler") is None
     assert supervisor.RANK_NAME.search("python -m sglang.launch_server --model /m/TP16") is None
-    children = [(30, 100.0), (10, 101.0), (20, 100.5)]  # (pid, start time)
-    assert supervisor.ranks_by_start_order(children, [4, 5], now=110.0) == {4: 30, 5: 20}
-    assert supervisor.ranks_by_start_order(children, [4, 5], now=102.0) == {}  # too young
-    assert supervisor.ranks_by_start_order(children[:1], [4, 5], now=110.0) == {}
+    tracker = (
+        11,
+        ["python3", "python3 -c from multiprocessing.resource_tracker import main;main(6)"],
+        100.0,
+    )
+    sched = lambda pid, t: (pid, ["sglang::schedul", "sglang::scheduler"], t)  # noqa: E731
+    detok = (40, ["sglang::detoken", "sglang::detokenizer"], 102.0)
+    children = [detok, sched(30, 101.0), tracker, sched(20, 100.5)]
+    found, helpers, waiting = supervisor.assign_ranks(children, [4, 5], {"4", "5"})
+    # the tracker started first but is no rank; schedulers in the fork's spawn order
+    assert (found, waiting) == ({4: 20, 5: 30}, None)
+    assert helpers == {11: "resource tracker", 40: "detokenizer"}
+    # not before every rank logged with its TP prefix, nor while a child is untitled
+    assert supervisor.assign_ranks(children, [4, 5], {"4"})[2] == "no TP5 log lines yet"
+    starting = (50, ["python3", "python3 -c from multiprocessing.spawn import spawn_main"], 99.0)
+    assert supervisor.assign_ranks([*children, starting], [4, 5], {"4", "5"})[0] == {}
+    assert supervisor.assign_ranks(children[:2], [4, 5], {"4", "5"})[0] == {}
+    # a title with the index (later upstream) names the rank directly
+    indexed = [(60, ["sglang::scheduler_TP5"], 200.0), (61, ["sglang::scheduler_TP4"], 201.0)]
+    assert supervisor.assign_ranks(indexed, [4, 5], set())[0] == {5: 60, 4: 61}

@@ -107,14 +107,51 @@ def test_node0_logs_like_sglang_and_becomes_ready(two_nodes: dict) -> None:
     assert READY not in node1
 
 
-def test_each_node_runs_its_share_of_ranks_as_named_processes(two_nodes: dict) -> None:
-    names = {}
-    for server, ranks in two_nodes["ranks"].items():
-        names[server] = sorted(Path(f"/proc/{r}/comm").read_text().strip() for r in ranks)
-    assert sorted(names.values()) == [
-        ["sglang_TP0", "sglang_TP1"],
-        ["sglang_TP2", "sglang_TP3"],
-    ]
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def test_each_node_has_the_forks_process_layout(two_nodes: dict) -> None:
+    """As the fork: spawn start method (CPython's resource tracker is the FIRST child),
+    schedulers titled `sglang::scheduler` without a rank index, and on node 0 only a
+    `sglang::detokenizer` after them (entrypoints/engine.py, managers/scheduler.py)."""
+    layouts = []
+    for server in (p.pid for p in two_nodes["procs"]):
+        children = sorted(two_nodes["ranks"][server], key=lambda pid: (start_ticks(pid), pid))
+        layouts.append([_cmdline(pid) for pid in children])
+    node0, node1 = layouts
+    for layout in layouts:
+        assert "multiprocessing.resource_tracker" in layout[0]
+        assert layout[1:3] == ["sglang::scheduler", "sglang::scheduler"]
+    assert node0[3:] == ["sglang::detokenizer"]
+    assert node1[3:] == []
+
+
+def start_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def test_supervisor_names_ranks_by_title_spawn_order_and_log_prefix(two_nodes: dict) -> None:
+    from xpufleet.launch.remote import supervisor
+
+    for node_rank, proc in enumerate(two_nodes["procs"]):
+        children = [
+            (pid, supervisor.process_names(pid), supervisor.start_time(pid) or 0.0)
+            for pid in two_nodes["ranks"][proc.pid]
+        ]
+        tags = supervisor.log_tags(two_nodes["logs"] / f"node{node_rank}.log")
+        ranks = [2 * node_rank, 2 * node_rank + 1]
+        found, helpers, waiting = supervisor.assign_ranks(children, ranks, tags)
+        assert waiting is None
+        assert sorted(found) == ranks
+        # the resource tracker and the detokenizer are helpers, never ranks
+        assert sorted(helpers.values()) == (
+            ["detokenizer", "resource tracker"] if node_rank == 0 else ["resource tracker"]
+        )
+        assert not set(helpers) & set(found.values())
+        # each rank's pid is a scheduler that logged as TP<rank>
+        for pid in found.values():
+            assert _cmdline(pid) == "sglang::scheduler"
 
 
 def test_health_endpoints_on_both_nodes(two_nodes: dict) -> None:
@@ -162,7 +199,8 @@ def test_native_generate_and_info_endpoints(two_nodes: dict) -> None:
 
 def test_a_killed_rank_brings_its_peers_down(two_nodes: dict) -> None:
     """Runs last in this module: a dead rank breaks the group; the others must not hang."""
-    victim = two_nodes["ranks"][two_nodes["procs"][1].pid][0]
+    node1 = two_nodes["ranks"][two_nodes["procs"][1].pid]
+    victim = next(pid for pid in node1 if _cmdline(pid) == "sglang::scheduler")
     os.kill(victim, signal.SIGKILL)
     node0 = two_nodes["procs"][0]
     node0.wait(30)

@@ -28,8 +28,9 @@ from .sim.generate import SIM_MODULE, SIM_MODULE_NAME, Tree, file, write_tree
 
 DEFAULT_ROOT = Path("/var/cache/xpufleet-lab/pybase")
 SYSTEM_PYTHON = "/usr/bin/python3"
-#: what the base environment holds (numpy too: torch warns on every import without it)
-REQUIREMENTS = ("torch==2.13.0", "numpy")
+#: what the base environment holds (numpy too: torch warns on every import without it;
+#: setproctitle: the fork's scheduler titles its processes with it, so does the stand-in)
+REQUIREMENTS = ("torch==2.13.0", "numpy", "setproctitle")
 MARKER = ".xpufleet-lab-complete"
 SIM_DIST = "xpufleet_lab_sim-1.0.dist-info"
 

@@ -2,7 +2,8 @@
 
 `supervise` runs for as long as the ranks do, started under `setsid nohup` so it outlives
 the SSH session. It starts the node's rendered launch script, finds the rank processes
-(children of the server named `...TP<n>`), watches each through a pidfd so a death is
+the way the fork makes them observable (see `classify` and `assign_ranks`), watches each
+through a pidfd so a death is
 seen at once with its time and exit status, and keeps a small TCP link to node 0's
 supervisor (the hub): any rank death, a supervisor that disappears, or a missed
 heartbeat makes every supervisor stop every rank on its node within seconds, also long
@@ -35,9 +36,24 @@ from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 TERMINAL_STATES = ("failed", "stopped")
-#: how a rank process names itself: the stand-in's comm `sglang_TP3`, SGLang's
-#: setproctitle `sglang::scheduler_TP3` / `sglang::scheduler_DP0_TP3`
-RANK_NAME = re.compile(r"(?:^sglang_TP|sglang::scheduler(?:_DP\d+)?_TP)(\d+)(?:\s|$)")
+#: a scheduler title WITH its rank, as upstream SGLang later sets it
+#: (`sglang::scheduler_TP3`, `sglang::scheduler_DP0_TP3`); the fork (0.4.3.post2,
+#: managers/scheduler.py) sets plain `sglang::scheduler`, without an index
+RANK_NAME = re.compile(r"sglang::scheduler(?:_DP\d+)?_TP(\d+)(?:\s|$)")
+#: what each child of the server process is, by its title (setproctitle rewrites the
+#: command line; comm keeps the first 15 characters) -- checked in this order
+ROLES = (
+    ("resource tracker", re.compile(r"multiprocessing\.resource_tracker")),
+    ("detokenizer", re.compile(r"^sglang::detoken")),
+    ("tokenizer manager", re.compile(r"^sglang::tokeniz")),
+    ("data parallel controller", re.compile(r"^sglang::data_pa")),
+    ("scheduler", re.compile(r"^sglang::schedul")),
+    ("preflight rank", re.compile(r"^preflight_r")),
+    # a spawn child that has not set its title yet (python -c "...spawn_main(...)")
+    ("starting", re.compile(r"multiprocessing\.spawn|multiprocessing\.forkserver")),
+)
+#: helper processes whose death breaks serving: watched like ranks
+WATCHED_HELPERS = ("detokenizer",)
 #: `[2025-02-06 21:35:19 TP5] msg` (rank lines) and `[2025-02-06 21:35:19] msg` (server lines)
 LOG_PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: (?:TP|DP\d+ TP)(\d+))?\]")
 
@@ -113,14 +129,6 @@ def process_name(pid: int) -> str:
     return " ".join(process_names(pid))
 
 
-def rank_of(pid: int) -> int | None:
-    for name in process_names(pid):
-        match = RANK_NAME.search(name)
-        if match:
-            return int(match.group(1))
-    return None
-
-
 def zombie_status(pid: int) -> int | None:
     """waitpid-style status of a zombie (field 52 of /proc/PID/stat), before it is reaped."""
     stat = proc_stat(pid)
@@ -143,15 +151,63 @@ def describe_status(status: int | None) -> dict[str, Any]:
     return {"code": code, "signal": None, "text": f"exited with code {code}"}
 
 
-def ranks_by_start_order(
-    children: list[tuple[int, float]], ranks: list[int], now: float, settle_s: float = 3.0
-) -> dict[int, int]:
-    """{rank: pid} for the first len(ranks) children by start time, once every one of them
-    has lived `settle_s` seconds (SGLang starts its schedulers first, in rank order)."""
-    ordered = sorted(children, key=lambda item: (item[1], item[0]))[: len(ranks)]
-    if len(ordered) < len(ranks) or any(now - started < settle_s for _, started in ordered):
-        return {}
-    return {rank: pid for rank, (pid, _) in zip(ranks, ordered, strict=True)}
+def classify(names: list[str]) -> str:
+    """A child's role from its comm and command line (see ROLES); "other" if unknown."""
+    for role, pattern in ROLES:
+        if any(pattern.search(name) for name in names):
+            return role
+    return "other"
+
+
+def assign_ranks(
+    children: list[tuple[int, list[str], float]], ranks: list[int], log_tags: set[str]
+) -> tuple[dict[int, int], dict[int, str], str | None]:
+    """({rank: pid}, {pid: helper role}, why not yet) for the children of the server.
+
+    The fork titles every scheduler `sglang::scheduler` (no index), and spawns them one
+    after the other in rank order (entrypoints/engine.py: `for tp_rank in tp_rank_range:
+    ... proc.start()`), AFTER the resource tracker (the first spawn starts it) and BEFORE
+    the detokenizer. So: helpers are named by title, never counted as ranks; the k-th
+    scheduler created (start time, then pid) is the node's k-th rank; and the ranks are
+    only taken once every planned rank's `TP<n>` log prefix is in the log (the schedulers
+    configured their loggers), no child is still untitled, and the count matches. A title
+    that carries the index (later upstream) wins over all of that."""
+    helpers: dict[int, str] = {}
+    schedulers: list[tuple[float, int]] = []
+    named: dict[int, int] = {}
+    pending = 0
+    for pid, names, started in children:
+        role = classify(names)
+        indexed = next((RANK_NAME.search(n) for n in names if RANK_NAME.search(n)), None)
+        if indexed:
+            named[int(indexed.group(1))] = pid
+        elif role == "scheduler":
+            schedulers.append((started, pid))
+        elif role == "starting":
+            pending += 1
+        elif role != "preflight rank":
+            helpers[pid] = role
+    if named:
+        return {r: p for r, p in named.items() if r in ranks}, helpers, None
+    if pending:
+        return {}, helpers, f"{pending} child process(es) not titled yet"
+    if len(schedulers) != len(ranks):
+        return {}, helpers, f"{len(schedulers)} of {len(ranks)} schedulers started"
+    missing = [r for r in ranks if str(r) not in log_tags]
+    if missing:
+        return {}, helpers, f"no TP{missing[0]} log lines yet"
+    ordered = [pid for _, pid in sorted(schedulers)]
+    return dict(zip(sorted(ranks), ordered, strict=True)), helpers, None
+
+
+def log_tags(log: Path) -> set[str]:
+    """Rank tags (`TP<n>` prefixes) seen in the first part of the node's log."""
+    try:
+        with log.open("rb") as fh:
+            text = fh.read(4 << 20).decode(errors="replace")
+    except OSError:
+        return set()
+    return {tag for tag, _ in tag_lines(text.splitlines())} - {"main"}
 
 
 # -- ports --------------------------------------------------------------------------
@@ -321,6 +377,7 @@ class Supervisor:
             "started_at": time.time(),
             "server_pid": None,
             "ranks": {},
+            "helpers": {},
             "first_death": None,
             "reason": None,
             "ended_at": None,
@@ -442,24 +499,22 @@ class Supervisor:
         self.pidfds[fd] = (kind, rank, pid)
 
     def discover_ranks(self) -> None:
-        if self.server is None:
+        if self.server is None or self.rank_pids:
             return
-        found: dict[int, int] = {}
-        unnamed: list[tuple[int, float]] = []
-        for pid in children_of(self.server.pid):
-            if pid in self.rank_pids.values():
+        children = [
+            (pid, process_names(pid), start_time(pid) or 0.0)
+            for pid in children_of(self.server.pid)
+        ]
+        found, helpers, waiting = assign_ranks(children, self.cfg["ranks"], log_tags(self.log))
+        for pid, role in helpers.items():
+            if str(pid) in self.state["helpers"]:
                 continue
-            rank = rank_of(pid)
-            if rank is not None:
-                found[rank] = pid
-            elif not any(n.startswith("preflight_r") for n in process_names(pid)):
-                unnamed.append((pid, start_time(pid) or 0.0))
-        if not found and not self.rank_pids:
-            # an engine whose ranks do not name themselves (no setproctitle): its first
-            # children, once they have lived a few seconds, are the schedulers in rank order
-            found = ranks_by_start_order(unnamed, self.cfg["ranks"], time.time())
-            if found:
-                self.say("ranks do not name themselves: taken in start order")
+            self.state["helpers"][str(pid)] = {"role": role, "started_at": start_time(pid)}
+            if role in WATCHED_HELPERS:
+                self.watch("helper", -1, pid)
+            self.save()
+        if waiting or not found:
+            return
         for rank, pid in sorted(found.items()):
             self.rank_pids[rank] = pid
             self.state["ranks"][str(rank)] = {
@@ -470,11 +525,20 @@ class Supervisor:
                 "cause": None,
             }
             self.watch("rank", rank, pid)
-            self.save()
+        self.state["identified_by"] = (
+            "process titles with the rank index"
+            if any(RANK_NAME.search(n) for _, names, _ in children for n in names)
+            else "title sglang::scheduler, the fork's spawn order, TP<n> log prefixes"
+        )
+        self.save()
         expected = len(self.cfg["ranks"])
         if self.state["state"] == "starting" and len(self.rank_pids) >= expected:
             self.state["state"] = "running"
-            self.say(f"all {expected} local ranks are up: {sorted(self.rank_pids)}")
+            shown = ", ".join(f"TP{r}=pid {p}" for r, p in sorted(self.rank_pids.items()))
+            roles = ", ".join(
+                f"{h['role']}=pid {p}" for p, h in sorted(self.state["helpers"].items())
+            )
+            self.say(f"all {expected} local ranks are up: {shown}; helpers: {roles or 'none'}")
             self.save()
 
     def exit_status(self, pid: int) -> int | None:
@@ -494,12 +558,21 @@ class Supervisor:
         if kind == "rank":
             entry = self.state["ranks"][str(rank)]
             entry.update(exit=status, died_at=died_at, cause=cause)
+        elif kind == "helper":
+            entry = self.state["helpers"].get(str(pid), {})
+            entry.update(exit=status, died_at=died_at, cause=cause)
         else:
             self.state["server_exit"] = {**status, "died_at": died_at, "cause": cause}
         self.save()
         if self.ending:
             return
-        who = f"rank {rank}" if kind == "rank" else "sglang.launch_server"
+        if kind == "rank":
+            who = f"rank {rank}"
+        elif kind == "helper":
+            role = self.state["helpers"].get(str(pid), {}).get("role", "helper")
+            who = f"{role} (helper process, not a rank)"
+        else:
+            who = "sglang.launch_server"
         death = {
             "host": self.host,
             "node_rank": self.node_rank,
@@ -719,6 +792,8 @@ def status(run_dir: Path) -> dict[str, Any]:
         )
     doc["ranks"] = ranks
     doc["expected_ranks"] = cfg.get("ranks", [])
+    doc["helpers"] = state.get("helpers", {})
+    doc["identified_by"] = state.get("identified_by")
     doc["leftovers"] = session_members(int(state["session"])) if state.get("session") else []
     doc["ports"] = check_ports(cfg)
     return doc

@@ -21,7 +21,7 @@ import urllib.request
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 
-from .srt.engine import Frontend, run_rank
+from .srt.engine import Frontend, run_detokenizer_process, run_rank
 from .srt.http_server import ServerState, make_server
 from .srt.server_args import ServerArgs, prepare_server_args
 from .srt.utils import configure_logger, free_port, kill_children
@@ -53,19 +53,27 @@ class Node:
         self.shutdown(0)
 
     def start_ranks(self) -> None:
+        """The fork's entrypoints/engine.py `_launch_subprocesses`: start method spawn
+        (`mp.set_start_method("spawn", force=True)` in `_set_envs_and_config`), so
+        CPython's resource tracker becomes a child too (started by the first spawn,
+        before any scheduler); one scheduler per local rank in rank order with
+        `gpu_id = base_gpu_id + tp_rank % tp_size_per_node`; on node 0 a detokenizer
+        process after them; then wait for every scheduler's "ready"."""
         args = self.args
         init_addr = args.dist_init_addr or f"127.0.0.1:{free_port()}"
-        ctx = multiprocessing.get_context("fork")
-        first = args.node_rank * args.tp_per_node
+        multiprocessing.set_start_method("spawn", force=True)
+        per_node = args.tp_per_node
+        first = args.node_rank * per_node
         readers: dict[Connection, int] = {}
-        for rank in range(first, first + args.tp_per_node):
-            reader, writer = ctx.Pipe(duplex=False)
+        for rank in range(first, first + per_node):
+            reader, writer = multiprocessing.Pipe(duplex=False)
             requests = None
             if rank == 0:
-                mine, requests = ctx.Pipe()
+                mine, requests = multiprocessing.Pipe()
                 self.frontend = Frontend(mine)
-            process = ctx.Process(
-                target=run_rank, args=(args, rank, init_addr, writer, requests), daemon=False
+            gpu_id = args.base_gpu_id + rank % per_node
+            process = multiprocessing.Process(
+                target=run_rank, args=(args, gpu_id, rank, init_addr, writer, requests)
             )
             process.start()
             assert process.pid is not None
@@ -74,6 +82,11 @@ class Node:
             if requests is not None:
                 requests.close()
             readers[reader] = rank
+        if args.node_rank == 0:
+            detokenizer = multiprocessing.Process(target=run_detokenizer_process, args=(args,))
+            detokenizer.start()
+            assert detokenizer.pid is not None
+            self.children.append(detokenizer.pid)
         while readers:
             for reader in wait(list(readers)):
                 rank = readers.pop(reader)  # type: ignore[call-overload]

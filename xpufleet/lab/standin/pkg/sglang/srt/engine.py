@@ -152,26 +152,39 @@ def _generate_logged(
     return model.generate(batch, max_new, on_step=on_step)
 
 
+def select_device(args: ServerArgs, gpu_id: int) -> None:
+    """The fork's model_runner.py: `torch.get_device_module(self.device).set_device(
+    self.gpu_id)` before init_process_group. The stand-in computes on the CPU, but where
+    the node shows XPU devices (real, or the lab's simulated torch.xpu) it selects its
+    device the same way, so a wrong mapping fails here as it would on a Max node."""
+    xpu = getattr(torch, "xpu", None)
+    if args.device != "xpu" and not (xpu is not None and xpu.is_available()):
+        return
+    assert xpu is not None
+    xpu.set_device(gpu_id)
+    props = xpu.get_device_properties(gpu_id)
+    logger.info(f"Selected device xpu:{gpu_id}: {props.name} uuid={getattr(props, 'uuid', '?')}")
+
+
 def run_rank(
     args: ServerArgs,
+    gpu_id: int,
     rank: int,
     init_addr: str,
     ready: Connection,
     requests: Connection | None,
 ) -> None:
-    """Body of one rank process (forked from the node's server process)."""
+    """Body of one scheduler process, spawned by the node's server process like the fork's
+    `run_scheduler_process(server_args, port_args, gpu_id, tp_rank, dp_rank, writer)`
+    (managers/scheduler.py): untitled-index process title, `TP<n>` log prefix."""
     parent = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     kill_itself_when_parent_died()
-    set_process_name(f"sglang_TP{rank}")
-    local = rank % args.tp_per_node
-    # oneCCL would take these from LOCAL_*; without them it falls back to global sizes
-    os.environ["LOCAL_RANK"] = str(local)
-    os.environ["LOCAL_WORLD_SIZE"] = str(args.tp_per_node)
-    os.environ["RANK"] = str(rank)
+    set_process_name("sglang::scheduler")  # scheduler.py: no rank index in 0.4.3.post2
     configure_logger(args.log_level, prefix=f" TP{rank}")
     try:
+        select_device(args, gpu_id)
         model = init_rank(args, rank, init_addr)
         ready.send({"status": "ready", "rank": rank, "pid": os.getpid()})
         ready.close()
@@ -189,6 +202,19 @@ def run_rank(
             sys.stdout.flush()
             os._exit(1)
     os._exit(0)
+
+
+def run_detokenizer_process(args: ServerArgs) -> None:
+    """The fork's detokenizer process (managers/detokenizer_manager.py: titled
+    `sglang::detokenizer`, started on node 0 only, after the schedulers). The stand-in
+    detokenizes inside its HTTP process; this process reproduces the layout a launcher
+    sees (one more child of the server that is not a rank) and idles until its parent
+    goes."""
+    kill_itself_when_parent_died()
+    set_process_name("sglang::detokenizer")
+    configure_logger(args.log_level)
+    while True:
+        signal.pause()
 
 
 class Frontend:

@@ -30,12 +30,20 @@ def configure_logger(log_level: str = "info", prefix: str = "") -> None:
 
 
 def set_process_name(name: str) -> None:
-    """What `ps -o comm` shows (15 characters at most): lets tools tell ranks apart."""
+    """`setproctitle.setproctitle(name)` as the fork does (scheduler.py:
+    `setproctitle.setproctitle("sglang::scheduler")` with NO rank index;
+    detokenizer_manager.py: `"sglang::detokenizer"`). The lab's base environment carries
+    the real setproctitle package; without it only comm (15 characters) changes."""
     try:
-        with open("/proc/self/comm", "w") as comm:
-            comm.write(name[:15])
-    except OSError:
-        pass
+        import setproctitle  # type: ignore[import-not-found]
+
+        setproctitle.setproctitle(name)
+    except ImportError:
+        try:
+            with open("/proc/self/comm", "w") as comm:
+                comm.write(name[:15])
+        except OSError:
+            pass
 
 
 def kill_itself_when_parent_died() -> None:
