@@ -79,6 +79,18 @@ def rank_pids(status: dict[str, Any]) -> dict[int, int]:
     return pids
 
 
+def children_of(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def start_ticks(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
 def wait_until(predicate: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,7 +203,18 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     pids = rank_pids(status)
     assert sorted(pids) == list(range(8))
 
-    victim = pids[5]  # node3's second rank
+    # the fork's layout on node3 (ranks 4, 5), seen in /proc, not through the supervisor:
+    # the server's children are the resource tracker (first), two untitled-index
+    # schedulers, nothing else (the detokenizer runs on node 0 only)
+    server = int(Path(f"/proc/{pids[4]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    children = sorted(children_of(server), key=lambda pid: (start_ticks(pid), pid))
+    titles = [cmdline(pid) for pid in children]
+    assert "multiprocessing.resource_tracker" in titles[0]
+    assert titles[1:] == ["sglang::scheduler", "sglang::scheduler"]
+    # what start order would call "rank 5" is the second child; the LAST scheduler
+    # started is rank 5, the one a start-order launcher would leave unwatched
+    victim = children[-1]
+    assert pids[5] == victim and children[0] not in pids.values()
     os.kill(victim, signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids.values()), 30), (
         "ranks still running after a rank died"

@@ -321,6 +321,64 @@ class Lab:
         with self._locked():
             return bastion.up(self)
 
+    # -- the split network: a fabric NIC per node ------------------------------------------
+    @property
+    def fabric_net(self) -> str:
+        """The fabric network of this lab: `127.(X xor 128).Y` for net `127.X.Y`, so it is
+        derived from the lab's own net (two labs never share one) and stays on 127/8."""
+        _, x, y = self.net.split(".")
+        return f"127.{int(x) ^ 128}.{y}"
+
+    def fabric_address(self, index: int) -> str:
+        """Node i's address on the fabric (where ranks rendezvous and talk)."""
+        return f"{self.fabric_net}.{index}"
+
+    def fabric_nic(self, index: int) -> str:
+        """Node i's fabric interface, named like a Slingshot NIC (`hsn`) and unique on the
+        machine (nodes share one network namespace): `hsn<X>-<Y>-<i>` for net 127.X.Y."""
+        _, x, y = self.net.split(".")
+        return f"hsn{x}-{y}-{index}"
+
+    def _ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["ip", *args], capture_output=True, text=True, env=CLEAN_ENV)
+        if check and proc.returncode != 0:
+            raise LabError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    def _fabric_nics(self) -> dict[int, str]:
+        """This lab's fabric interfaces that exist now: {node index: name}."""
+        prefix = self.fabric_nic(0)[:-1]
+        found = {}
+        for line in self._ip("-o", "link", "show", check=False).stdout.splitlines():
+            name = line.split(":", 2)[1].strip().split("@", 1)[0] if ":" in line else ""
+            rest = name[len(prefix) :]
+            if name.startswith(prefix) and rest.isdigit():
+                found[int(rest)] = name
+        return found
+
+    def _fabric_up(self, count: int) -> None:
+        """Node i gets `fabric_nic(i)` (a veth pair: `dummy` is not available on these
+        kernels, REFERENCE §9) carrying `fabric_address(i)/24`; extra ones go."""
+        existing = self._fabric_nics()
+        for index, name in existing.items():
+            if index > count:
+                self._ip("link", "del", name, check=False)
+        for index in range(1, count + 1):
+            name = self.fabric_nic(index)
+            if index not in existing:
+                self._ip("link", "add", name, "type", "veth", "peer", "name", "hsp" + name[3:])
+            self._ip("link", "set", name, "up")
+            self._ip("link", "set", "hsp" + name[3:], "up")
+            wanted = f"{self.fabric_address(index)}/24"
+            if wanted not in self._ip("-o", "addr", "show", "dev", name).stdout:
+                self._ip("addr", "add", wanted, "dev", name, "noprefixroute")
+
+    def _fabric_down(self) -> int:
+        nics = self._fabric_nics()
+        for name in nics.values():
+            self._ip("link", "del", name, check=False)  # takes its peer with it
+        return len(nics)
+
     def node_dir(self, index: int) -> Path:
         return self.dir / "nodes" / f"node{index}"
 
@@ -474,10 +532,11 @@ class Lab:
 
     # -- firewall -------------------------------------------------------------------------
     def _rule(self, index: int, port: int) -> list[str]:
+        """A DROP of `port` on the node's addresses: its SSH one and its fabric one."""
         return [
             "INPUT",
             "-d",
-            f"{self.node_address(index)}/32",
+            f"{self.node_address(index)}/32,{self.fabric_address(index)}/32",
             "-p",
             "tcp",
             "-m",
@@ -970,6 +1029,7 @@ class Lab:
                 if state["nodes"][str(i)].get("faults", {}) != before:
                     self._write_state(state)
             self._install_models(count, state)
+            self._fabric_up(count)
             self._write_known_hosts(count)
             self.inventory_path.write_text(
                 render_inventory(self, [prof.node(i) for i in range(1, count + 1)], env)
@@ -1032,6 +1092,7 @@ class Lab:
             killed = self.slurm.down() + self._kill_nodes(None)
             bastion.down(self)
             self._remove_rules(None)
+            self._fabric_down()
             return killed
         with self._locked():
             return self._down_locked()
@@ -1044,6 +1105,7 @@ class Lab:
         killed += self._kill_nodes(None)
         bastion.down(self)
         self._remove_rules(None)
+        self._fabric_down()
         nodes = self.dir / "nodes"
         if nodes.is_dir():
             for entry in nodes.iterdir():
@@ -1181,8 +1243,13 @@ def render_inventory(
     hosts: dict[str, dict[str, Any]] = {}
     for i, spec in enumerate(specs, start=1):
         address = lab.node_address(i)
-        # nodes share one network namespace: each serves HTTP on its own address only
-        entry: dict[str, Any] = {"ansible_host": address, "sglang_host": address}
+        # nodes share one network namespace: each serves HTTP on its own address only;
+        # ranks meet on the fabric (split network: SSH on ansible_host, collectives on nic)
+        entry: dict[str, Any] = {
+            "ansible_host": address,
+            "sglang_host": address,
+            "nic": lab.fabric_nic(i),
+        }
         if spec.gpu_model != defaults.gpu_model:
             entry["gpu_model"] = spec.gpu_model
         if spec.cards != defaults.cards:
@@ -1201,7 +1268,7 @@ def render_inventory(
                 "known_hosts": known_hosts or str(lab.known_hosts),
                 # the lab is never in the operator's ~/.ssh/config: read none
                 "ansible_ssh_common_args": "-F none",
-                "nic": "lo",
+                "rendezvous_address": lab.fabric_address(1),
                 "python": str(env.python),
                 "base_site_packages": [str(env.site_packages)],
                 **LAB_SIZED_VARS,

@@ -96,14 +96,17 @@ def probe(address: str, port: int, deadline: float) -> None:
     raise Failed("connect", kind, f"cannot reach the rendezvous store {address}:{port}: {last}")
 
 
-def interface_addresses(nic: str) -> list[tuple[str, int]] | None:
-    """(address, prefix) of every IPv4/IPv6 address on `nic` (`ip -j addr`), None if
-    iproute2 cannot tell."""
+def interface_addresses(nic: str | None) -> list[tuple[str, int]] | None:
+    """(address, prefix) of every address on `nic` (every interface if None), from
+    `ip -j addr`; None if iproute2 cannot tell."""
     import subprocess
 
     try:
         proc = subprocess.run(
-            ["ip", "-j", "addr", "show", "dev", nic], capture_output=True, text=True, timeout=10
+            ["ip", "-j", "addr", "show", *(["dev", nic] if nic else [])],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -143,7 +146,11 @@ def check_nic(cfg: dict[str, Any]) -> str | None:
     shown = ", ".join(f"{a}/{p}" for a, p in found)
     networks = [ipaddress.ip_interface(f"{a}/{p}") for a, p in found]
     if int(cfg.get("node_rank", 0)) == 0:
-        if any(n.ip == wanted or (nic == "lo" and wanted in n.network) for n in networks):
+        if any(n.ip == wanted for n in networks):
+            return None
+        # lo answers for all of 127/8, unless another interface carries the address
+        carried = [ipaddress.ip_address(a) for a, _ in interface_addresses(None) or []]
+        if nic == "lo" and wanted in ipaddress.ip_network("127.0.0.0/8") and wanted not in carried:
             return None
         return f"nic {nic} ({shown}) does not carry the rendezvous address {address}"
     if any(wanted in n.network for n in networks):
