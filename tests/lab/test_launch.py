@@ -158,12 +158,23 @@ def test_plan_prints_and_starts_nothing(inventory: Path) -> None:
 
 
 def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
-    inventory: Path, launched: Any
+    provisioned_lab: Lab, inventory: Path, launched: Any
 ) -> None:
     code, doc = launched("--tp", "8", "--nnodes", "2")
     assert code == 0, messages(doc) + doc["stderr"]
     assert doc["ready"] is True
     chat_matches_tp1(doc["base_url"])
+    # split network: ranks met on node1's fabric NIC, not on the SSH address
+    assert doc["plan"]["rendezvous_address"] == provisioned_lab.fabric_address(1)
+    # FLAT: every rank on its own tile, xpu:0..3 = tiles 0..3 of the node
+    for host in ("node1", "node2"):
+        devices = [
+            r["data"]["devices"]
+            for r in doc["hosts"][host]["results"]
+            if r["id"] == "launch.preflight"
+        ][0]
+        assert [(d["index"], d["physical"]) for d in devices] == [(i, i) for i in range(4)]
+        assert len({d["uuid"] for d in devices}) == 4
 
     code, status = invoke(inventory, "status")
     assert code == 0, messages(status)

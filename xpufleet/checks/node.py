@@ -895,7 +895,9 @@ KERNEL_VERSION = check("kernel.version", "kernel new enough for oneCCL's pidfd I
 KERNEL_PTRACE = check(
     "kernel.ptrace_scope", "Yama ptrace_scope lets ranks take each other's fds", "node"
 )
-NET_FABRIC = check("net.fabric", "libfabric providers and the configured fi_provider", "node")
+NET_FABRIC = check(
+    "net.fabric", "libfabric providers and the configured fi_provider", "node", ("fi_info",)
+)
 #: pidfd_open (5.3) and pidfd_getfd (5.6): oneCCL's CCL_ZE_IPC_EXCHANGE=pidfd needs both
 PIDFD_KERNEL = (5, 6)
 

@@ -93,6 +93,7 @@ def node_description(node_name: str, spec: NodeSpec) -> dict[str, Any]:
         "simulated": [
             "xpu-smi",
             "sycl-ls",
+            "fi_info",
             "/sys/class/drm",
             "/dev/dri",
             f"/sys/module/{spec.driver}",
@@ -292,14 +293,15 @@ def dpkg_status(real_status: str, spec: NodeSpec) -> str:
 
 # -- node bin, sshd, shell --------------------------------------------------------------
 def bin_tree(*, with_xpu_smi: bool) -> Tree:
-    """The node's own bin dir: simulated `xpu-smi` and `sycl-ls` (+ their module)."""
+    """The node's own bin dir: simulated `xpu-smi`, `sycl-ls` and libfabric's `fi_info`
+    (+ their module)."""
     tree: Tree = {f"{SIM_MODULE_NAME}.py": file(SIM_MODULE.read_text())}
     launcher = (
         "#!/usr/bin/python3 -sE\n"
         "# Simulated by the xpufleet lab (no Intel GPU here); see {module}.py\n"
         "import sys\n\nfrom {module} import main\n\nsys.exit(main({tool!r}))\n"
     )
-    tools = ["sycl-ls"] + (["xpu-smi"] if with_xpu_smi else [])
+    tools = ["sycl-ls", "fi_info"] + (["xpu-smi"] if with_xpu_smi else [])
     for tool in tools:
         tree[tool] = file(launcher.format(module=SIM_MODULE_NAME, tool=tool), 0o755)
     return tree

@@ -529,12 +529,29 @@ def _patch_torch() -> None:
     dist.is_backend_available = is_backend_available
 
 
+# -- libfabric ----------------------------------------------------------------------------
+#: what a lab node's libfabric offers: loopback traffic only, so the socket providers and
+#: no fast NIC (format of `fi_info -l`, fixtures 15a/15b: libfabric's util/info.c)
+FI_PROVIDERS = ("ofi_rxm", "shm", "udp", "tcp", "sockets", "ofi_hook_perf", "ofi_hook_noop")
+FI_VERSION = "120.0"
+
+
+def fi_info(argv: list[str]) -> tuple[int, str, str]:
+    """The simulated `fi_info`: `-l` lists the providers; anything else is refused."""
+    if argv[:1] in (["-l"], ["--list"]):
+        out = "".join(f"{name}:\n    version: {FI_VERSION}\n" for name in FI_PROVIDERS)
+        return 0, out, ""
+    return 1, "", f"xpufleet lab: fi_info {' '.join(argv)} is not simulated (only -l)\n"
+
+
 # -- launchers ---------------------------------------------------------------------------
 def main(tool: str) -> int:
     """Entry of the node's `xpu-smi` / `sycl-ls` launchers."""
     env = dict(os.environ)
     if tool == "xpu-smi":
         code, out, err = xpu_smi(sys.argv[1:], env)
+    elif tool == "fi_info":
+        code, out, err = fi_info(sys.argv[1:])
     else:
         code, out, err = sycl_ls(env)
     sys.stdout.write(out)
