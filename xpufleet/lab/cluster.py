@@ -324,10 +324,16 @@ class Lab:
     # -- the split network: a fabric NIC per node ------------------------------------------
     @property
     def fabric_net(self) -> str:
-        """The fabric network of this lab: `127.(X xor 128).Y` for net `127.X.Y`, so it is
-        derived from the lab's own net (two labs never share one) and stays on 127/8."""
+        """The fabric network of this lab: `127.(X+192).Y` for net `127.X.Y` (X < 64), so it
+        is derived from the lab's own net (two labs never share one), stays on 127/8 and
+        clears both the labs' nets (X < 128) and the bastion's private nets (X+128)."""
         _, x, y = self.net.split(".")
-        return f"127.{int(x) ^ 128}.{y}"
+        if int(x) >= 64:
+            raise InputError(
+                f"the lab's fabric network needs a NET of 127.X.Y with X < 64, got {self.net}",
+                key="net",
+            )
+        return f"127.{int(x) + 192}.{y}"
 
     def fabric_address(self, index: int) -> str:
         """Node i's address on the fabric (where ranks rendezvous and talk)."""
@@ -1245,10 +1251,13 @@ def render_inventory(
         address = lab.node_address(i)
         # nodes share one network namespace: each serves HTTP on its own address only;
         # ranks meet on the fabric (split network: SSH on ansible_host, collectives on nic)
+        # (each node's own fabric address: node 0's is where ranks meet; doctor probes
+        # every node's, as if it were node 0)
         entry: dict[str, Any] = {
             "ansible_host": address,
             "sglang_host": address,
             "nic": lab.fabric_nic(i),
+            "rendezvous_address": lab.fabric_address(i),
         }
         if spec.gpu_model != defaults.gpu_model:
             entry["gpu_model"] = spec.gpu_model
@@ -1268,7 +1277,6 @@ def render_inventory(
                 "known_hosts": known_hosts or str(lab.known_hosts),
                 # the lab is never in the operator's ~/.ssh/config: read none
                 "ansible_ssh_common_args": "-F none",
-                "rendezvous_address": lab.fabric_address(1),
                 "python": str(env.python),
                 "base_site_packages": [str(env.site_packages)],
                 **LAB_SIZED_VARS,
