@@ -28,7 +28,7 @@ def node_uuids(lab: Lab, on: Any, node: int, hierarchy: str) -> list[str]:
     """The node's devices as Level Zero lists them without a mask (physical order)."""
     python = yaml.safe_load(lab.inventory_path.read_text())["all"]["vars"]["python"]
     got = on(node, f"ZE_FLAT_DEVICE_HIERARCHY={hierarchy} {python} -c '{UUIDS}'")
-    assert got.exit_code == 0, got.stderr
+    assert got.exit_status == 0, got.stderr
     return json.loads(got.stdout.strip().splitlines()[-1])
 
 
