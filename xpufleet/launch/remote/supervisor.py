@@ -844,7 +844,43 @@ def prepare(run_dir: Path) -> dict[str, Any]:
             with contextlib.suppress(OSError):
                 lock_path.unlink()
             stale = True
-    return {"host": cfg.get("host"), "stale_lock_removed": stale, "ports": check_ports(cfg)}
+    drained = wait_for_closing_sockets(cfg.get("ports", []))
+    return {
+        "host": cfg.get("host"),
+        "stale_lock_removed": stale,
+        "ports": check_ports(cfg),
+        "closing_sockets_left": drained,
+    }
+
+
+#: TCP states of a connection still closing (FIN_WAIT1/2, CLOSE_WAIT, CLOSING, LAST_ACK)
+CLOSING_STATES = ("04", "05", "08", "0B", "09")
+
+
+def closing_sockets(address: str, port: int) -> int:
+    """Connections of an earlier run still closing on `address:port` (e.g. the store's
+    accepted sockets after its rank was killed while peers lived): until they are gone a
+    new listener there can fail with EADDRINUSE."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                addr_hex, port_hex = fields[1].split(":")
+                if int(port_hex, 16) == port and fields[3] in CLOSING_STATES:
+                    if _hex_to_addr(addr_hex) in (address, "0.0.0.0", "::"):
+                        count += 1
+    return count
+
+
+def wait_for_closing_sockets(ports: list[dict[str, Any]], wait_s: float = 20.0) -> int:
+    """Give an earlier run's closing connections on our ports up to `wait_s` to go."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = sum(closing_sockets(p["address"], int(p["port"])) for p in ports)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
 
 
 def main(argv: list[str]) -> int:
