@@ -506,15 +506,16 @@ class Supervisor:
             for pid in children_of(self.server.pid)
         ]
         found, helpers, waiting = assign_ranks(children, self.cfg["ranks"], log_tags(self.log))
+        if waiting or not found:
+            return
+        # helpers are recorded (and the detokenizer watched) once the ranks are known: a
+        # child seen between fork and exec still carries its parent's command line
         for pid, role in helpers.items():
-            if str(pid) in self.state["helpers"]:
+            if role == "other" or str(pid) in self.state["helpers"]:
                 continue
             self.state["helpers"][str(pid)] = {"role": role, "started_at": start_time(pid)}
             if role in WATCHED_HELPERS:
                 self.watch("helper", -1, pid)
-            self.save()
-        if waiting or not found:
-            return
         for rank, pid in sorted(found.items()):
             self.rank_pids[rank] = pid
             self.state["ranks"][str(rank)] = {
