@@ -26,9 +26,10 @@ import pytest
 
 from xpufleet.host import Host
 from xpufleet.inventory import load_inventory
+from xpufleet.nodestate import parse_node_state
 from xpufleet.provision import ProvisionOptions, run_provision
 from xpufleet.provision.lock import acquire_lock, release_lock
-from xpufleet.provision.manifest import Manifest, entry_for_file, parse_node_state
+from xpufleet.provision.manifest import Manifest, entry_for_file
 from xpufleet.results import TaskReport
 from xpufleet.transport import Session
 

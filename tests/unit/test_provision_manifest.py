@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 
 from xpufleet.errors import InputError
+from xpufleet.nodestate import InstalledWheel, normalize, parse_node_state
 from xpufleet.provision.manifest import (
-    InstalledWheel,
     Manifest,
     WheelEntry,
     load_manifest,
-    normalize,
-    parse_node_state,
     parse_wheel_filename,
     render_node_state,
 )

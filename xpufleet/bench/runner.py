@@ -105,7 +105,7 @@ def environment_from_facts(doc: dict[str, Any]) -> NodeEnvironment:
     versions.update(doc.get("packages") or {})
     wheels: dict[str, Any] = {}
     if doc.get("wheels_json"):
-        from ..provision.manifest import parse_node_state
+        from ..nodestate import parse_node_state
 
         for name, wheel in parse_node_state(doc["wheels_json"]).items():
             wheels[name] = {"version": wheel.version, "sha256": wheel.sha256}

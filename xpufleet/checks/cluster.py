@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from ..errors import PlanError
 from ..facts.model import NodeFacts, Rendezvous
 from ..host import Host
-from ..launch.plan import (
+from ..nodeset import fold
+from ..results import Result
+from ..sizing import (
     default_nnodes,
     device_memory_gb,
     devices_per_node,
@@ -22,8 +24,6 @@ from ..launch.plan import (
     rendezvous_address,
     usable_fraction,
 )
-from ..nodeset import fold
-from ..results import Result
 from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result
 from .weights import check_model_same, model_bytes

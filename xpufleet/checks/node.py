@@ -17,7 +17,7 @@ from ..facts.devices import MODELS_BY_KEY, GpuModel, model_from_pci_id, model_ke
 from ..facts.model import NodeFacts, ToolRun
 from ..facts.versions import at_least
 from ..host import Host
-from ..provision.steps import parse_requirement, unsatisfied
+from ..requirements import parse_requirement, unsatisfied
 from ..results import Result
 from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..provision.manifest import InstalledWheel, parse_node_state
-from ..provision.manifest import normalize as normalize_name
+from ..nodestate import InstalledWheel, parse_node_state
+from ..nodestate import normalize as normalize_name
 from .devices import INTEL_VENDOR, normalize_pci_id
 from .kernel import Fabric, Kernel, parse_fabric, parse_kernel
 from .packages import Package, parse_dpkg, parse_rpm

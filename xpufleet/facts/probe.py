@@ -20,8 +20,8 @@ from typing import Any
 from .. import shell
 from ..errors import InputError
 from ..host import Host
-from ..launch.plan import rendezvous_address
-from ..provision.manifest import node_state_path
+from ..nodestate import node_state_path
+from ..sizing import rendezvous_address
 from ..transport import Session
 from ..variables import var
 from .packages import RUNTIME_PACKAGES

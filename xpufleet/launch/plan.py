@@ -20,97 +20,25 @@ says why, before any host is touched.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import PlanError
 from ..host import Host
+from ..sizing import (  # the planner's arithmetic, shared with doctor (sizing.py)
+    ModelFit,
+    default_nnodes,
+    device_memory_gb,
+    devices_per_node,
+    model_fit,
+    rendezvous_address,
+    usable_fraction,
+)
 from ..variables import var, venv_python
 
-#: share of a device's memory the weights may take when mem_fraction_static is unset
-#: (SGLang keeps the rest for the KV cache and activations)
-DEFAULT_USABLE_FRACTION = 0.9
 #: variables every node of one launch must agree on
 UNIFORM_VARS = ("device", "dist_backend", "model_name", "sglang_port")
-
-
-@dataclass(frozen=True)
-class ModelFit:
-    """Does a model's weights fit in the planned devices? One arithmetic, shared with doctor."""
-
-    model_size_gb: float
-    devices: int
-    device_memory_gb: float
-    usable_fraction: float
-    capacity_gb: float
-    fits: bool
-    min_devices: int
-
-    @property
-    def message(self) -> str:
-        verdict = "fits" if self.fits else "does not fit"
-        text = (
-            f"model ({self.model_size_gb:g} GB) {verdict} in {self.devices} device(s) x "
-            f"{self.device_memory_gb:g} GB x {self.usable_fraction:.2f} usable = "
-            f"{self.capacity_gb:.1f} GB"
-        )
-        if not self.fits:
-            text += f"; it needs at least {self.min_devices} devices"
-        return text
-
-
-def model_fit(
-    model_size_gb: float,
-    devices: int,
-    device_memory_gb: float,
-    usable_fraction: float = DEFAULT_USABLE_FRACTION,
-) -> ModelFit:
-    """Weights split over `devices` must fit in each device's usable memory."""
-    per_device = device_memory_gb * usable_fraction
-    capacity = devices * per_device
-    min_devices = max(1, math.ceil(model_size_gb / per_device)) if per_device > 0 else 0
-    return ModelFit(
-        model_size_gb=float(model_size_gb),
-        devices=devices,
-        device_memory_gb=float(device_memory_gb),
-        usable_fraction=float(usable_fraction),
-        capacity_gb=capacity,
-        fits=per_device > 0 and model_size_gb <= capacity,
-        min_devices=min_devices,
-    )
-
-
-def devices_per_node(host: Host) -> int:
-    """Devices the node exposes: tiles in FLAT mode, cards in COMPOSITE mode."""
-    if str(var(host, "device_hierarchy")).upper() == "COMPOSITE":
-        return int(var(host, "cards"))
-    return int(var(host, "tiles"))
-
-
-def usable_devices(host: Host) -> int:
-    """Devices launch may use on the node: `device_ids` if set, else all of them."""
-    return len(var(host, "device_ids") or []) or devices_per_node(host)
-
-
-def rendezvous_address(node0: Host) -> str:
-    """Where ranks rendezvous: node 0's `rendezvous_address`, else its inventory address."""
-    return str(var(node0, "rendezvous_address") or node0.address)
-
-
-def device_memory_gb(host: Host) -> float:
-    """Memory of one device: a tile, or in COMPOSITE mode a card (all its tiles)."""
-    tile = float(var(host, "tile_memory_gb"))
-    if str(var(host, "device_hierarchy")).upper() == "COMPOSITE":
-        cards = max(1, int(var(host, "cards")))
-        return tile * max(1, int(var(host, "tiles")) // cards)
-    return tile
-
-
-def usable_fraction(host: Host) -> float:
-    fraction = var(host, "mem_fraction_static")
-    return float(fraction) if fraction else DEFAULT_USABLE_FRACTION
 
 
 #: why each variable of a plan's environment is there: who reads it (one line each).
@@ -244,20 +172,6 @@ def _is_ip(address: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def default_nnodes(tp: int, hosts: Sequence[Host]) -> int:
-    """As few nodes as the ranks need: the smallest n dividing tp whose first n hosts
-    each have at least tp/n devices."""
-    for n in range(1, len(hosts) + 1):
-        if tp % n == 0 and all(usable_devices(h) >= tp // n for h in hosts[:n]):
-            return n
-    total = sum(devices_per_node(h) for h in hosts)
-    raise PlanError(
-        f"not enough nodes: --tp {tp} needs {tp} devices but the {len(hosts)} selected "
-        f"host(s) expose {total} in total (or no node count divides {tp} evenly)",
-        key="--tp",
-    )
 
 
 def base_gpu_id(host: Host) -> int:

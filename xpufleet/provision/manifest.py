@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..nodestate import InstalledWheel, normalize
 
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
-NODE_STATE_NAME = "wheels.json"
 #: install order of the stack; wheels not named here come after, by name
 WHEEL_ORDER = ("torch", "triton", "vllm", "sglang")
 
@@ -51,11 +51,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _WHEEL_NAME = re.compile(
     r"^(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$"
 )
-
-
-def normalize(name: str) -> str:
-    """PEP 503 name: `Py_CPUinfo` -> `py-cpuinfo`."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def parse_wheel_filename(filename: str) -> tuple[str, str]:
@@ -222,50 +217,6 @@ def load_manifest(path: Path) -> Manifest:
 
 
 # -- node side: <state_dir>/wheels.json ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class InstalledWheel:
-    """What provision installed (and verified by import) on a node."""
-
-    name: str
-    version: str
-    sha256: str
-    filename: str = ""
-    python: str = ""
-    installed_at: str = ""
-
-
-def node_state_path(state_dir: str) -> str:
-    return f"{state_dir.rstrip('/')}/{NODE_STATE_NAME}"
-
-
-def parse_node_state(text: str) -> dict[str, InstalledWheel]:
-    """A node's wheels.json content -> {normalized name: InstalledWheel}; unreadable -> {}.
-
-    A corrupt file is treated as "nothing known installed": provision then re-verifies
-    and rewrites it, which is the safe direction.
-    """
-    try:
-        doc = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError:
-        return {}
-    wheels = doc.get("wheels", {}) if isinstance(doc, dict) else {}
-    found: dict[str, InstalledWheel] = {}
-    if not isinstance(wheels, dict):
-        return found
-    for name, item in wheels.items():
-        if not isinstance(item, dict):
-            continue
-        found[normalize(name)] = InstalledWheel(
-            name=normalize(name),
-            version=str(item.get("version", "")),
-            sha256=str(item.get("sha256", "")),
-            filename=str(item.get("filename", "")),
-            python=str(item.get("python", "")),
-            installed_at=str(item.get("installed_at", "")),
-        )
-    return found
 
 
 def render_node_state(installed: dict[str, InstalledWheel]) -> str:

@@ -16,11 +16,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.version import InvalidVersion, Version
-
 from .. import shell
-from ..errors import InputError
+from ..requirements import parse_requirement, unsatisfied
 from ..results import CHANGED, FAILED, OK, SKIP
 from .context import ApplyContext
 
@@ -198,31 +195,6 @@ def python_snippet(python: str, code: str, args: list[str], *, absent: str) -> s
         f"if [ -x {py} ]; then {py} -c {shell.quote(code)} {shell.join(args)}; "
         f"else echo {absent}; fi"
     )
-
-
-def parse_requirement(text: str, *, where: str = "pip_packages") -> Requirement:
-    try:
-        return Requirement(text)
-    except InvalidRequirement as exc:
-        raise InputError(f"not a pip requirement: {text!r} ({exc})", key=where) from exc
-
-
-def unsatisfied(requirements: list[str], installed: dict[str, str | None]) -> list[str]:
-    """The requirements the installed versions do not meet (pure; order kept)."""
-    missing: list[str] = []
-    for text in requirements:
-        req = parse_requirement(text)
-        version = installed.get(req.name)
-        if version is None:
-            missing.append(text)
-            continue
-        try:
-            ok = req.specifier.contains(Version(version), prereleases=True)
-        except InvalidVersion:
-            ok = False
-        if not ok:
-            missing.append(text)
-    return missing
 
 
 @dataclass

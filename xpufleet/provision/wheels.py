@@ -17,9 +17,10 @@ from pathlib import Path
 
 from .. import shell
 from ..errors import CommandFailed, PipFailed
+from ..nodestate import node_state_path, parse_node_state
 from ..results import CHANGED, FAILED, OK
 from .context import ApplyContext
-from .manifest import FEATURE_CHECKS, WheelEntry, node_state_path, parse_node_state
+from .manifest import FEATURE_CHECKS, WheelEntry
 from .steps import Decision, Step, python_snippet
 from .transfer import push_file
 
