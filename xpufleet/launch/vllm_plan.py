@@ -40,7 +40,14 @@ from typing import Any
 from ..errors import PlanError
 from ..host import Host
 from ..variables import var, venv_python
-from .plan import default_nnodes, devices_per_node, node_env, rendezvous_address, url_host
+from .plan import (
+    assign_devices,
+    default_nnodes,
+    devices_per_node,
+    node_env,
+    rendezvous_address,
+    url_host,
+)
 
 #: Ray's default GCS port
 DEFAULT_RAY_PORT = 6379
@@ -136,7 +143,13 @@ def plan_vllm(
     nodes = []
     for index, host in enumerate(chosen):
         address = head_address if index == 0 else rendezvous_address(host)
-        env = {**node_env(host, per_node), "VLLM_HOST_IP": address}
+        mask, _physical = assign_devices(host, per_node)
+        env = {
+            **node_env(host, mask),
+            # the fork's xpu_worker.py defaults it to the WORLD size before init (see above)
+            "LOCAL_WORLD_SIZE": str(per_node),
+            "VLLM_HOST_IP": address,
+        }
         ray = str(PurePosixPath(venv_python(var(host, "venv"))).parent / "ray")
         if index == 0:
             argv = (ray, "start", "--head", "--port", str(ray_port))
