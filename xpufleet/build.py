@@ -1,7 +1,7 @@
 """`invoke build`: build the pinned wheels on a build host and bring them home.
 
-For each recipe (roles/build/recipes.yaml; versions and commits are variables in
-roles/build/defaults.yaml, overridable from the inventory): render its Jinja2 script
+For each recipe (xpufleet/roles/build/recipes.yaml; versions and commits are variables in
+xpufleet/roles/build/defaults.yaml, overridable from the inventory): render its Jinja2 script
 into `<build_dir>/<recipe>/build.sh` on the host, ship a local source tree if the
 recipe has one (tar, streamed), run the script with its output in
 `<build_dir>/<recipe>/build.log` (a copy lands in `runs/build-<time>/`), fetch the
@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from . import shell
-from .config import PROJECT_ROOT
+from .config import PACKAGE_PARENT, PROJECT_ROOT
 from .errors import HostError, InputError
 from .executor import SessionPool
 from .host import Host
@@ -119,7 +119,10 @@ def plan_build(
         local = None
         if spec.get("local"):
             local = Path(str(spec["local"]))
-            local = local if local.is_absolute() else PROJECT_ROOT / local
+            if not local.is_absolute():
+                # the project's own trees (the lab's stand-in) ship inside the package
+                here = PROJECT_ROOT / local
+                local = here if here.is_dir() else PACKAGE_PARENT / local
             if not local.is_dir():
                 raise InputError(f"local source {local} of recipe {name} does not exist", key=name)
         work = f"{build_dir}/{name}"

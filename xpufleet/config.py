@@ -8,7 +8,20 @@ from typing import Any
 
 from .errors import InputError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: the directory holding the `xpufleet` package (a checkout, or site-packages)
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def project_root() -> Path:
+    """Where relative settings (inventory/, files/wheels, runs/) live: the checkout when
+    xpufleet runs from one (`invoke`), else the current directory (`xpufleet` installed
+    with `pip install .`, used in an operator's own directory)."""
+    if (PACKAGE_PARENT / "tasks.py").is_file() and (PACKAGE_PARENT / "pyproject.toml").is_file():
+        return PACKAGE_PARENT
+    return Path.cwd()
+
+
+PROJECT_ROOT = project_root()
 
 
 @dataclass(frozen=True)

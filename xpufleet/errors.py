@@ -185,3 +185,8 @@ def stderr_tail(text: str, lines: int = 5, limit: int = 600) -> str:
     """Last few non-empty lines of stderr, for one-line messages."""
     kept = [ln for ln in text.strip().splitlines() if ln.strip()][-lines:]
     return " | ".join(kept)[-limit:]
+
+
+class LockFailed(XpufleetError):
+    """Resolving or downloading the closed environment (the lock) failed; pip's words
+    are in the message. Nothing was changed on any host."""

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 
 NODE_STATE_NAME = "wheels.json"
+#: each node's copy of the lock it was provisioned with (doctor maps modules to it)
+NODE_LOCK_NAME = "lock.json"
 
 
 def normalize(name: str) -> str:
@@ -29,6 +31,10 @@ class InstalledWheel:
 
 def node_state_path(state_dir: str) -> str:
     return f"{state_dir.rstrip('/')}/{NODE_STATE_NAME}"
+
+
+def node_lock_path(state_dir: str) -> str:
+    return f"{state_dir.rstrip('/')}/{NODE_LOCK_NAME}"
 
 
 def parse_node_state(text: str) -> dict[str, InstalledWheel]:

@@ -129,6 +129,25 @@ VARIABLES: dict[str, Variable] = {
             "doctor checks",
         ),
         _v(
+            "python_imports",
+            list,
+            [
+                "sglang.launch_server",
+                "sglang.srt.entrypoints.http_server",
+                "sglang.srt.managers.scheduler",
+                "vllm",
+                "triton.backends.intel",
+            ],
+            "modules the engine imports at start (the SGLang fork's server and scheduler, "
+            "vLLM, Triton's Intel backend); provision and doctor import them in launch's env",
+        ),
+        _v(
+            "lock_constraints",
+            list,
+            [],
+            "extra pip constraints for `invoke build`'s lock (built wheels are always pinned)",
+        ),
+        _v(
             "conda_packages",
             list,
             ["libsqlite=3.48.0"],
@@ -138,7 +157,7 @@ VARIABLES: dict[str, Variable] = {
             "build_recipes",
             list,
             ["torch", "triton", "vllm", "sglang"],
-            "recipes `invoke build` runs on this build host (roles/build/recipes.yaml)",
+            "recipes `invoke build` runs on this build host (xpufleet/roles/build/recipes.yaml)",
         ),
         _v("build_dir", str, "/var/tmp/xpufleet-build", "where `invoke build` works on the host"),
         _v(

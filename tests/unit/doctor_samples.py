@@ -14,6 +14,7 @@ from typing import Any
 from xpufleet.checks.node import Expect
 from xpufleet.facts.model import NodeFacts, parse_facts
 from xpufleet.host import Host
+from xpufleet.variables import default
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -216,6 +217,7 @@ def healthy_raw() -> dict[str, Any]:
                 "torch": {
                     "version": "2.7.0a0+gitc21dc11",
                     "xpu_built": True,
+                    "xpu_version": "20250101",
                     "xpu_available": True,
                     "device_count": TILES,
                     "devices": [
@@ -225,6 +227,8 @@ def healthy_raw() -> dict[str, Any]:
                     "xccl": True,
                 },
                 "sqlite": "3.40.1",
+                "imports": {"ok": list(default("python_imports")), "failed": None},
+                "triton": {"version": "3.2.0+git6fa2562b", "intel_backend": True},
             },
         },
         "rendezvous": [connect(f"node{i}", f"10.0.0.{i}") for i in range(1, 5)],

@@ -215,6 +215,7 @@ def test_before_provision_the_environment_checks_skip() -> None:
         "triton.xpu",
         "vllm.version",
         "sglang.version",
+        "python.imports",
     }
     assert found == {k: "skip" for k in skipped}
     message = statuses(raw)["torch.version"].message

@@ -11,7 +11,7 @@ from xpufleet.errors import InputError
 from xpufleet.host import Host
 from xpufleet.provision import plan
 from xpufleet.provision.roles import ROLE_ORDER, ROLES_DIR, load_roles, merged_vars
-from xpufleet.provision.steps import File, Packages, Skip
+from xpufleet.provision.steps import File, Skip
 from xpufleet.variables import VARIABLES
 
 SHA = "ab" * 32
@@ -31,7 +31,7 @@ def test_role_order_and_ids(tmp_path: Path) -> None:
     roles = [i.split(".")[1] for i in ids]
     assert roles == sorted(roles, key=ROLE_ORDER.index)
     assert ids[0] == "provision.oneapi.tree"
-    assert "provision.python_env.pip_packages" in ids
+    assert "provision.python_env.pip_packages" not in ids  # pins are in the lock now
     assert "provision.wheels.manifest" in ids  # no manifest: a skip that says why
 
 
@@ -100,8 +100,6 @@ def test_venv_skips_conda_packages_with_reason_and_conda_installs_them(tmp_path:
     assert isinstance(venv, Skip) and "libsqlite=3.48.0" in venv.reason
     conda = steps_of(host(python_env="conda"), tmp_path)
     assert "provision.python_env.conda.libsqlite" in conda
-    pkgs = conda["provision.python_env.pip_packages"]
-    assert isinstance(pkgs, Packages) and "setuptools==75.6.0" in pkgs.requirements
 
 
 def test_wheels_from_manifest_in_dependency_order(tmp_path: Path) -> None:
@@ -115,9 +113,13 @@ def test_wheels_from_manifest_in_dependency_order(tmp_path: Path) -> None:
     ids = [i for i in steps_of(host(), tmp_path) if ".wheels." in i]
     assert ids == [
         "provision.wheels.cache_dir",
+        "provision.wheels.lock_file",
+        "provision.wheels.lock",
         "provision.wheels.torch",
         "provision.wheels.vllm",
         "provision.wheels.sglang",
+        "provision.wheels.pip_check",
+        "provision.wheels.imports",
     ]
 
 

@@ -82,6 +82,9 @@ TORCH_XCCL = check("torch.xccl", "PyTorch has the xccl backend", "node", ("torch
 TRITON_XPU = check("triton.xpu", "Triton for XPU", "node")
 VLLM_VERSION = check("vllm.version", "vLLM installed", "node")
 SGLANG_VERSION = check("sglang.version", "SGLang installed", "node")
+PYTHON_IMPORTS = check(
+    "python.imports", "the modules launch loads import in launch's environment", "node"
+)
 NET_NIC = check(
     "net.nic",
     "the inventory's nic exists and carries the rendezvous address (node 0) or an address "
@@ -130,10 +133,14 @@ class Expect:
     tile_memory_gb: float
     stack: tuple[str, ...] = ("torch", "triton", "vllm", "sglang")
     node0: str | None = None
+<<<<<<< HEAD
     ccl_ze_ipc_exchange: str = "pidfd"
     fi_provider: str = "tcp"
     #: where ranks rendezvous: node 0's rendezvous_address or its inventory address
     rendezvous_address: str | None = None
+=======
+    python_imports: tuple[str, ...] = ()
+>>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
 
     @classmethod
     def from_host(cls, host: Host, node0: Host | None = None) -> Expect:
@@ -159,11 +166,15 @@ class Expect:
             ports=tuple(sorted({int(var(host, "sglang_port")), int(var(host, "rendezvous_port"))})),
             tile_memory_gb=float(var(host, "tile_memory_gb")),
             node0=node0.name if node0 else None,
+<<<<<<< HEAD
             ccl_ze_ipc_exchange=str(var(host, "ccl_ze_ipc_exchange")),
             fi_provider=str(var(host, "fi_provider")),
             rendezvous_address=(
                 str(var(node0, "rendezvous_address") or node0.address) if node0 else None
             ),
+=======
+            python_imports=tuple(str(m) for m in var(host, "python_imports") or ()),
+>>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
         )
 
     @property
@@ -578,6 +589,14 @@ def check_torch_xpu(facts: NodeFacts, expect: Expect) -> Result:
         return result(TORCH_XPU, SKIP, f"torch does not import (see torch.version), {wanted}")
     if not torch.xpu_built:
         return result(TORCH_XPU, FAIL, f"found torch {torch.version} without torch.xpu, {wanted}")
+    if not torch.xpu_version:
+        # every torch has a torch.xpu module; only an XPU build names its SYCL compiler
+        return result(
+            TORCH_XPU,
+            FAIL,
+            f"found torch {torch.version}, not an XPU build (torch.version.xpu is None: a "
+            f"CPU or CUDA wheel replaced the built one?), {wanted} from an XPU build",
+        )
     if not torch.xpu_available:
         detail = f": {torch.error[:160]}" if torch.error else ""
         return result(
@@ -643,9 +662,37 @@ def _package_check(
     return run
 
 
-check_triton = _package_check(
+_check_triton_package = _package_check(
     TRITON_XPU, ("pytorch-triton-xpu", "triton-xpu", "triton"), "Triton for XPU", "triton"
 )
+
+
+def check_triton(facts: NodeFacts, expect: Expect) -> Result:
+    """Installed AND Intel's: the PyPI `triton` (CUDA/ROCm backends only) must fail."""
+    found = _check_triton_package(facts, expect)
+    if found.status != PASS:
+        return found
+    info = facts.env.triton
+    wanted = f"expected Triton with Intel's XPU backend (triton.backends.intel) in {expect.venv}"
+    if info is None:
+        return result(
+            TRITON_XPU,
+            WARN,
+            f"found triton {found.data.get('version')} but could not look for its backends "
+            f"({facts.env.imports_error or 'no report'}), {wanted}",
+        )
+    if not info.get("intel_backend"):
+        return result(
+            TRITON_XPU,
+            FAIL,
+            f"found triton {info.get('version')} without Intel's XPU backend (the PyPI "
+            f"CUDA build?), {wanted}",
+        )
+    return result(
+        TRITON_XPU, PASS, f"found triton {info.get('version')} with the Intel backend, {wanted}"
+    )
+
+
 check_vllm = _package_check(VLLM_VERSION, ("vllm",), "vLLM", "vllm")
 check_sglang = _package_check(SGLANG_VERSION, ("sglang",), "SGLang", "sglang")
 
@@ -876,6 +923,34 @@ def check_ports(facts: NodeFacts, expect: Expect) -> Result:
     return result(PROC_PORTS, PASS, f"found none listening, {wanted}")
 
 
+def check_imports(facts: NodeFacts, expect: Expect) -> Result:
+    """Import what launch imports at start, in launch's environment (imports_probe.py)."""
+    if not expect.python_imports:
+        return result(PYTHON_IMPORTS, SKIP, "python_imports is empty: nothing to import")
+    missing_env = _env_missing(facts, PYTHON_IMPORTS)
+    if missing_env:
+        return missing_env
+    wanted = f"expected {', '.join(expect.python_imports)} to import"
+    report = facts.env.imports
+    if report is None:
+        why = facts.env.imports_error or "the probe did not report imports"
+        return result(PYTHON_IMPORTS, FAIL, f"found no import report ({why[:160]}), {wanted}")
+    failed = report.get("failed")
+    if failed:
+        from ..provision.closed import describe_import_failure
+
+        return result(
+            PYTHON_IMPORTS,
+            FAIL,
+            f"found {describe_import_failure(failed)}, {wanted}",
+            module=failed.get("missing") or failed.get("module"),
+            distribution=failed.get("distribution"),
+        )
+    return result(
+        PYTHON_IMPORTS, PASS, f"found all {len(report.get('ok') or [])} importing, {wanted}"
+    )
+
+
 def check_probe(facts: NodeFacts, expect: Expect) -> Result:
     """The probe itself: which interpreter ran it and whether any gatherer broke."""
     kind = "python3" if facts.probe_kind == "python" else f"POSIX {facts.probe_kind}"
@@ -1028,10 +1103,14 @@ NODE_CHECKS: tuple[NodeCheck, ...] = (
     check_clock,
     check_gpu_holders,
     check_ports,
+<<<<<<< HEAD
     *ACCESS_CHECKS,
     check_kernel_version,
     check_ptrace_scope,
     check_fabric,
+=======
+    check_imports,
+>>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
 )
 
 

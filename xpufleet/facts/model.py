@@ -112,6 +112,8 @@ class Torch:
     devices: list[TorchDevice]
     xccl: bool | None
     error: str | None
+    #: torch.version.xpu: the SYCL compiler of an XPU build; None on CPU/CUDA builds
+    xpu_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,11 @@ class PythonEnv:
     torch_error: str | None
     sqlite: str | None
     error: str | None
+    #: xpufleet/facts/imports_probe.py's result: {"ok": [...], "failed": {...} | None}
+    imports: dict[str, Any] | None = None
+    #: {"version": ..., "intel_backend": bool} of the env's Triton, None without one
+    triton: dict[str, Any] | None = None
+    imports_error: str | None = None
 
     def version_of(self, *names: str) -> tuple[str, str] | None:
         """(name, version) of the first of `names` that is installed."""
@@ -324,6 +331,7 @@ def _torch(raw: Any) -> Torch | None:
         devices=devices,
         xccl=raw.get("xccl"),
         error=raw.get("xpu_error") or raw.get("xccl_error"),
+        xpu_version=str(raw["xpu_version"]) if raw.get("xpu_version") else None,
     )
 
 
@@ -349,7 +357,14 @@ def _env(raw: Any) -> PythonEnv:
         torch_error=(result or {}).get("torch_error"),
         sqlite=(result or {}).get("sqlite"),
         error=error,
+        imports=_dict_or_none((result or {}).get("imports")),
+        triton=_dict_or_none((result or {}).get("triton")),
+        imports_error=(result or {}).get("imports_error"),
     )
+
+
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 def _nic(raw: Any) -> Nic | None:

@@ -20,12 +20,14 @@ from typing import Any
 from .. import shell
 from ..errors import InputError
 from ..host import Host
-from ..nodestate import node_state_path
+from ..nodestate import node_lock_path, node_state_path
 from ..sizing import rendezvous_address
 from ..transport import Session
 from ..variables import var
 from .packages import RUNTIME_PACKAGES
 from .weights import MANIFEST_NAME
+
+IMPORTS_PROBE = Path(__file__).resolve().parent / "imports_probe.py"
 
 PROBE_COMMAND = "exec sh -s"
 #: the remote command's own deadline; every tool inside has a shorter one
@@ -82,6 +84,13 @@ def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
         "device_hierarchy": var(host, "device_hierarchy"),
         "ports": sorted({int(var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
         "packages": list(RUNTIME_PACKAGES),
+        "imports": {
+            "code": IMPORTS_PROBE.read_text(),
+            "args": {
+                "modules": [str(m) for m in var(host, "python_imports") or []],
+                "lock": node_lock_path(var(host, "state_dir")),
+            },
+        },
         "connect_timeout": CONNECT_TIMEOUT_S,
         "budget": PROBE_TIMEOUT_S - 30,
         # what a non-root login must be able to write (checks/access.py)

@@ -292,6 +292,15 @@ try:
     out["torch"] = info
 except Exception as exc:
     out["torch_error"] = repr(exc)
+if len(sys.argv) > 2:
+    # xpufleet/facts/imports_probe.py: the modules launch imports, Triton's backend
+    try:
+        ns = {"ARGS": json.loads(sys.argv[2]), "__name__": "xpufleet_imports"}
+        exec(sys.argv[1], ns)
+        out["imports"] = ns["RESULT"]["imports"]
+        out["triton"] = ns["RESULT"]["triton"]
+    except Exception as exc:
+        out["imports_error"] = repr(exc)
 print("\n@@XPUFLEET-ENV@@" + json.dumps(out))
 """
 
@@ -304,11 +313,17 @@ def python_env(venv, setvars):
         return info
     info["present"] = True
     env = {"ZE_FLAT_DEVICE_HIERARCHY": PARAMS.get("device_hierarchy") or "FLAT"}
+    imports = PARAMS.get("imports") or {}
+    extra = [imports["code"], json.dumps(imports.get("args") or {})] if imports else []
     if setvars:
-        script = 'sv=$1 py=$2 code=$3; set --; . "$sv" >/dev/null 2>&1; exec "$py" -c "$code"'
-        result = run(["sh", "-c", script, "sh", setvars, python, ENV_SNIPPET], 90, env)
+        # setvars.sh reads "$@": the arguments are saved and cleared before sourcing it
+        script = (
+            'sv=$1 py=$2 code=$3 ic=$4 ia=$5; set --; . "$sv" >/dev/null 2>&1; '
+            'if [ -n "$ic" ]; then exec "$py" -c "$code" "$ic" "$ia"; fi; exec "$py" -c "$code"'
+        )
+        result = run(["sh", "-c", script, "sh", setvars, python, ENV_SNIPPET] + extra, 90, env)
     else:
-        result = run([python, "-c", ENV_SNIPPET], 90, env)
+        result = run([python, "-c", ENV_SNIPPET] + extra, 90, env)
     marker = "@@XPUFLEET-ENV@@"
     out = result.get("out") or ""
     if marker in out:

@@ -7,7 +7,15 @@
          {"name": "torch", "version": "2.7.0a0+gitc21dc11", "filename": "torch-...whl",
           "sha256": "<64 hex>", "size": 123, "source": "https://github.com/pytorch/pytorch",
           "commit": "c21dc11", "build_host": "build1", "date": "2025-01-01T00:00:00Z",
-          "no_deps": true, "import_name": "torch", "features": ["xccl"]}]}
+          "no_deps": true, "import_name": "torch", "features": ["xccl"],
+          "extras": [], "requires": []}],
+        "lock": {"requirements": ["msgspec"], "constraints": ["torch==2.7.0a0+gitc21dc11"],
+          "packages": [{"name": "msgspec", "version": "0.19.0", "filename": "msgspec-...whl",
+            "sha256": "<64 hex>", "size": 123, "modules": ["msgspec"]}]}}
+
+   `wheels` are what we built; `lock` is everything else the environment needs
+   (resolved by real pip against the built wheels, see wheelhouse.py), each file in
+   the same directory. Together they are the closed environment provision installs.
 
 2. Each node's `<state_dir>/wheels.json` (written by provision after a wheel was
    installed AND verified by import; read by provision to skip work and by doctor to
@@ -77,6 +85,10 @@ class WheelEntry:
     no_deps: bool = True
     import_name: str = ""
     features: tuple[str, ...] = ()
+    #: extras resolved into the lock with this wheel (SGLang: all_xpu)
+    extras: tuple[str, ...] = ()
+    #: requirement lines the wheel's metadata lacks (vLLM's requirements-xpu.txt)
+    requires: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -88,8 +100,35 @@ class WheelEntry:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["features"] = list(self.features)
+        for key in ("features", "extras", "requires"):
+            out[key] = list(getattr(self, key))
         return out
+
+
+@dataclass(frozen=True)
+class LockedDist:
+    """One distribution of the lock: a wheel file in the wheelhouse, by sha256."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+    size: int
+    modules: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return normalize(self.name)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["modules"] = list(self.modules)
+        return out
+
+    @property
+    def requirement(self) -> str:
+        """The hash-checked requirement line pip installs it with (--require-hashes)."""
+        return f"{self.name}=={self.version} --hash=sha256:{self.sha256}"
 
 
 def sha256_file(path: Path) -> str:
@@ -106,7 +145,8 @@ def entry_for_file(path: Path, **meta: Any) -> WheelEntry:
     its bytes; `meta` adds source, commit, build_host, date, no_deps, import_name, features."""
     name, version = parse_wheel_filename(path.name)
     meta.setdefault("date", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    meta["features"] = tuple(meta.get("features") or ())
+    for key in ("features", "extras", "requires"):
+        meta[key] = tuple(meta.get(key) or ())
     return WheelEntry(
         name=name,
         version=version,
@@ -161,6 +201,28 @@ def entry_from_json(item: Any, where: str) -> WheelEntry:
         no_deps=bool(item.get("no_deps", True)),
         import_name=str(item.get("import_name", "")),
         features=features,
+        extras=tuple(str(x) for x in item.get("extras") or ()),
+        requires=tuple(str(x) for x in item.get("requires") or ()),
+    )
+
+
+def locked_from_json(item: Any, where: str) -> LockedDist:
+    """One lock entry, validated like a wheel entry (bad lock = bad input, exit 2)."""
+    if not isinstance(item, dict):
+        raise InputError("each locked package must be a mapping", file=where, key="lock")
+    for key in ("name", "version", "filename", "sha256", "size"):
+        if key not in item:
+            raise InputError(f"locked package lacks '{key}'", file=where, key=key)
+    sha = str(item["sha256"]).lower()
+    if not _SHA256.match(sha):
+        raise InputError(f"sha256 of {item['name']} is not 64 hex digits", file=where, key="sha256")
+    return LockedDist(
+        name=normalize(str(item["name"])),
+        version=str(item["version"]),
+        filename=str(item["filename"]),
+        sha256=sha,
+        size=int(item["size"]),
+        modules=tuple(str(m) for m in item.get("modules") or ()),
     )
 
 
@@ -170,6 +232,10 @@ class Manifest:
 
     path: Path
     wheels: list[WheelEntry] = field(default_factory=list)
+    #: the rest of the closed environment (empty: `invoke build` has not locked yet)
+    locked: list[LockedDist] = field(default_factory=list)
+    requirements: list[str] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
 
     @property
     def directory(self) -> Path:
@@ -185,8 +251,29 @@ class Manifest:
         """Replace the entry of the same distribution (one version of each is pushed)."""
         self.wheels = [w for w in self.wheels if w.key != entry.key] + [entry]
 
+    def locked_path(self, dist: LockedDist) -> Path:
+        return self.directory / dist.filename
+
+    @property
+    def size(self) -> int:
+        """Bytes of the whole closed environment (built wheels + lock)."""
+        return sum(w.size for w in self.wheels) + sum(d.size for d in self.locked)
+
+    def module_map(self) -> dict[str, str]:
+        """Top-level module -> the locked distribution that provides it."""
+        out = {m: d.name for d in self.locked for m in d.modules}
+        out.update({w.module.split(".")[0]: w.key for w in self.wheels})
+        return out
+
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "wheels": [w.to_json() for w in self.ordered()]}
+        doc: dict[str, Any] = {"format": FORMAT, "wheels": [w.to_json() for w in self.ordered()]}
+        if self.locked or self.requirements or self.constraints:
+            doc["lock"] = {
+                "requirements": self.requirements,
+                "constraints": self.constraints,
+                "packages": [d.to_json() for d in sorted(self.locked, key=lambda d: d.key)],
+            }
+        return doc
 
     def save(self) -> None:
         """Write atomically (a build interrupted mid-write never leaves half a manifest)."""
@@ -208,12 +295,22 @@ def load_manifest(path: Path) -> Manifest:
     if not isinstance(doc, dict) or not isinstance(doc.get("wheels", []), list):
         raise InputError("expected {'format': 1, 'wheels': [...]}", file=where, key="wheels")
     entries = [entry_from_json(item, where) for item in doc.get("wheels", [])]
+    lock = doc.get("lock") or {}
+    if not isinstance(lock, dict) or not isinstance(lock.get("packages", []), list):
+        raise InputError("expected lock: {'packages': [...]}", file=where, key="lock")
+    locked = [locked_from_json(item, where) for item in lock.get("packages", [])]
     seen: set[str] = set()
-    for entry in entries:
-        if entry.key in seen:
-            raise InputError(f"wheel {entry.name} listed twice", file=where, key="name")
-        seen.add(entry.key)
-    return Manifest(path, entries)
+    for key in [e.key for e in entries] + [d.key for d in locked]:
+        if key in seen:
+            raise InputError(f"distribution {key} listed twice", file=where, key="name")
+        seen.add(key)
+    return Manifest(
+        path,
+        entries,
+        locked,
+        [str(r) for r in lock.get("requirements") or []],
+        [str(c) for c in lock.get("constraints") or []],
+    )
 
 
 # -- node side: <state_dir>/wheels.json ---------------------------------------------

@@ -1,4 +1,4 @@
-"""Roles: `roles/<name>/` = defaults.yaml + templates/ (Jinja2) + steps.py.
+"""Roles: `xpufleet/roles/<name>/` (package data) = defaults.yaml + templates/ (Jinja2) + steps.py.
 
 A role's steps are a small Python module (`steps(role) -> list[Step]`) rather than
 YAML: roles need conditionals (venv or conda), loops (one step per wheel of the
@@ -28,14 +28,13 @@ from typing import Any
 import jinja2
 import yaml
 
-from ..config import PROJECT_ROOT
 from ..errors import InputError
 from ..host import Host
 from ..variables import VARIABLES
 from .manifest import Manifest
 from .steps import Directory, File, Step
 
-ROLES_DIR = PROJECT_ROOT / "roles"
+ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 #: provision applies these roles, in this order
 ROLE_ORDER = ("oneapi", "python_env", "wheels", "sglang")
 
@@ -198,7 +197,7 @@ class RoleContext:
             content=content,
             mode=0o600 if secret else mode,
             secret=secret,
-            source=f"roles/{self.role.name}/templates/{template}",
+            source=f"xpufleet/roles/{self.role.name}/templates/{template}",
         )
 
 

@@ -4,8 +4,10 @@ State = the node's `<state_dir>/wheels.json` entry (what provision installed and
 verified) AND the version the environment really has (`importlib.metadata`): both
 must match the manifest for `ok`. Otherwise: reuse a verified copy in the node's
 wheel cache or stream the wheel there (temp name, size+sha256 checked on the node,
-atomic rename), pip-install it, import it, check the promised build features (torch:
-xccl), and only then record it in wheels.json. A cut transfer never reaches pip.
+atomic rename), pip-install it (`--no-index --no-deps`: its dependencies are the
+lock's, installed before), import it with oneAPI's environment sourced, check the
+promised build features (torch: xccl), and only then record it in wheels.json. A cut
+transfer never reaches pip.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class Wheel(Step):
     cache_dir: str = ""
     #: "relay" (one copy for every node that needs it at once) or "direct"
     push: str = "relay"
+    #: sourced before the import check (a source-built XPU torch needs oneAPI's libraries)
+    env_file: str = ""
     reprobe: bool = True
 
     @property
@@ -157,9 +161,9 @@ class Wheel(Step):
             ctx.bytes_sent += sent
             how = f"pushed {sent / 1e6:.1f} MB, {route}"
         installed_version = _installed(ctx.state)
+        # dependencies come from the lock (installed before); nothing from any index
         pip = [self.python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
-        if entry.no_deps or installed_version == entry.version:
-            pip.append("--no-deps")
+        pip += ["--no-index", "--no-deps"]
         if installed_version == entry.version:
             pip.append("--force-reinstall")  # same version, other build: replace it
         pip.append(f"{self.cache_dir.rstrip('/')}/{entry.filename}")
@@ -176,6 +180,7 @@ class Wheel(Step):
         verify = shell.join(
             [self.python, "-c", _VERIFY_AND_RECORD_PY, json.dumps(spec), json.dumps(checks)]
         )
+<<<<<<< HEAD
         try:
             out = ctx.run(f"{shell.join(pip)} >/dev/null || exit {EXIT_PIP}; {verify}").stdout
         except CommandFailed as exc:
@@ -183,6 +188,11 @@ class Wheel(Step):
                 raise PipFailed.of(exc) from exc
             raise
         out = out.strip()
+=======
+        env = shell.quote(self.env_file)
+        source = f"if [ -f {env} ]; then . {env} >/dev/null 2>&1; fi; " if self.env_file else ""
+        out = ctx.run(f"{shell.join(pip)} >/dev/null && {{ {source}{verify}; }}").stdout.strip()
+>>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
         try:
             verified = json.loads(out.splitlines()[-1])
         except (json.JSONDecodeError, IndexError):

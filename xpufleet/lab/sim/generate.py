@@ -132,6 +132,9 @@ def torch_description(spec: NodeSpec, *, xccl: bool, driver: bool = True) -> dic
         "xpu_available": driver,
         "xccl_available": xccl,
         "driver_version": driver_version,
+        # torch.version.xpu of an XPU build: the SYCL compiler it was built with
+        # (__SYCL_COMPILER_VERSION, e.g. 20250101 for oneAPI 2025.0); CPU builds have None
+        "xpu_version": "20250101",
         "device_count_flat": spec.cards * spec.model.tiles,
         "device_name": spec.model.name,
         "tile_memory_mb": spec.model.tile_memory_mb,
@@ -307,6 +310,12 @@ def bin_tree(*, with_xpu_smi: bool) -> Tree:
     return tree
 
 
+#: lab nodes are offline like many Max clusters' compute nodes: their pip reads no
+#: configuration (the machine's index and find-links settings) and no index at all, so
+#: only what provision pushes can be installed (see also cluster.HIDDEN_PACKAGE_DIRS)
+OFFLINE_PIP_ENV = ("PIP_NO_INDEX=1", "PIP_CONFIG_FILE=/dev/null")
+
+
 def sshd_config(
     *,
     address: str,
@@ -319,11 +328,12 @@ def sshd_config(
     extra_address: str | None = None,
     users: tuple[str, ...] = (),
 ) -> str:
-    """One node's sshd_config: its own address, key and PATH; libfaketime for clock skew.
+    """One node's sshd_config: its own address, key and PATH; libfaketime for clock skew;
+    pip offline (OFFLINE_PIP_ENV).
 
     `extra_address`: the node's private address (reached through the lab's bastion);
     `users`: the lab's non-root accounts, whose keys are in their own homes."""
-    env = [f"PATH={bin_dir}:{NODE_PATH_TAIL}"]
+    env = [f"PATH={bin_dir}:{NODE_PATH_TAIL}", *OFFLINE_PIP_ENV]
     if clock_skew:
         env += [
             f"LD_PRELOAD={FAKETIME_LIB}",

@@ -519,6 +519,7 @@ def _patch_torch() -> None:
             return xccl
         return bool(original_backend_check(backend))
 
+    torch.version.xpu = torch_info.get("xpu_version")  # an XPU build says which SYCL
     torch.xpu.is_available = lambda: bool(visible())
     torch.xpu.device_count = lambda: len(visible())
     torch.xpu.get_device_properties = get_device_properties

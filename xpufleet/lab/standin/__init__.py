@@ -21,6 +21,26 @@ TAG = "py3-none-any"
 #: zip timestamps of every entry (reproducible bytes)
 FIXED_DATE = (2025, 1, 1, 0, 0, 0)
 SUMMARY = "xpufleet lab stand-in for SGLang 0.4.3.post2 (tiny tensor-parallel model on gloo)"
+#: Requires-Dist, shaped like the fork's python/pyproject.toml (cboss6/sglang@
+#: deepseek-xpu-distribute): `setproctitle` is a base dependency (the scheduler imports
+#: it), the server's runtime set is the `runtime_common` extra, and the guide installs
+#: `python[all_xpu]` = srt_xpu = runtime_common + outlines. A light, PyPI-available
+#: subset of runtime_common, imported at module top where the fork imports it
+#: (srt/entrypoints/http_server.py: orjson, uvicorn, uvloop, fastapi; srt/managers/
+#: scheduler.py: setproctitle, zmq, psutil): a node that lacks one fails at launch.
+#: torch is not declared: the lab's nodes inherit it from the base environment.
+REQUIRES = (
+    "setproctitle",
+    'fastapi; extra == "runtime_common"',
+    'orjson; extra == "runtime_common"',
+    'psutil; extra == "runtime_common"',
+    'pyzmq>=25.1.2; extra == "runtime_common"',
+    'uvicorn; extra == "runtime_common"',
+    'uvloop; extra == "runtime_common"',
+    'sglang[runtime_common]; extra == "srt_xpu"',
+    'sglang[srt_xpu]; extra == "all_xpu"',
+)
+EXTRAS = ("runtime_common", "srt_xpu", "all_xpu")
 
 
 def version() -> str:
@@ -58,6 +78,8 @@ def _metadata(ver: str) -> list[tuple[str, bytes]]:
         f"Version: {ver}\n"
         f"Summary: {SUMMARY}\n"
         "Requires-Python: >=3.10\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in REQUIRES)
+        + "".join(f"Provides-Extra: {e}\n" for e in EXTRAS)
     )
     wheel = f"Wheel-Version: 1.0\nGenerator: xpufleet\nRoot-Is-Purelib: true\nTag: {TAG}\n"
     return [

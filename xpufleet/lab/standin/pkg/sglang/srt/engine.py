@@ -21,8 +21,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+# The fork's scheduler process imports these at module top (cboss6/sglang@
+# deepseek-xpu-distribute python/sglang/srt/managers/scheduler.py, lines 30-33)
+import psutil  # noqa: F401
+import setproctitle  # noqa: F401
 import torch
 import torch.distributed as dist
+import zmq  # noqa: F401
 
 from .model import TinyTPModel
 from .server_args import ServerArgs

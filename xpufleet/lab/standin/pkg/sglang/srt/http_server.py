@@ -13,6 +13,14 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# The fork's server module imports its web stack at module top (cboss6/sglang@
+# deepseek-xpu-distribute python/sglang/srt/entrypoints/http_server.py, lines 33-39):
+# a node without them dies at `import`, before any rank starts. So does the stand-in.
+import fastapi  # noqa: F401
+import orjson  # noqa: F401
+import uvicorn  # noqa: F401
+import uvloop  # noqa: F401
+
 from ..version import __version__
 from .engine import Frontend, context_length, max_total_num_tokens
 from .model import apply_chat_template, decode, encode

@@ -1,10 +1,10 @@
-"""Role python_env: the env, its inherited site-packages, the pinned packages."""
+"""Role python_env: the env and its inherited site-packages (its packages: role wheels)."""
 
 from __future__ import annotations
 
 from xpufleet import shell
 from xpufleet.provision.roles import RoleContext
-from xpufleet.provision.steps import Command, Packages, Skip, Step
+from xpufleet.provision.steps import Command, Skip, Step
 from xpufleet.variables import venv_python
 
 _PURELIB = "import sysconfig; print(sysconfig.get_path('purelib'))"
@@ -94,16 +94,8 @@ def conda_packages(role: RoleContext) -> list[Step]:
 
 
 def steps(role: RoleContext) -> list[Step]:
-    v = role.vars
     return [
         create_env(role),
         base_pth(role),
-        Packages(
-            role.id("pip_packages"),
-            role.tags("packages"),
-            python=venv_python(str(v["venv"])),
-            requirements=[str(r) for r in v["pip_packages"] or []],
-            pip_args=[str(a) for a in v["pip_extra_args"] or []],
-        ),
         *conda_packages(role),
     ]
