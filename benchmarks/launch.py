@@ -47,7 +47,7 @@ from xpufleet.executor import SessionPool  # noqa: E402
 from xpufleet.host import Host  # noqa: E402
 from xpufleet.inventory import load_inventory  # noqa: E402
 from xpufleet.lab import Lab, pid_alive  # noqa: E402
-from xpufleet.lab.standin import build_wheel  # noqa: E402
+from xpufleet.lab.wheelhouse import standin_wheelhouse  # noqa: E402
 from xpufleet.launch.plan import plan_launch  # noqa: E402
 from xpufleet.launch.runner import (  # noqa: E402
     health_url,
@@ -57,7 +57,6 @@ from xpufleet.launch.runner import (  # noqa: E402
     run_stop,
 )
 from xpufleet.provision import ProvisionOptions, run_provision  # noqa: E402
-from xpufleet.provision.manifest import Manifest, entry_for_file  # noqa: E402
 from xpufleet.transport import Session  # noqa: E402
 
 ENV_FILE = "/opt/xpufleet/env/sglang.sh"
@@ -82,11 +81,7 @@ def lab_hosts(lab: Lab, count: int) -> list[Host]:
 
 def provision(lab: Lab, hosts: list[Host]) -> None:
     wheels = Path(tempfile.mkdtemp(prefix="launch-bench-wheels-"))
-    manifest = Manifest(wheels / "manifest.json")
-    manifest.upsert(
-        entry_for_file(build_wheel(wheels), source="xpufleet/lab/standin/pkg", import_name="sglang")
-    )
-    manifest.save()
+    standin_wheelhouse(wheels)  # the stand-in and its lock (cached per machine)
     report = run_provision(
         hosts, lab.ssh_options(command_timeout=600.0), wheels, forks=len(hosts),
         options=ProvisionOptions(),

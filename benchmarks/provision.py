@@ -4,10 +4,10 @@
         .venv/bin/python benchmarks/provision.py [--nodes 4,8,16]
 
 For each N: wipe what provision made on nodes 1..N (venv, env files, state), run a
-full provision (oneAPI env, venv inheriting the lab's torch, pinned packages, the SGLang
-stand-in wheel, SGLang files), then a no-op provision (must report only ok/skip and
-send no wheel bytes), then doctor. Lab = real sshd nodes on loopback of one shared
-2-core machine; nothing ran on Intel hardware.
+full provision (oneAPI env, venv inheriting the lab's torch, the closed environment: the
+SGLang stand-in wheel and its lock, pushed to offline nodes, SGLang files), then a no-op
+provision (must report only ok/skip and send no wheel bytes), then doctor. Lab = real
+sshd nodes on loopback of one shared 2-core machine; nothing ran on Intel hardware.
 """
 
 from __future__ import annotations
@@ -22,13 +22,10 @@ from xpufleet.doctor import run_doctor
 from xpufleet.executor import fan_out
 from xpufleet.inventory import load_inventory
 from xpufleet.lab import Lab
-from xpufleet.lab.standin import build_wheel
+from xpufleet.lab.wheelhouse import LAB_PIP_PACKAGES, standin_wheelhouse
 from xpufleet.provision import ProvisionOptions, run_provision
-from xpufleet.provision.manifest import Manifest, entry_for_file
 from xpufleet.results import TaskReport
 from xpufleet.transport import Session
-
-LAB_PIP_PACKAGES = ["py-cpuinfo==9.0.0", "msgspec"]
 
 
 def counts(report: TaskReport) -> str:
@@ -44,11 +41,13 @@ def main() -> None:
     lab = Lab.from_env()
     lab.up(nodes=max(sizes))
     wheels = Path(tempfile.mkdtemp(prefix="xpufleet-bench-wheels-"))
-    manifest = Manifest(wheels / "manifest.json")
-    manifest.upsert(entry_for_file(build_wheel(wheels), import_name="sglang"))
-    manifest.save()
+    manifest = standin_wheelhouse(wheels)  # the stand-in and its lock (cached per machine)
+    print(
+        f"wheelhouse: {len(manifest.wheels)} built + {len(manifest.locked)} locked wheels, "
+        f"{manifest.size / 1e6:.1f} MB"
+    )
     every = [
-        dataclasses.replace(h, vars={**h.vars, "pip_packages": LAB_PIP_PACKAGES})
+        dataclasses.replace(h, vars={**h.vars, "pip_packages": list(LAB_PIP_PACKAGES)})
         for h in load_inventory(lab.inventory_path).select(None)
     ]
     options = lab.ssh_options(command_timeout=600.0)
@@ -60,7 +59,8 @@ def main() -> None:
             def wipe(session: Session) -> None:
                 session.run(
                     "rm -rf /opt/xpufleet/venv /opt/xpufleet/env /opt/xpufleet/bin "
-                    "/var/lib/xpufleet/wheels /var/lib/xpufleet/wheels.json"
+                    "/var/lib/xpufleet/wheels /var/lib/xpufleet/wheels.json "
+                    "/var/lib/xpufleet/lock.json"
                 )
 
             fan_out(hosts, wipe, options)

@@ -44,34 +44,25 @@ def invoke_bin() -> str:
     return INVOKE
 
 
-#: pins the lab machine's local package index holds, used when the lab inventory names
-#: none (REFERENCE §1's exact pins, e.g. setuptools==75.6.0, are not on this machine)
-LAB_PIP_PACKAGES = ["py-cpuinfo==9.0.0", "msgspec"]
-
-
 @pytest.fixture(scope="session")
 def provisioned_lab(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Lab:
     """The session's lab after ONE full `provision` (added by the provision engineer):
-    oneAPI env file, venv inheriting the lab's torch, pinned packages, the SGLang
-    stand-in wheel (built reproducibly into a temporary files/wheels), SGLang env and
+    oneAPI env file, venv inheriting the lab's torch, the closed environment (the
+    SGLang stand-in wheel and its lock: its runtime dependencies and the lab's pins,
+    resolved by pip once per machine, pushed to the offline nodes), SGLang env and
     launch script. Later tests (doctor after provision, launch) build on it."""
     import dataclasses
 
     from xpufleet.inventory import load_inventory
-    from xpufleet.lab.standin import build_wheel
+    from xpufleet.lab.wheelhouse import LAB_PIP_PACKAGES, standin_wheelhouse
     from xpufleet.provision import ProvisionOptions, run_provision
-    from xpufleet.provision.manifest import Manifest, entry_for_file
 
     wheels = tmp_path_factory.mktemp("files-wheels")
-    manifest = Manifest(wheels / "manifest.json")
-    manifest.upsert(
-        entry_for_file(build_wheel(wheels), source="xpufleet/lab/standin/pkg", import_name="sglang")
-    )
-    manifest.save()
+    standin_wheelhouse(wheels)
     hosts = [
         h
         if "pip_packages" in h.vars
-        else dataclasses.replace(h, vars={**h.vars, "pip_packages": LAB_PIP_PACKAGES})
+        else dataclasses.replace(h, vars={**h.vars, "pip_packages": list(LAB_PIP_PACKAGES)})
         for h in load_inventory(lab.inventory_path).select(None)
     ]
     report = run_provision(

@@ -99,8 +99,14 @@ def wipe(lab: Any) -> None:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built wheel and its lock (the pins: resolved by pip, cached per machine): the
+    nodes are offline, so everything they install comes from here."""
+    from xpufleet.lab.wheelhouse import lock_cached
+    from xpufleet.provision.manifest import load_manifest
+
     directory = tmp_path_factory.mktemp("wheels")
     add_wheel(directory, make_wheel(directory, "xpufleet-hello", "0.1.0"), import_name="")
+    lock_cached(load_manifest(directory / "manifest.json"), LAB_PINS)
     return directory
 
 

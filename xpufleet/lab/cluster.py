@@ -1238,6 +1238,8 @@ LAB_SIZED_VARS: dict[str, Any] = {
     "pip_packages": ["py-cpuinfo==9.0.0", "msgspec"],
     # no Triton/vLLM builds for CPU here: the lab's stack is torch + the SGLang stand-in
     "stack": ["torch", "sglang"],
+    # the stand-in's entry point imports its server and engine (and their runtime deps)
+    "python_imports": ["sglang.launch_server"],
 }
 
 

@@ -38,8 +38,9 @@ from pathlib import Path
 from ..errors import InputError, LockFailed
 from .manifest import LockedDist, Manifest, normalize, parse_wheel_filename, sha256_file
 
-#: never part of a lock and never removed from an environment (the env's own tooling)
-BOOTSTRAP = frozenset({"pip", "setuptools", "wheel"})
+#: never part of a lock and never removed from an environment (the tool that installs it;
+#: setuptools is not here: a venv's own old copy would shadow what the lock or base holds)
+BOOTSTRAP = frozenset({"pip"})
 RUNBOOK = "docs/runbooks/provision.md#lock-failed"
 
 

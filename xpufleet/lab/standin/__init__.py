@@ -29,18 +29,14 @@ SUMMARY = "xpufleet lab stand-in for SGLang 0.4.3.post2 (tiny tensor-parallel mo
 #: (srt/entrypoints/http_server.py: orjson, uvicorn, uvloop, fastapi; srt/managers/
 #: scheduler.py: setproctitle, zmq, psutil): a node that lacks one fails at launch.
 #: torch is not declared: the lab's nodes inherit it from the base environment.
-REQUIRES = (
-    "setproctitle",
-    'fastapi; extra == "runtime_common"',
-    'orjson; extra == "runtime_common"',
-    'psutil; extra == "runtime_common"',
-    'pyzmq>=25.1.2; extra == "runtime_common"',
-    'uvicorn; extra == "runtime_common"',
-    'uvloop; extra == "runtime_common"',
-    'sglang[runtime_common]; extra == "srt_xpu"',
-    'sglang[srt_xpu]; extra == "all_xpu"',
-)
+#: The fork nests its extras (all_xpu -> srt_xpu -> runtime_common); they are flattened
+#: here because pip < 23.3 mis-normalizes self-referencing extras (`sglang[srt_xpu]`
+#: becomes `srt-xpu`, which a Metadata-Version 2.1 `Provides-Extra: srt_xpu` lacks).
+RUNTIME_COMMON = ("fastapi", "orjson", "psutil", "pyzmq>=25.1.2", "uvicorn", "uvloop")
 EXTRAS = ("runtime_common", "srt_xpu", "all_xpu")
+REQUIRES = ("setproctitle",) + tuple(
+    f'{req}; extra == "{extra}"' for extra in EXTRAS for req in RUNTIME_COMMON
+)
 
 
 def version() -> str:
