@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,13 @@ from .config import PACKAGE_PARENT, PROJECT_ROOT
 from .errors import HostError, InputError
 from .executor import SessionPool
 from .host import Host
-from .provision.manifest import MANIFEST_NAME, entry_for_file, load_manifest
+from .provision.manifest import (
+    MANIFEST_NAME,
+    WheelEntry,
+    entry_for_file,
+    load_manifest,
+    parse_wheel_filename,
+)
 from .provision.roles import (
     ROLE_ORDER,
     ROLES_DIR,
@@ -58,6 +65,10 @@ class Recipe:
     import_name: str = ""
     features: tuple[str, ...] = ()
     no_deps: bool = True
+    #: extras resolved into the lock with the wheel (SGLang: all_xpu)
+    extras: tuple[str, ...] = ()
+    #: a wheel the operator names instead of a build (Triton `prebuilt` mode)
+    prebuilt: Path | None = None
 
 
 @dataclass
@@ -116,6 +127,20 @@ def plan_build(
         spec = {
             k: render_value(v, merged, f"{name}.{k}", recipes_file) for k, v in specs[name].items()
         }
+        prebuilt = _prebuilt(name, spec, merged)
+        if prebuilt is not None:
+            plan.recipes.append(
+                Recipe(
+                    name=name,
+                    script="",
+                    source=str(prebuilt),
+                    import_name=str(spec.get("import_name") or ""),
+                    features=tuple(spec.get("features") or ()),
+                    extras=tuple(spec.get("extras") or ()),
+                    prebuilt=prebuilt,
+                )
+            )
+            continue
         local = None
         if spec.get("local"):
             local = Path(str(spec["local"]))
@@ -144,9 +169,73 @@ def plan_build(
                 import_name=str(spec.get("import_name") or ""),
                 features=tuple(spec.get("features") or ()),
                 no_deps=bool(spec.get("no_deps", True)),
+                extras=tuple(spec.get("extras") or ()),
             )
         )
     return plan
+
+
+def _prebuilt(name: str, spec: dict[str, Any], merged: dict[str, Any]) -> Path | None:
+    """The operator's wheel for a recipe in `prebuilt` mode (`mode_var` = "prebuilt"),
+    checked here on the control node; None when the recipe builds from source."""
+    mode_var = spec.get("mode_var")
+    if not mode_var:
+        return None
+    mode = str(merged.get(str(mode_var), "source"))
+    if mode not in ("source", "prebuilt"):
+        raise InputError(f"{mode_var} must be 'source' or 'prebuilt', got {mode!r}", key=mode_var)
+    if mode == "source":
+        return None
+    wheel_var = str(spec.get("wheel_var"))
+    text = str(merged.get(wheel_var) or "")
+    if not text:
+        raise InputError(
+            f"{mode_var} is 'prebuilt' but {wheel_var} names no wheel file", key=wheel_var
+        )
+    path = Path(text.removeprefix("file://")).expanduser()
+    path = path if path.is_absolute() else PROJECT_ROOT / path
+    if not path.is_file():
+        raise InputError(f"{wheel_var}: no such wheel file {path}", key=wheel_var)
+    parse_wheel_filename(path.name)  # a wheel by name, or bad input
+    return path
+
+
+def add_prebuilt(recipe: Recipe, wheels_dir: Path) -> Result:
+    """Copy the operator's wheel into files/wheels/ and record it like a built one."""
+    assert recipe.prebuilt is not None
+    dest = wheels_dir / recipe.prebuilt.name
+    wheels_dir.mkdir(parents=True, exist_ok=True)
+    if recipe.prebuilt.resolve() != dest.resolve():
+        shutil.copyfile(recipe.prebuilt, dest)
+    version = parse_wheel_filename(dest.name)[1]
+    commit = version.split("+git", 1)[1] if "+git" in version else ""
+    entry = entry_for_file(
+        dest,
+        source=str(recipe.prebuilt),
+        commit=commit,
+        build_host="prebuilt",
+        import_name=recipe.import_name,
+        features=recipe.features,
+        extras=recipe.extras,
+    )
+    _record(wheels_dir, entry)
+    return Result(
+        f"build.{recipe.name}",
+        CHANGED,
+        f"{dest.name} (prebuilt {recipe.prebuilt}, {entry.size / 1e6:.1f} MB, sha256 "
+        f"{entry.sha256[:12]})",
+        data={"wheel": entry.to_json()},
+    )
+
+
+def _record(wheels_dir: Path, entry: WheelEntry) -> None:
+    """Put `entry` in the manifest (replacing the same distribution's older file)."""
+    manifest = load_manifest(wheels_dir / MANIFEST_NAME)
+    old = next((w for w in manifest.wheels if w.key == entry.key), None)
+    manifest.upsert(entry)
+    manifest.save()
+    if old and old.filename != entry.filename:
+        (wheels_dir / old.filename).unlink(missing_ok=True)
 
 
 def _shown(path: Path | None) -> str:
@@ -192,6 +281,7 @@ def build_one(
     started = time.monotonic()
     session.run(
         f"mkdir -p {q(work)}/dist && rm -f {q(work)}/dist/*.whl {q(work)}/commit.txt "
+        f"{q(work)}/requires.txt "
         f"&& cat > {q(work)}/build.sh && chmod 755 {q(work)}/build.sh",
         stdin=recipe.script,
     )
@@ -232,6 +322,8 @@ def build_one(
     filename = found[0]
     recorded = session.run(f"cat {q(work)}/commit.txt 2>/dev/null; true").stdout.strip()
     commit = recorded or commit
+    # requirement lines the wheel's metadata lacks (the vLLM recipe writes requires.txt)
+    requires = session.run(f"cat {q(work)}/requires.txt 2>/dev/null; true").stdout
     dest = wheels_dir / filename
     sha = fetch_file(session, f"{work}/dist/{filename}", dest)
     entry = entry_for_file(
@@ -242,13 +334,12 @@ def build_one(
         no_deps=recipe.no_deps,
         import_name=recipe.import_name,
         features=recipe.features,
+        extras=recipe.extras,
+        requires=tuple(
+            ln.strip() for ln in requires.splitlines() if ln.strip() and not ln.startswith("#")
+        ),
     )
-    manifest = load_manifest(wheels_dir / MANIFEST_NAME)
-    old = next((w for w in manifest.wheels if w.key == entry.key), None)
-    manifest.upsert(entry)
-    manifest.save()
-    if old and old.filename != filename:
-        (wheels_dir / old.filename).unlink(missing_ok=True)
+    _record(wheels_dir, entry)
     took = time.monotonic() - started
     return Result(
         f"build.{recipe.name}",
@@ -276,7 +367,10 @@ def run_build(
         results: list[Result] = []
         for recipe in plan.recipes:
             try:
-                result = build_one(session, plan, recipe, wheels_dir, logs_dir, timeout)
+                if recipe.prebuilt is not None:
+                    result = add_prebuilt(recipe, wheels_dir)
+                else:
+                    result = build_one(session, plan, recipe, wheels_dir, logs_dir, timeout)
             except HostError as exc:
                 result = Result(f"build.{recipe.name}", FAILED, exc.message, RUNBOOK)
             results.append(result)
@@ -293,3 +387,45 @@ def run_build(
     else:
         host_report.results = outcome.value or []
     return report
+
+
+def lock_host_vars(host: Host, roles_dir: Path = ROLES_DIR) -> dict[str, Any]:
+    """The build host's variables the lock reads (its nodes' python, base, pins)."""
+    merged = merged_vars(host, [load_role(n, roles_dir) for n in ROLE_ORDER])
+    return {
+        "pip_packages": [str(p) for p in merged["pip_packages"] or []],
+        "python": str(merged["python"]),
+        "base_site_packages": [str(d) for d in merged["base_site_packages"] or []],
+        "lock_constraints": [str(c) for c in merged["lock_constraints"] or []],
+    }
+
+
+def run_lock(host: Host, wheels_dir: Path) -> Result:
+    """Resolve, download and record the closed environment of files/wheels/ (a Result)."""
+    from .errors import LockFailed
+    from .provision.wheelhouse import RUNBOOK as LOCK_RUNBOOK
+    from .provision.wheelhouse import lock_wheelhouse
+
+    manifest = load_manifest(wheels_dir / MANIFEST_NAME)
+    if not manifest.wheels:
+        return Result("build.lock", FAILED, f"no built wheels in {manifest.path}", RUNBOOK)
+    v = lock_host_vars(host)
+    started = time.monotonic()
+    try:
+        lock_wheelhouse(
+            manifest,
+            v["pip_packages"],
+            python=v["python"],
+            base_site_packages=v["base_site_packages"],
+            extra_constraints=v["lock_constraints"],
+        )
+    except LockFailed as exc:
+        return Result("build.lock", FAILED, str(exc), LOCK_RUNBOOK)
+    return Result(
+        "build.lock",
+        CHANGED,
+        f"{len(manifest.wheels)} built + {len(manifest.locked)} locked wheels, "
+        f"{manifest.size / 1e6:.1f} MB in {wheels_dir}, resolved by pip in "
+        f"{time.monotonic() - started:.0f}s",
+        data={"locked": len(manifest.locked), "bytes": manifest.size},
+    )

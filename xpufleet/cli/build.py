@@ -1,4 +1,5 @@
-"""`invoke build --host BUILDHOST`: build the pinned wheels there, fetch them into files/wheels/."""
+"""`invoke build --host BUILDHOST`: build the pinned wheels there, fetch them into files/wheels/,
+then lock the closed environment (every dependency, resolved by pip here, downloaded)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 from invoke import task
 
-from ..build import plan_build, run_build
+from ..build import plan_build, run_build, run_lock
 from ..errors import InputError
+from ..results import HostReport, TaskReport
 from .common import HOST_FLAGS_HELP, emit, exits, open_context
 
 
@@ -20,6 +22,7 @@ from .common import HOST_FLAGS_HELP, emit, exits, open_context
         "known: torch, triton, vllm, sglang, sglang-standin)",
         "source": "build this local Python source tree instead of a recipe (pip wheel)",
         "timeout": "seconds one recipe may take (default 14400)",
+        "lock_only": "build nothing: only (re)lock files/wheels/ for BUILDHOST's nodes",
         **{k: v for k, v in HOST_FLAGS_HELP.items() if k != "limit"},
     }
 )
@@ -30,6 +33,7 @@ def build(
     recipe: str | None = None,
     source: str | None = None,
     timeout: float = 14400.0,
+    lock_only: bool = False,
     hosts: str | None = None,
     forks: int | None = None,
     json: bool = False,
@@ -40,14 +44,22 @@ def build(
     ctx = open_context(c, hosts=hosts, limit=host, forks=forks, as_json=json)
     if len(ctx.hosts) != 1:
         raise InputError(f"--host must name exactly one host, got {len(ctx.hosts)}", key="host")
-    names = [r.strip() for r in (recipe or "").split(",") if r.strip()] or None
-    plan = plan_build(ctx.hosts[0], names, local_source=Path(source).resolve() if source else None)
     settings = ctx.settings
-    logs = settings.path(settings.runs_dir) / time.strftime("build-%Y%m%d-%H%M%S")
-    report = run_build(
-        plan, ctx.options, settings.path(settings.wheels_dir), logs, timeout=float(timeout)
-    )
-    return emit(report, as_json=json, title=f"build on {plan.host.name}")
+    wheels = settings.path(settings.wheels_dir)
+    build_host = ctx.hosts[0]
+    if lock_only:
+        report = TaskReport("build")
+        report.hosts[build_host.name] = HostReport()
+    else:
+        names = [r.strip() for r in (recipe or "").split(",") if r.strip()] or None
+        plan = plan_build(
+            build_host, names, local_source=Path(source).resolve() if source else None
+        )
+        logs = settings.path(settings.runs_dir) / time.strftime("build-%Y%m%d-%H%M%S")
+        report = run_build(plan, ctx.options, wheels, logs, timeout=float(timeout))
+    if report.exit_code() == 0:
+        report.hosts[build_host.name].results.append(run_lock(build_host, wheels))
+    return emit(report, as_json=json, title=f"build on {build_host.name}")
 
 
 TASKS = [build]
