@@ -2,8 +2,8 @@
 """Runs ON THE NODE in the environment launch uses: import what the engine loads at start.
 
 Sent as text (never installed), run by the venv's interpreter with the oneAPI
-environment sourced: by doctor inside its env probe (remote_probe.ENV_SNIPPET execs it
-with ARGS set) and by provision after installing (`python -c <this file> <json>`).
+environment sourced: by doctor inside its env probe (the env snippet of the doctor
+probe execs it with ARGS set) and by provision after installing (`python -c <this file> <json>`).
 ARGS = {"modules": [...], "lock": "<state_dir>/lock.json"}. Modules are imported in
 order and the first failure stops (what a launch would hit first); a missing module is
 named together with the locked distribution that provides it (from the node's lock

@@ -85,11 +85,8 @@ def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
         "ports": sorted({int(var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
         "packages": list(RUNTIME_PACKAGES),
         "imports": {
-            "code": IMPORTS_PROBE.read_text(),
-            "args": {
-                "modules": [str(m) for m in var(host, "python_imports") or []],
-                "lock": node_lock_path(var(host, "state_dir")),
-            },
+            "modules": [str(m) for m in var(host, "python_imports") or []],
+            "lock": node_lock_path(var(host, "state_dir")),
         },
         "connect_timeout": CONNECT_TIMEOUT_S,
         "budget": PROBE_TIMEOUT_S - 30,
@@ -154,6 +151,8 @@ def _script(python_params: str, sh_params: str) -> str:
         "if command -v python3 >/dev/null 2>&1; then\n"
         f"exec python3 - <<'{_PY_END}'\n"
         f"import json\n{python_params}\n"
+        # imports_probe.py once, as a string the env probe runs in the venv's python
+        f"IMPORTS_PROBE = {IMPORTS_PROBE.read_text()!r}\n"
         f"{python_source}\n"
         f"{_PY_END}\n"
         "fi\n"

@@ -313,8 +313,9 @@ def python_env(venv, setvars):
         return info
     info["present"] = True
     env = {"ZE_FLAT_DEVICE_HIERARCHY": PARAMS.get("device_hierarchy") or "FLAT"}
-    imports = PARAMS.get("imports") or {}
-    extra = [imports["code"], json.dumps(imports.get("args") or {})] if imports else []
+    imports = PARAMS.get("imports")
+    code = globals().get("IMPORTS_PROBE")
+    extra = [code, json.dumps(imports)] if imports and code else []
     if setvars:
         # setvars.sh reads "$@": the arguments are saved and cleared before sourcing it
         script = (
