@@ -74,3 +74,5 @@ RESULT = {"imports": check_imports(ARGS.get("modules") or []), "triton": _triton
 
 if __name__ == "__main__":
     print("@@XPUFLEET-IMPORTS@@" + json.dumps(RESULT))
+    sys.stdout.flush()
+    sys.exit(1 if RESULT["imports"]["failed"] else 0)

@@ -176,18 +176,49 @@ class LockedEnv(Step):
         return "; ".join(done)
 
 
-def pip_check(python: str, step_id: str, tags: frozenset[str]) -> Check:
-    """`pip check` after install: any broken requirement fails the step, named."""
-    py = shell.quote(python)
-    script = (
-        f"if [ -x {py} ]; then {py} -m pip check --disable-pip-version-check 2>&1; "
-        "else echo nopython; fi"
+VERIFIED = "@@XPUFLEET-VERIFIED@@"
+#: what a verification depends on: every distribution the env sees, where it lies
+_FINGERPRINT_PY = (
+    "import importlib.metadata as m\n"
+    "for d in sorted(m.distributions(), key=lambda d: str(d.locate_file(''))):\n"
+    "    print(d.metadata.get('Name'), d.version, d.locate_file(''))\n"
+)
+
+
+def verified_once(python: str, stamp: str, check: str, inputs: list[str]) -> str:
+    """Shell: run `check` unless the env (and `inputs` files) are exactly as when it last
+    passed. A pass records the fingerprint in `stamp`, so a no-op provision does not pay
+    for `pip check` and the imports again; any install, removal or changed input reruns
+    them. (Doctor always imports.)"""
+    py, st = shell.quote(python), shell.quote(stamp)
+    # never a bare `cat`: the probe script itself arrives on stdin
+    files = "".join(f"cat {shell.quote(f)} 2>/dev/null; " for f in inputs)
+    fingerprint = (
+        f"fp=$( {{ {py} -c {shell.quote(_FINGERPRINT_PY)}; {files}}} </dev/null "
+        "| sha256sum | cut -c1-64 )"
     )
+    return (
+        f"if [ ! -x {py} ]; then echo nopython; else {fingerprint}; "
+        f'if [ "$(cat {st} 2>/dev/null)" = "$fp" ]; then echo {VERIFIED}; else '
+        f"out=$( {check} 2>&1 ); rc=$?; "
+        f'if [ $rc -eq 0 ]; then mkdir -p "$(dirname {st})" && echo "$fp" > {st}; '
+        f"else rm -f {st}; fi; "
+        "printf '%s\n' \"$out\"; fi; fi"
+    )
+
+
+def pip_check(python: str, state_dir: str, step_id: str, tags: frozenset[str]) -> Check:
+    """`pip check` after install: any broken requirement fails the step, named."""
+    check = f"{shell.quote(python)} -m pip check --disable-pip-version-check"
+    stamp = f"{state_dir.rstrip('/')}/verified-pip-check"
+    script = verified_once(python, stamp, check, [])
 
     def evaluate(state: str) -> Decision:
         text = state.strip()
         if text == "nopython":
             return Decision(FAILED, "no environment to check")
+        if VERIFIED in text:
+            return Decision(OK, "pip check: passed, environment unchanged since")
         if "No broken requirements found" in text:
             return Decision(OK, "pip check: no broken requirements")
         problems = [ln for ln in text.splitlines() if ln.strip()][:6]
@@ -197,20 +228,32 @@ def pip_check(python: str, step_id: str, tags: frozenset[str]) -> Check:
 
 
 def imports_check(
-    python: str, modules: list[str], env_file: str, lock_file: str, step_id: str, tags: frozenset
+    python: str,
+    modules: list[str],
+    env_file: str,
+    state_dir: str,
+    step_id: str,
+    tags: frozenset[str],
 ) -> Check:
     """Import what launch will, in launch's environment; name the first missing module."""
     from ..facts.probe import IMPORTS_PROBE
+    from .manifest import node_lock_path
 
+    lock_file = node_lock_path(state_dir)
     args = json.dumps({"modules": modules, "lock": lock_file})
     run = shell.join([python, "-c", IMPORTS_PROBE.read_text(), args])
     env = shell.quote(env_file)
-    script = f"( [ -f {env} ] && . {env} >/dev/null 2>&1; {run} ) 2>&1"
+    check = f"( if [ -f {env} ]; then . {env} >/dev/null 2>&1; fi; {run} )"
+    stamp = f"{state_dir.rstrip('/')}/verified-imports"
+    inputs = [env_file, lock_file]
+    script = verified_once(python, stamp, check, inputs)
     return Check(step_id, tags, script=script, evaluate=lambda s: imports_decision(s, modules))
 
 
 def imports_decision(state: str, modules: list[str]) -> Decision:
     """Pure: the imports probe's output -> ok, or failed naming module and distribution."""
+    if VERIFIED in state:
+        return Decision(OK, f"imports {', '.join(modules)} (environment unchanged since)")
     marker = "@@XPUFLEET-IMPORTS@@"
     if marker not in state:
         return Decision(FAILED, f"the import check did not run: {state.strip()[-300:]}")

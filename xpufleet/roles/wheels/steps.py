@@ -70,7 +70,8 @@ def steps(role: RoleContext) -> list[Step]:
                 env_file=str(v["oneapi_env_file"]),
             )
         )
-    out.append(pip_check(python, role.id("pip_check"), role.tags("check")))
+    state_dir = str(v["state_dir"])
+    out.append(pip_check(python, state_dir, role.id("pip_check"), role.tags("check")))
     modules = [str(m) for m in v["python_imports"] or []]
     if modules:
         out.append(
@@ -78,7 +79,7 @@ def steps(role: RoleContext) -> list[Step]:
                 python,
                 modules,
                 str(v["oneapi_env_file"]),
-                node_lock_path(str(v["state_dir"])),
+                state_dir,
                 role.id("imports"),
                 role.tags("check"),
             )
