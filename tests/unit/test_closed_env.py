@@ -201,3 +201,26 @@ def test_triton_source_mode_installs_its_build_requirements_first() -> None:
     script = plan.recipes[0].script
     assert plan.recipes[0].prebuilt is None
     assert script.index("pip install ninja cmake wheel pybind11") < script.index("pip wheel")
+
+
+def test_standin_declares_the_same_runtime_dependencies_in_both_builds() -> None:
+    """build_wheel's metadata and pkg/pyproject.toml (what `pip wheel` builds on a build
+    host) declare the same requirements and extras."""
+    import tomllib
+
+    from xpufleet.lab.standin import EXTRAS, REQUIRES, RUNTIME_COMMON, SOURCE_DIR
+
+    project = tomllib.loads((SOURCE_DIR / "pyproject.toml").read_text())["project"]
+    assert project["dependencies"] == [r for r in REQUIRES if ";" not in r]
+    assert set(project["optional-dependencies"]) == set(EXTRAS)
+    for extra in EXTRAS:
+        assert project["optional-dependencies"][extra] == list(RUNTIME_COMMON)
+
+
+def test_extras_are_requested_as_the_wheel_spells_them(tmp_path: Path) -> None:
+    """setuptools >= 69 writes the fork's `all_xpu` as `Provides-Extra: all-xpu`."""
+    path = tmp_path / "sglang-1-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("sglang-1.dist-info/METADATA", "Name: sglang\nProvides-Extra: all-xpu\n")
+    manifest = Manifest(tmp_path / "manifest.json", [wheel("sglang", "1", extras=("all_xpu",))])
+    assert lock_inputs(manifest, []).wheels == (f"{path}[all-xpu]",)

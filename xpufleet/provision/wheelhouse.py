@@ -74,7 +74,8 @@ def lock_inputs(
     requirements: list[str] = []
     for entry in manifest.ordered():
         path = manifest.wheel_path(entry)
-        extras = f"[{','.join(entry.extras)}]" if entry.extras else ""
+        named = [_provided_extra(path, extra) for extra in entry.extras]
+        extras = f"[{','.join(named)}]" if named else ""
         wheels.append(f"{path}{extras}")
         for line in entry.requires:
             name = _req_name(line)
@@ -85,6 +86,23 @@ def lock_inputs(
     constraints = [f"{w.key}=={w.version}" for w in manifest.ordered()]
     constraints += [str(c) for c in extra_constraints]
     return LockInputs(tuple(wheels), tuple(dict.fromkeys(requirements)), tuple(constraints))
+
+
+def _provided_extra(path: Path, extra: str) -> str:
+    """`extra` spelled as the wheel's Provides-Extra spells it: setuptools >= 69 writes
+    `all-xpu` for the fork's `all_xpu`, and pip < 23.3 matches extras literally."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            text = archive.read(meta).decode(errors="replace")
+    except (OSError, zipfile.BadZipFile, StopIteration):
+        return extra
+    for line in text.splitlines():
+        if line.startswith("Provides-Extra:"):
+            provided = line.split(":", 1)[1].strip()
+            if normalize(provided) == normalize(extra):
+                return provided
+    return extra
 
 
 def parse_report(text: str, built: Iterable[str]) -> list[tuple[str, str]]:
