@@ -18,7 +18,7 @@ from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
         "check": "change nothing; list what would change",
         "diff": "show unified diffs of the templated files that change",
         "tags": "only steps of these roles/tags (comma-separated: oneapi,python_env,wheels,"
-        "sglang, or finer tags such as templates, packages, torch)",
+        "sglang, or finer tags such as templates, lock, check, torch)",
         "skip_tags": "skip steps with these roles/tags (comma-separated)",
         "fail_fast": "stop every host (between steps) after the first failure",
         "max_fail_percentage": "stop every host once more than this % of hosts failed",
@@ -38,7 +38,7 @@ def provision(
     fail_fast: bool = False,
     max_fail_percentage: float | None = None,
 ) -> int:
-    """Provision nodes: oneAPI env, Python env with pinned packages, wheels, SGLang files.
+    """Provision nodes: oneAPI env, Python env, closed environment (lock, wheels), SGLang files.
 
     Idempotent: a second run reports only `ok` and sends no wheel bytes.
     """
