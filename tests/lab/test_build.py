@@ -1,6 +1,7 @@
 """`invoke build` on the lab, the whole chain with a small real package: build on a lab
 node (pip wheel of tests/data/pkgs/xpufleet_hello), fetch back into a wheels dir with
-a manifest entry, push to every node with provision, install, import."""
+a manifest entry, lock the pins, push to every (offline) node with provision, install,
+import."""
 
 from __future__ import annotations
 
@@ -60,11 +61,16 @@ def test_build_fetch_push_install_import(cluster: Any, tmp_path: Path) -> None:
     )
     assert built.returncode == 0, built.stderr + built.stdout
     doc = json.loads(built.stdout)
-    (result,) = doc["hosts"]["node1"]["results"]
+    result, lock = doc["hosts"]["node1"]["results"]
     assert result["id"] == "build.xpufleet_hello" and result["status"] == "changed"
 
     manifest = load_manifest(wheels / "manifest.json")
     (entry,) = manifest.wheels
+    # then the lock: the lab inventory's pins, resolved by pip on the control node
+    assert lock["id"] == "build.lock" and lock["status"] == "changed", lock["message"]
+    assert {d.name for d in manifest.locked} == {"py-cpuinfo", "msgspec"}
+    for dist in manifest.locked:
+        assert hashlib.sha256((wheels / dist.filename).read_bytes()).hexdigest() == dist.sha256
     assert (entry.name, entry.version) == ("xpufleet-hello", "0.1.0")
     assert entry.build_host == "node1"
     assert entry.source == "tests/data/pkgs/xpufleet_hello"
@@ -88,6 +94,7 @@ def test_build_fetch_push_install_import(cluster: Any, tmp_path: Path) -> None:
                 "state_dir": STATE,
                 "venv": f"{INSTALL}/venv",
                 "pip_packages": [],
+                "python_imports": ["xpufleet_hello"],
             },
         )
         for h in load_inventory(cluster.inventory_path).select(None)
@@ -101,8 +108,10 @@ def test_build_fetch_push_install_import(cluster: Any, tmp_path: Path) -> None:
         tags="python_env,wheels",
     )
     assert report.exit_code() == 0, json.dumps(report.to_json(), indent=1)
-    # through the relay: one copy per batch of nodes that needed it at once, not one per node
-    sent = report.extra["bytes_sent"]
+    # offline nodes: every locked file went to every node (direct); the built wheel went
+    # through the relay: one copy per batch of nodes that needed it at once
+    locked_bytes = sum(d.size for d in manifest.locked) * len(hosts)
+    sent = report.extra["bytes_sent"] - locked_bytes
     assert sent % entry.size == 0 and entry.size <= sent <= entry.size * len(hosts)
 
     def greet(session: Session) -> str:

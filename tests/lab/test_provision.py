@@ -122,6 +122,7 @@ def hosts_of(
             "state_dir": STATE,
             "venv": f"{INSTALL}/venv",
             "pip_packages": LAB_PINS,
+            "python_imports": ["xpufleet_hello"],
             "secret_env": [TOKEN_ENV],
             **extra,
             **(per_host or {}).get(host.name, {}),
