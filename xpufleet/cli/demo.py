@@ -43,10 +43,12 @@ def _invoke(c: Any, args: list[str]) -> int:
 
 
 def _has_standin_wheel(settings: Settings) -> bool:
+    """The stand-in is built AND locked (offline nodes need the lock's wheels too)."""
     manifest = settings.path(settings.wheels_dir) / "manifest.json"
     if not manifest.exists():
         return False
-    return any(entry.name == "sglang" for entry in load_manifest(manifest).wheels)
+    found = load_manifest(manifest)
+    return bool(found.locked) and any(entry.name == "sglang" for entry in found.wheels)
 
 
 @task
