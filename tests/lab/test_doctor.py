@@ -41,6 +41,7 @@ ENV_CHECKS = {
     "torch.xccl",
     "triton.xpu",
     "vllm.version",
+    "python.imports",
     "sglang.version",
 }
 #: fault -> the checks (warn or fail) it must add on the faulty node, and only there
