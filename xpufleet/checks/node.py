@@ -133,14 +133,11 @@ class Expect:
     tile_memory_gb: float
     stack: tuple[str, ...] = ("torch", "triton", "vllm", "sglang")
     node0: str | None = None
-<<<<<<< HEAD
     ccl_ze_ipc_exchange: str = "pidfd"
     fi_provider: str = "tcp"
     #: where ranks rendezvous: node 0's rendezvous_address or its inventory address
     rendezvous_address: str | None = None
-=======
     python_imports: tuple[str, ...] = ()
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
 
     @classmethod
     def from_host(cls, host: Host, node0: Host | None = None) -> Expect:
@@ -166,15 +163,12 @@ class Expect:
             ports=tuple(sorted({int(var(host, "sglang_port")), int(var(host, "rendezvous_port"))})),
             tile_memory_gb=float(var(host, "tile_memory_gb")),
             node0=node0.name if node0 else None,
-<<<<<<< HEAD
             ccl_ze_ipc_exchange=str(var(host, "ccl_ze_ipc_exchange")),
             fi_provider=str(var(host, "fi_provider")),
             rendezvous_address=(
                 str(var(node0, "rendezvous_address") or node0.address) if node0 else None
             ),
-=======
             python_imports=tuple(str(m) for m in var(host, "python_imports") or ()),
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
         )
 
     @property
@@ -1103,14 +1097,11 @@ NODE_CHECKS: tuple[NodeCheck, ...] = (
     check_clock,
     check_gpu_holders,
     check_ports,
-<<<<<<< HEAD
     *ACCESS_CHECKS,
     check_kernel_version,
     check_ptrace_scope,
     check_fabric,
-=======
     check_imports,
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
 )
 
 

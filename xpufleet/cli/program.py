@@ -1,4 +1,3 @@
-<<<<<<< HEAD
 """How the command line is parsed: flag values checked by type, every parse error exit 2.
 
 Invoke types a flag by its default only (`tp: int` with no default arrives as a string)
@@ -9,17 +8,10 @@ flags, read from its type hints, are converted while parsing: a bad value is one
 naming the flag and the type, exit 2, before any task runs. `namespace.build()` makes
 every task a `Task`, so `invoke` in a checkout gets that too; `Program` (the installed
 command) also turns invoke's other parse errors into one `error:` line and exit 2.
-=======
-"""`xpufleet`: the console command `pip install .` gives, outside any checkout.
-
-Invoke's `Program` over the same collection `tasks.py` exposes (as Fabric ships `fab`),
-so `xpufleet doctor --hosts FILE` and `invoke doctor --hosts FILE` are one task.
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
 """
 
 from __future__ import annotations
 
-<<<<<<< HEAD
 import inspect
 import types
 import typing
@@ -147,23 +139,17 @@ class Program(invoke.Program):
             super().parse_cleanup()
         except ParseError as exc:
             raise bad_input(str(exc)) from None
-=======
-from importlib import metadata
-
-from invoke import Program
-
-from . import namespace
-
-
-def _version() -> str:
-    try:
-        return metadata.version("xpufleet")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def main() -> None:
-    Program(
-        namespace=namespace.build(), name="xpufleet", binary="xpufleet", version=_version()
-    ).run()
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
+    """`xpufleet`: the console command `pip install .` gives, outside any checkout
+    (Invoke's Program over the same collection tasks.py exposes, as Fabric ships `fab`)."""
+    from importlib import metadata
+
+    from . import namespace
+
+    try:
+        version = metadata.version("xpufleet")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    Program(namespace=namespace.build(), name="xpufleet", binary="xpufleet", version=version).run()

@@ -79,14 +79,10 @@ DRI_GROUP = bastion.DRI_GROUP
 ONEAPI_MOUNT = "/opt/intel/oneapi"
 #: mount points that must exist on the host (empty directories there)
 HOST_MOUNT_POINTS = ("/opt/intel", "/opt/xpufleet", "/var/lib/xpufleet", "/models",
-<<<<<<< HEAD
                      "/etc/OpenCL/vendors", "/dev/dri")  # fmt: skip
-=======
-                     "/etc/OpenCL/vendors")  # fmt: skip
 #: the machine's local package folders, hidden on every node (an empty read-only
 #: directory over each that exists): with OFFLINE_PIP_ENV, a node's pip sees nothing
 HIDDEN_PACKAGE_DIRS = ("/opt/pypi", "/opt/pypi-more", "/opt/wheels")
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
 #: faults that are only files on the node: applied by re-rendering its files
 FILE_FAULTS = frozenset({"old_oneapi", "missing_xpu_smi", "torch_no_xccl"})
 START_TIMEOUT = 30.0

@@ -180,19 +180,17 @@ class Wheel(Step):
         verify = shell.join(
             [self.python, "-c", _VERIFY_AND_RECORD_PY, json.dumps(spec), json.dumps(checks)]
         )
-<<<<<<< HEAD
+        env = shell.quote(self.env_file)
+        source = f"if [ -f {env} ]; then . {env} >/dev/null 2>&1; fi; " if self.env_file else ""
         try:
-            out = ctx.run(f"{shell.join(pip)} >/dev/null || exit {EXIT_PIP}; {verify}").stdout
+            out = ctx.run(
+                f"{shell.join(pip)} >/dev/null || exit {EXIT_PIP}; {source}{verify}"
+            ).stdout
         except CommandFailed as exc:
             if exc.exit_status == EXIT_PIP:
                 raise PipFailed.of(exc) from exc
             raise
         out = out.strip()
-=======
-        env = shell.quote(self.env_file)
-        source = f"if [ -f {env} ]; then . {env} >/dev/null 2>&1; fi; " if self.env_file else ""
-        out = ctx.run(f"{shell.join(pip)} >/dev/null && {{ {source}{verify}; }}").stdout.strip()
->>>>>>> 35c6c5f (Closed environment, part 1: lock in the manifest (real pip resolution + wheelhouse), provision installs exactly the lock offline with hashes, pip check and launch's imports; doctor python.imports, XPU-build torch and Intel-backend Triton; stand-in declares and imports the fork's runtime deps; lab nodes' pip offline; roles as package data, xpufleet console command)
         try:
             verified = json.loads(out.splitlines()[-1])
         except (json.JSONDecodeError, IndexError):
