@@ -237,7 +237,7 @@ def imports_check(
 ) -> Check:
     """Import what launch will, in launch's environment; name the first missing module."""
     from ..facts.probe import IMPORTS_PROBE
-    from .manifest import node_lock_path
+    from ..nodestate import node_lock_path
 
     lock_file = node_lock_path(state_dir)
     args = json.dumps({"modules": modules, "lock": lock_file})
