@@ -63,15 +63,25 @@ def srun_env(host: Host, command: str) -> dict[str, str]:
     return env
 
 
-def srun_argv(hosts: Sequence[Host], *, label: bool = False) -> list[str]:
-    """One step with one task on each of `hosts` (in the hosts' allocation)."""
+def srun_argv(
+    hosts: Sequence[Host],
+    *,
+    label: bool = False,
+    job_name: str = "xpufleet",
+    overlap: bool = True,
+    kill_on_bad_exit: bool = False,
+) -> list[str]:
+    """One step with one task on each of `hosts` (in the hosts' allocation). xpufleet's
+    short steps overlap the allocation's main work; the engine's step is that work."""
     names = [h.name for h in hosts]
-    argv = [
-        "srun",
-        "--quiet",
-        "--overlap",
+    argv = ["srun", "--quiet"]
+    if overlap:
+        argv.append("--overlap")
+    if kill_on_bad_exit:
+        argv.append("--kill-on-bad-exit=1")
+    argv += [
         f"--export={COMMAND_VAR}",
-        "--job-name=xpufleet",
+        f"--job-name={job_name}",
         f"--nodes={len(names)}",
         f"--ntasks={len(names)}",
         "--ntasks-per-node=1",

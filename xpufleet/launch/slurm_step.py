@@ -31,7 +31,7 @@ from .. import shell
 from ..errors import PlanError
 from ..host import Host
 from ..results import FAIL, OK, Result
-from ..slurm import COMMAND_VAR, STEP_ARGV, is_slurm, srun_env
+from ..slurm import COMMAND_VAR, STEP_ARGV, is_slurm, srun_argv, srun_env
 from ..variables import var
 from .plan import LaunchPlan
 from .render import RunPaths, bundle, env_file
@@ -70,22 +70,7 @@ def engine_command(run_dirs: dict[str, str], pythons: dict[str, str]) -> str:
 def engine_argv(hosts: Sequence[Host], run_id: str) -> list[str]:
     """One task per node, killed together when one fails (-K); not --overlap: it is the
     allocation's main work (xpufleet's own short steps overlap it)."""
-    names = [h.name for h in hosts]
-    argv = [
-        "srun",
-        "--quiet",
-        "--kill-on-bad-exit=1",
-        f"--export={COMMAND_VAR}",
-        f"--job-name={step_name(run_id)}",
-        f"--nodes={len(names)}",
-        f"--ntasks={len(names)}",
-        "--ntasks-per-node=1",
-        f"--nodelist={','.join(names)}",
-    ]
-    job = var(hosts[0], "slurm_job")
-    if job:
-        argv.append(f"--jobid={job}")
-    return [*argv, *STEP_ARGV]
+    return srun_argv(hosts, job_name=step_name(run_id), overlap=False, kill_on_bad_exit=True)
 
 
 def node_python(venv_python: str) -> str:
