@@ -188,6 +188,7 @@ def test_full_provision_then_noop(cluster: Any, wheels: Path) -> None:
     assert TOKEN not in json.dumps(first.to_json())
 
     # every node: the wheel imports from the venv, torch is inherited, files are right
+    nics = {h.name: h.vars["nic"] for h in hosts_of(cluster)}  # the lab's fabric NICs
     for host in cluster.hosts():
         out = run_on(
             cluster,
@@ -201,7 +202,7 @@ def test_full_provision_then_noop(cluster: Any, wheels: Path) -> None:
         lines = out.splitlines()
         assert lines[0].startswith("0.1.0 2.13.0"), out
         assert lines[1] == "600"
-        assert lines[2] == f"lo|{TOKEN}|{INSTALL}/venv"
+        assert lines[2] == f"{nics[host.name]}|{TOKEN}|{INSTALL}/venv"
         recorded = parse_node_state("\n".join(lines[3:]))
         assert recorded["xpufleet-hello"].version == "0.1.0"
         assert not Path("/tmp/never").exists()
