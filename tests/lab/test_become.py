@@ -22,8 +22,7 @@ import pytest
 import yaml
 
 from xpufleet.lab import Lab, bastion
-from xpufleet.lab.standin import build_wheel
-from xpufleet.provision.manifest import Manifest, entry_for_file
+from xpufleet.lab.wheelhouse import LAB_PIP_PACKAGES, standin_wheelhouse
 
 pytestmark = pytest.mark.lab
 
@@ -94,14 +93,9 @@ def login(lab: Lab) -> Iterator[bastion.Accounts]:
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's files/wheels: the stand-in and its lock (nodes are offline)."""
     directory = tmp_path_factory.mktemp("become-wheels")
-    manifest = Manifest(directory / "manifest.json")
-    manifest.upsert(
-        entry_for_file(
-            build_wheel(directory), source="xpufleet/lab/standin/pkg", import_name="sglang"
-        )
-    )
-    manifest.save()
+    standin_wheelhouse(directory)
     return directory
 
 
@@ -110,7 +104,7 @@ def _inventory(lab: Lab, path: Path, user: str, **extra: Any) -> Path:
         "rendezvous_port": lab.port + 7000,
         "supervisor_port": lab.port + 7010,
         "sglang_port": lab.port + 8000,
-        "pip_packages": ["py-cpuinfo==9.0.0", "msgspec"],
+        "pip_packages": list(LAB_PIP_PACKAGES),
     }
     path.write_text(bastion.inventory(lab, user=user, extra={**ports, **extra}))
     return path

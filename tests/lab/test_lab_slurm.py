@@ -191,17 +191,11 @@ def test_provision_over_slurm_converges_and_pushes_wheels_once(
     """provision through srun steps: every role and the stand-in wheel land on each node
     (a previous SSH provision may have done it already: then nothing fails); the rerun
     changes nothing and sends no wheel byte; SSH then sees the same wheels."""
-    from xpufleet.lab.standin import build_wheel
+    from xpufleet.lab.wheelhouse import standin_wheelhouse
     from xpufleet.provision import ProvisionOptions, run_provision
-    from xpufleet.provision.manifest import Manifest, entry_for_file
 
     wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    manifest = Manifest(wheels / "manifest.json")
-    manifest.upsert(
-        entry_for_file(build_wheel(wheels), source="xpufleet/lab/standin/pkg", import_name="sglang")
-    )
-    manifest.save()
+    standin_wheelhouse(wheels)  # the stand-in and its lock: the nodes are offline
     hosts = load_inventory(_inventory_for_job(slurm_lab, tmp_path, allocation)).select(None)
     options = slurm_lab.ssh_options(command_timeout=300.0)
 
