@@ -310,13 +310,18 @@ class Session(JsonAnswers):
             raise CommandFailed(self.host.name, command, status, err)
         return CommandResult(self.host.name, command, status, stdout.decode(errors="replace"), err)
 
-    def open_channel(self, command: str, *, bulk: bool = False) -> Channel:
-        """A running command to talk to while it runs (the relay): send, read lines, wait."""
+    def open_channel(self, command: str, *, bulk: bool = False, elevate: bool = True) -> Channel:
+        """A running command to talk to while it runs (the relay): send, read lines, wait.
+
+        `elevate=False` for a command that already went through `_sudo` (run, stream_to):
+        wrapped twice, the inner sudo needs no password and the command reads the line."""
         if self.cancelled.is_set():
             raise Interrupted(self.host.name, "interrupted before the command started")
         # A large window keeps the pipe full on fast links (2 MB default: ~55 MB/s here).
         window = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
-        command, first = self._sudo(command)  # as the become user when elevated
+        first = None
+        if elevate:
+            command, first = self._sudo(command)  # as the become user when elevated
         # a connection cut a moment ago may still look active: opening then fails raw
         with mapped(self.host.name, "cannot open a channel"):
             channel = self.transport.open_session(**window)
@@ -392,10 +397,15 @@ class Session(JsonAnswers):
 
     @contextlib.contextmanager
     def channel(
-        self, command: str, *, lost: str = "connection lost", bulk: bool = False
+        self,
+        command: str,
+        *,
+        lost: str = "connection lost",
+        bulk: bool = False,
+        elevate: bool = True,
     ) -> Iterator[paramiko.Channel]:
         """`open_channel` for one block: errors inside mapped (`lost`), closed at the end."""
-        opened = self.open_channel(command, bulk=bulk)
+        opened = self.open_channel(command, bulk=bulk, elevate=elevate)
         try:
             with mapped(self.host.name, lost):
                 yield opened.raw
@@ -413,7 +423,8 @@ class Session(JsonAnswers):
         stdout_to: Callable[[bytes], None] | None = None,
     ) -> tuple[bytes, bytes, int | None]:
         """One channel per command: exec, `send` its stdin, drain."""
-        with self.channel(command, lost=lost, bulk=bulk) as channel:
+        # run/stream_to already put the command through sudo (with its password line)
+        with self.channel(command, lost=lost, bulk=bulk, elevate=False) as channel:
             send(channel)
             channel.shutdown_write()
             drained = _drain(channel, timeout, stdout_to, self.cancelled)
