@@ -355,13 +355,7 @@ def test_full_disk_mid_transfer(cluster: Any, wheels: Path, tmp_path: Path) -> N
     for item in wheels.iterdir():
         (disk_dir / item.name).write_bytes(item.read_bytes())
     add_wheel(disk_dir, make_wheel(disk_dir, "xpufleet-disk", "1.0", payload=3_000_000))
-    # direct push: a node whose disk fills in the middle of a relay chain hangs the relay
-    # today (seen in CI, 2026-12-03; issue #14 left open for it)
-    hosts = hosts_of(
-        cluster,
-        per_host={"node2": {"wheel_cache_dir": "/models/xpufleet-wheels"}},
-        wheel_push="direct",
-    )
+    hosts = hosts_of(cluster, per_host={"node2": {"wheel_cache_dir": "/models/xpufleet-wheels"}})
     with cluster.fault("node2", "full_disk"):
         report = provision(cluster, disk_dir, hosts, tags="wheels")
         failed = [r for r in report.hosts["node2"].results if r.status == "failed"]
