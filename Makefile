@@ -28,7 +28,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	status=0; $(BIN)/python -m pytest -p no:cacheprovider -q || status=$$?; \
+	status=0; $(BIN)/python -m pytest -p no:cacheprovider -q --durations=30 || status=$$?; \
 	$(BIN)/invoke lab.down >/dev/null 2>&1 || true; \
 	exit $$status
 
