@@ -17,8 +17,8 @@ from pathlib import Path
 
 from xpufleet import shell
 from xpufleet.bench.configs import plan_bench, select_configs
-from xpufleet.bench.results import BenchRun, read_run, write_run
 from xpufleet.bench.runner import execute_plan
+from xpufleet.bench.runs import BenchRun, read_run, write_run
 from xpufleet.errors import CommandFailed
 from xpufleet.host import Host
 from xpufleet.transport import CommandResult, JsonAnswers

@@ -13,8 +13,8 @@ from xpufleet.errors import (
     InventoryError,
 )
 from xpufleet.nodeset import fold
-from xpufleet.report import folded_rows
 from xpufleet.results import HostReport, Result, TaskReport
+from xpufleet.table import folded_rows
 
 
 def report_with(*host_items: tuple[str, bool, list[Result]]) -> TaskReport:

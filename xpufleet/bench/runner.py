@@ -32,7 +32,7 @@ from .configs import (
     serving_dataset,
 )
 from .parsers import BenchOutputError, parse_one_batch, parse_one_batch_jsonl, parse_serving
-from .results import (
+from .runs import (
     ROW_FAILED,
     ROW_OK,
     BenchRow,

@@ -7,7 +7,8 @@ from typing import Any
 from invoke import task
 
 from ..bench.configs import int_list, name_list, optional_int, plan_bench, select_configs
-from ..bench.results import (
+from ..bench.runner import run_bench
+from ..bench.runs import (
     compare,
     compare_table,
     new_run_id,
@@ -16,7 +17,6 @@ from ..bench.results import (
     results_table,
     version_changes,
 )
-from ..bench.runner import run_bench
 from ..errors import InputError
 from ..launch.plan import devices_per_node
 from ..results import TaskReport

@@ -21,8 +21,8 @@ from ..config import Settings
 from ..errors import EXIT_INTERRUPTED, XpufleetError
 from ..host import Host
 from ..inventory import Inventory, load_inventory
-from ..report import render
 from ..results import TaskReport
+from ..table import render
 from ..transport import SSHOptions
 
 #: help texts of the flags every node-touching task takes

@@ -1,5 +1,5 @@
 """The edge of launching: SSH to every node of a plan, start, wait, and the status /
-stop / logs of a run. Judgement is in outcome.py, rendering in render.py.
+stop / logs of a run. Judgement is in judge.py, rendering in render.py.
 
 A launch, per node and in parallel, takes one round trip per step:
 1. prepare: write the run directory (tar), drop a lock whose supervisor is gone, report
@@ -39,8 +39,7 @@ from ..provision.lock import NodeLock, acquire_lock, release_lock
 from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
 from ..variables import var, venv_python
-from . import outcome as judge
-from . import slurm_step
+from . import judge, slurm_step
 from .plan import LaunchPlan, NodePlan, url_host
 from .remote.supervisor import tag_lines
 from .render import SERVER_LOG, RunPaths, bundle, env_file, new_run_id

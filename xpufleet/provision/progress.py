@@ -17,8 +17,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..report import STYLE
 from ..results import CHANGED, FAILED, OK, SKIP, TaskReport
+from ..table import STYLE
 
 
 class TransferBars:

@@ -9,7 +9,13 @@ import pytest
 
 from xpufleet.bench.configs import ONE_BATCH, SERVING, BenchConfig, select_configs
 from xpufleet.bench.parsers import parse_one_batch, parse_one_batch_jsonl, parse_serving
-from xpufleet.bench.results import (
+from xpufleet.bench.runner import (
+    environment_from_facts,
+    profile_note,
+    row_result,
+    serving_problem,
+)
+from xpufleet.bench.runs import (
     BenchRow,
     BenchRun,
     MetricChange,
@@ -24,12 +30,6 @@ from xpufleet.bench.results import (
     rows_from_one_batch,
     version_changes,
     write_run,
-)
-from xpufleet.bench.runner import (
-    environment_from_facts,
-    profile_note,
-    row_result,
-    serving_problem,
 )
 from xpufleet.errors import InputError
 

@@ -1,4 +1,4 @@
-"""Benchmark results: parsed output -> rows -> runs/<id>/bench.{csv,json,png}, and compare.
+"""Bench runs: parsed output -> rows -> runs/<id>/bench.{csv,json,png}, and compare.
 
 bench.json keeps the plan, the versions and the wheel hashes that produced the numbers,
 so a later `invoke bench --compare A B` can say what changed between two runs, not only

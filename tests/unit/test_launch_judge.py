@@ -15,7 +15,7 @@ import pytest
 
 from xpufleet.errors import PlanError
 from xpufleet.host import Host
-from xpufleet.launch import outcome
+from xpufleet.launch import judge
 from xpufleet.launch.plan import plan_launch
 from xpufleet.launch.remote import supervisor
 from xpufleet.launch.render import bundle, new_run_id, node_config, render_launch_script
@@ -113,7 +113,7 @@ def test_good_preflight_passes_with_bandwidth() -> None:
         "node1": {"ranks": [rank_report(0, timings=timings)] + [rank_report(r) for r in (1, 2, 3)]},
         "node2": {"ranks": [rank_report(r) for r in (4, 5, 6, 7)]},
     }
-    verdict = outcome.judge_preflight(plan, reports, {})
+    verdict = judge.judge_preflight(plan, reports, {})
     assert verdict.ok
     assert verdict.cluster.status == PASS
     assert "4 KiB 100 us busbw 0.070 GB/s" in verdict.cluster.message
@@ -128,7 +128,7 @@ def test_blocked_port_names_the_rendezvous_node_and_the_ranks_that_never_joined(
         "node1": {"ranks": [rank_report(r, False, **aborted) for r in (0, 1, 2, 3)]},
         "node2": {"ranks": [rank_report(r, False, **dropped) for r in (4, 5, 6, 7)]},
     }
-    verdict = outcome.judge_preflight(plan, reports, {})
+    verdict = judge.judge_preflight(plan, reports, {})
     assert not verdict.ok
     assert verdict.never_joined == list(range(8))
     message = verdict.cluster.message
@@ -152,7 +152,7 @@ def test_refused_store_and_missing_ranks_reported_by_rank0() -> None:
         },
         "node2": {"ranks": [rank_report(r, False, **refused) for r in (4, 5)]},
     }
-    verdict = outcome.judge_preflight(plan, reports, {})
+    verdict = judge.judge_preflight(plan, reports, {})
     assert verdict.never_joined == [4, 5, 6, 7]  # 6 and 7 never even reported
     assert "nothing listens at 127.0.9.1:29500" in verdict.cluster.message
 
@@ -163,9 +163,9 @@ def test_port_in_use_on_rank0_points_at_the_port_runbook() -> None:
         "node1": {"ranks": [rank_report(0, False, kind="addrinuse", error="address in use")]},
         "node2": None,
     }
-    verdict = outcome.judge_preflight(plan, reports, {"node2": "connection refused"})
+    verdict = judge.judge_preflight(plan, reports, {"node2": "connection refused"})
     assert "already in use" in verdict.cluster.message
-    assert verdict.cluster.runbook == outcome.RUNBOOK_PORT
+    assert verdict.cluster.runbook == judge.RUNBOOK_PORT
     assert "preflight did not run" in verdict.hosts["node2"].message
 
 
@@ -177,8 +177,8 @@ def test_first_death_is_the_earliest_across_nodes() -> None:
         "node3": {"first_death": {"host": "node3", "rank": 5, "died_at": 12.1}},
         "node4": {"first_death": None},
     }
-    assert outcome.first_death(statuses)["rank"] == 5
-    assert outcome.first_death({"node1": {}}) is None
+    assert judge.first_death(statuses)["rank"] == 5
+    assert judge.first_death({"node1": {}}) is None
 
 
 def test_death_result_names_rank_exit_and_last_line_and_spots_oom() -> None:
@@ -190,12 +190,12 @@ def test_death_result_names_rank_exit_and_last_line_and_spots_oom() -> None:
         "exit": supervisor.describe_status(signal.SIGKILL),
         "tail": ["[2025-01-01 00:00:00 TP5] RuntimeError: XPU out of memory"],
     }
-    result = outcome.death_result(death)
+    result = judge.death_result(death)
     assert "rank 5 on node3 (pid 42) killed by SIGKILL (exit code -9)" in result.message
     assert "XPU out of memory" in result.message
-    assert result.runbook == outcome.RUNBOOK_OOM
+    assert result.runbook == judge.RUNBOOK_OOM
     death["tail"] = ["segfault"]
-    assert outcome.death_result(death).runbook == outcome.RUNBOOK_RANK_CRASH
+    assert judge.death_result(death).runbook == judge.RUNBOOK_RANK_CRASH
 
 
 def test_rank_rows_tell_a_crash_from_a_rank_xpufleet_stopped() -> None:
@@ -206,14 +206,14 @@ def test_rank_rows_tell_a_crash_from_a_rank_xpufleet_stopped() -> None:
             {"rank": 2, "pid": 3, "alive": False, "cause": "died", "exit": {"text": "code 1"}},
         ]
     }
-    rows = outcome.rank_results(status, ready=True)
+    rows = judge.rank_results(status, ready=True)
     assert [r.status for r in rows] == [PASS, SKIP, FAIL]
     assert rows[0].message == "running, pid 1, up 1m15s, ready"
 
 
 def test_spans_and_sizes() -> None:
-    assert outcome.spans([7, 0, 1, 2, 5]) == "0-2,5,7"
-    assert outcome.human_bytes(4 << 20) == "4 MiB"
+    assert judge.spans([7, 0, 1, 2, 5]) == "0-2,5,7"
+    assert judge.human_bytes(4 << 20) == "4 MiB"
 
 
 # -- node script helpers -----------------------------------------------------------------
