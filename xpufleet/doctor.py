@@ -15,7 +15,7 @@ from .checks.cluster import run_cluster_checks
 from .checks.node import Expect, probe_failed, run_node_checks
 from .errors import stderr_tail
 from .executor import Outcome, SessionPool
-from .facts.model import NodeFacts, parse_facts
+from .facts.node import NodeFacts, parse_facts
 from .facts.probe import ProbeOutput, probe_params, run_probe
 from .facts.probe_slurm import gather_over_slurm
 from .host import Host

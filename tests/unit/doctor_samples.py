@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xpufleet.checks.node import Expect
-from xpufleet.facts.model import NodeFacts, parse_facts
+from xpufleet.facts.node import NodeFacts, parse_facts
 from xpufleet.host import Host
 from xpufleet.variables import default
 

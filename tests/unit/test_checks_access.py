@@ -83,7 +83,7 @@ def test_access_checks_run_with_the_node_checks() -> None:
 
 
 def test_gpu_holders_unreadable_to_a_login_that_is_not_root_are_a_skip() -> None:
-    from xpufleet.checks.node import check_gpu_holders
+    from xpufleet.checks.processes import check_gpu_holders
 
     raw = healthy_raw()
     raw["busy"]["complete"] = False

@@ -13,7 +13,7 @@ from xpufleet.checks.cluster import (
     check_wheels,
     run_cluster_checks,
 )
-from xpufleet.facts.model import NodeFacts
+from xpufleet.facts.node import NodeFacts
 
 
 def cluster(**odd: dict) -> dict[str, NodeFacts]:

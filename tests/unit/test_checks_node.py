@@ -19,8 +19,8 @@ from doctor_samples import (
 )
 
 from xpufleet.checks import REGISTRY
-from xpufleet.checks.node import NODE_CHECKS, run_node_checks
-from xpufleet.facts.model import Clock
+from xpufleet.checks.node import node_checks, run_node_checks
+from xpufleet.facts.node import Clock
 from xpufleet.results import Result
 
 
@@ -34,7 +34,7 @@ def not_passing(raw: dict | None = None, **variables: object) -> dict[str, str]:
 
 def test_healthy_node_passes_every_check() -> None:
     results = run_node_checks(facts(), expect())
-    assert len(results) == len(NODE_CHECKS)
+    assert len(results) == len(node_checks())
     assert [r for r in results if r.status != "pass"] == []
     assert all(r.runbook is None for r in results)  # links only on warn/fail
 
@@ -345,11 +345,44 @@ def test_lab_nodes_mark_simulated_facts() -> None:
 def test_one_broken_fact_does_not_stop_the_other_checks() -> None:
     raw = patched(**{"env.result.torch.devices": [{"name": "x", "total_memory": "lots"}]})
     results = run_node_checks(facts(raw), expect())
-    assert len(results) == len(NODE_CHECKS)
+    assert len(results) == len(node_checks())
     crashed = [r for r in results if r.status == "fail"]
-    assert len(crashed) == 1 and crashed[0].id == "doctor.probe"
+    # filed under the check that crashed, with its runbook section, not under doctor.probe
+    assert len(crashed) == 1 and crashed[0].id == "torch.xpu"
     assert "check_torch_xpu crashed" in crashed[0].message
-    assert sum(r.status == "pass" for r in results) == len(NODE_CHECKS) - 1
+    assert crashed[0].runbook == "docs/runbooks/doctor.md#torchxpu"
+    assert sum(r.status == "pass" for r in results) == len(node_checks()) - 1
+
+
+def test_a_crashing_check_is_reported_under_its_own_id() -> None:
+    """Any check that raises: its own id, a failure naming the function, the rest run."""
+    from xpufleet.checks import NODE_CHECKS, NodeCheck
+    from xpufleet.checks.gpu import check_opencl
+
+    def broken(facts: object, expect: object) -> object:
+        raise RuntimeError("boom")
+
+    broken.__module__ = check_opencl.func.__module__
+    index = NODE_CHECKS.index(check_opencl)
+    NODE_CHECKS[index] = NodeCheck(check_opencl.id, broken)
+    try:
+        results = {r.id: r for r in run_node_checks(facts(healthy_raw()), expect())}
+    finally:
+        NODE_CHECKS[index] = check_opencl
+    assert results["gpu.opencl"].status == "fail"
+    assert results["gpu.opencl"].message == "broken crashed: RuntimeError('boom')"
+    assert results["doctor.probe"].status == "pass"
+    assert len(results) == len(node_checks())
+
+
+def test_every_node_check_lives_in_an_area_and_ids_are_unique() -> None:
+    from xpufleet.checks.node import AREAS
+
+    checks = node_checks()
+    assert len({c.id for c in checks}) == len(checks)
+    areas = {area.__name__ for area in AREAS}
+    assert {c.func.__module__ for c in checks} <= areas
+    assert checks[0].id == "doctor.probe"
 
 
 def test_probe_errors_are_shown() -> None:

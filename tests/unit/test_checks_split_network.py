@@ -7,7 +7,8 @@ import json
 
 from doctor_samples import facts, patched
 
-from xpufleet.checks.node import Expect, check_nic
+from xpufleet.checks.expect import Expect
+from xpufleet.checks.network import check_nic
 from xpufleet.host import Host
 
 NODE0 = Host("node1", "192.168.0.1", vars={"nic": "hsn0", "rendezvous_address": "10.10.0.1"})

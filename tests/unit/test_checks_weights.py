@@ -12,7 +12,7 @@ from doctor_samples import R1_SHARD_BYTES, facts, healthy_raw, model_raw, r1_sha
 
 from xpufleet.checks.cluster import check_plan
 from xpufleet.checks.weights import check_model_files, check_model_same, model_bytes
-from xpufleet.facts.model import NodeFacts
+from xpufleet.facts.node import NodeFacts
 from xpufleet.lab.model import break_model, safetensors_bytes, write_model
 
 
@@ -103,7 +103,7 @@ def test_fit_uses_the_size_on_disk() -> None:
 def test_the_real_probe_reads_shard_headers_and_catches_the_lab_faults(tmp_path: Path) -> None:
     from test_facts_probe import run_probe_locally
 
-    from xpufleet.facts.model import parse_facts
+    from xpufleet.facts.node import parse_facts
     from xpufleet.facts.probe import build_script, probe_params
     from xpufleet.host import Host
 

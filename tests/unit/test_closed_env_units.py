@@ -12,7 +12,7 @@ import pytest
 from doctor_samples import expect, facts, healthy_raw
 
 from xpufleet.build import add_prebuilt, plan_build
-from xpufleet.checks.node import check_imports, check_torch_xpu, check_triton
+from xpufleet.checks.python_stack import check_imports, check_torch_xpu, check_triton
 from xpufleet.errors import InputError
 from xpufleet.host import Host
 from xpufleet.lab.envfaults import FOREIGN_TORCH_VERSION, foreign_torch_wheel

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from xpufleet.errors import InputError
-from xpufleet.facts.model import parse_facts
+from xpufleet.facts.node import parse_facts
 from xpufleet.facts.probe import PROBE_COMMAND, build_script, probe_params
 from xpufleet.host import Host
 

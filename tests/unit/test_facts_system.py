@@ -6,7 +6,7 @@ import json
 
 from doctor_samples import facts, healthy_raw
 
-from xpufleet.facts.model import parse_facts
+from xpufleet.facts.node import parse_facts
 from xpufleet.facts.system import (
     InterfaceAddress,
     parse_ip_json,

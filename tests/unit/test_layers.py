@@ -94,6 +94,22 @@ def test_facts_and_checks_import_nothing_above_them(layer: str) -> None:
     assert upward == []
 
 
+def test_facts_never_import_checks() -> None:
+    """Facts are gathered and parsed without knowing who judges them."""
+    assert sorted(f"{m} -> {t}" for m, ts in GRAPH.items() if part(m) == "facts" for t in ts
+                  if part(t) == "checks") == []  # fmt: skip
+
+
+def test_check_areas_import_neither_the_runner_nor_doctor() -> None:
+    """checks/<area>.py declare checks; only checks.node (the runner) collects the areas."""
+    areas = [m for m in GRAPH if part(m) == "checks" and m not in ("xpufleet.checks.node",)]
+    assert "xpufleet.checks.gpu" in areas and "xpufleet.checks.python_stack" in areas
+    upward = sorted(f"{m} -> {t}" for m in areas for t in GRAPH[m]
+                    if t in ("xpufleet.checks.node", "xpufleet.doctor"))  # fmt: skip
+    assert upward == []
+    assert {"xpufleet.checks.gpu", "xpufleet.checks.kernel"} <= GRAPH["xpufleet.checks.node"]
+
+
 def test_the_foundation_imports_only_the_foundation() -> None:
     upward = sorted(
         f"{m} -> {t}"

@@ -11,18 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..facts.model import NodeFacts
-from ..results import Result
-from . import FAIL, PASS, SKIP, WARN, check, result
-
-ACCESS_GPU = check(
-    "access.gpu",
-    "the login may open the GPUs' render nodes (/dev/dri/renderD*)",
-    "node",
-    ("/dev/dri",),
-)
-ACCESS_MEMLOCK = check("access.memlock", "locked-memory limit (ulimit -l)", "node")
-ACCESS_PATHS = check("access.paths", "the login may write the configured paths", "node")
+from ..facts.node import NodeFacts
+from . import FAIL, PASS, SKIP, WARN, Verdict, node_check, verdict
 
 
 def _access(facts: NodeFacts) -> dict[str, Any] | None:
@@ -30,27 +20,29 @@ def _access(facts: NodeFacts) -> dict[str, Any] | None:
     return raw if isinstance(raw, dict) else None
 
 
-def check_gpu_access(facts: NodeFacts, _expect: object) -> Result:
+@node_check(
+    "access.gpu",
+    "the login may open the GPUs' render nodes (/dev/dri/renderD*)",
+    reads=("/dev/dri",),
+)
+def check_gpu_access(facts: NodeFacts, _expect: object) -> Verdict:
     access = _access(facts)
     if access is None:
-        return result(ACCESS_GPU, SKIP, "not probed (the python probe did not run)")
+        return verdict(SKIP, "not probed (the python probe did not run)")
     nodes = [n for n in access.get("render_nodes") or [] if isinstance(n, dict)]
     if not nodes:
-        return result(ACCESS_GPU, SKIP, "no /dev/dri/renderD* on the node (gpu.driver tells why)")
+        return verdict(SKIP, "no /dev/dri/renderD* on the node (gpu.driver tells why)")
     unreadable = [n for n in nodes if n.get("error")]
     if unreadable:
-        return result(
-            ACCESS_GPU, SKIP, f"cannot stat {unreadable[0]['path']}: {unreadable[0]['error']}"
-        )
+        return verdict(SKIP, f"cannot stat {unreadable[0]['path']}: {unreadable[0]['error']}")
     user = access.get("user") or f"uid {access.get('uid')}"
     groups = sorted({str(n.get("group")) for n in nodes})
     denied = [n["path"] for n in nodes if not n.get("rw")]
     wanted = f"expected read-write access to {len(nodes)} render node(s)"
     if not denied:
         how = "root" if access.get("uid") == 0 else f"{user}, group {', '.join(groups)}"
-        return result(ACCESS_GPU, PASS, f"{how} may open {len(nodes)} render node(s), {wanted}")
-    return result(
-        ACCESS_GPU,
+        return verdict(PASS, f"{how} may open {len(nodes)} render node(s), {wanted}")
+    return verdict(
         FAIL,
         f"permission denied on {', '.join(denied[:3])}{' ...' if len(denied) > 3 else ''} "
         f"for {user}: not in group {', '.join(groups)} that owns them "
@@ -60,23 +52,23 @@ def check_gpu_access(facts: NodeFacts, _expect: object) -> Result:
     )
 
 
-def check_memlock(facts: NodeFacts, _expect: object) -> Result:
+@node_check("access.memlock", "locked-memory limit (ulimit -l)")
+def check_memlock(facts: NodeFacts, _expect: object) -> Verdict:
     access = _access(facts)
     limits = access.get("memlock") if access else None
     if not isinstance(limits, list) or len(limits) != 2:
-        return result(ACCESS_MEMLOCK, SKIP, "not probed (the python probe did not run)")
+        return verdict(SKIP, "not probed (the python probe did not run)")
     soft, hard = limits
     provider = str(access.get("fi_provider") or "tcp")  # type: ignore[union-attr]
     wanted = f"expected unlimited where libfabric registers memory (FI_PROVIDER {provider}: " + (
         "tcp registers none)" if provider == "tcp" else "cxi/verbs/psm3 pin it)"
     )
     if soft is None or soft < 0:
-        return result(ACCESS_MEMLOCK, PASS, f"ulimit -l unlimited, {wanted}")
+        return verdict(PASS, f"ulimit -l unlimited, {wanted}")
     shown = f"{soft // 1024} KiB" + (f" (hard {hard // 1024} KiB)" if hard and hard > 0 else "")
     if provider == "tcp":
-        return result(ACCESS_MEMLOCK, PASS, f"ulimit -l is {shown}, {wanted}", soft=soft)
-    return result(
-        ACCESS_MEMLOCK,
+        return verdict(PASS, f"ulimit -l is {shown}, {wanted}", soft=soft)
+    return verdict(
         WARN,
         f"ulimit -l is {shown}; pinned buffers beyond it fail or fall back, {wanted}",
         soft=soft,
@@ -84,35 +76,31 @@ def check_memlock(facts: NodeFacts, _expect: object) -> Result:
     )
 
 
-def check_paths(facts: NodeFacts, _expect: object) -> Result:
+@node_check("access.paths", "the login may write the configured paths")
+def check_paths(facts: NodeFacts, _expect: object) -> Verdict:
     access = _access(facts)
     paths = access.get("paths") if access else None
     if not isinstance(paths, dict):
-        return result(ACCESS_PATHS, SKIP, "not probed (the python probe did not run)")
+        return verdict(SKIP, "not probed (the python probe did not run)")
     names = ", ".join(sorted(paths))
     wanted = f"expected {names} writable by the login"
     if access.get("uid") == 0:  # type: ignore[union-attr]
-        return result(ACCESS_PATHS, PASS, f"root may write {names}, {wanted}")
+        return verdict(PASS, f"root may write {names}, {wanted}")
     if access.get("become"):  # type: ignore[union-attr]
-        return result(
-            ACCESS_PATHS,
+        return verdict(
             PASS,
             f"provision writes {names} through sudo (ansible_become) and hands "
             f"state_dir to the login, {wanted}",
         )
     denied = {n: p for n, p in paths.items() if isinstance(p, dict) and not p.get("writable")}
     if not denied:
-        return result(ACCESS_PATHS, PASS, f"{access.get('user')} may write {names}, {wanted}")  # type: ignore[union-attr]
+        return verdict(PASS, f"{access.get('user')} may write {names}, {wanted}")  # type: ignore[union-attr]
     shown = "; ".join(
         f"{n} {p.get('path')} (nearest existing: {p.get('checked')})" for n, p in denied.items()
     )
-    return result(
-        ACCESS_PATHS,
+    return verdict(
         FAIL,
         f"not writable by {access.get('user')}: {shown}; put install_dir, state_dir, venv "  # type: ignore[union-attr]
         f"and build_dir under the home directory or set ansible_become, {wanted}",
         denied=sorted(denied),
     )
-
-
-ACCESS_CHECKS = (check_gpu_access, check_memlock, check_paths)

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from ..errors import PlanError
-from ..facts.model import NodeFacts, Rendezvous
+from ..facts.node import NodeFacts, Rendezvous
 from ..host import Host
 from ..nodeset import fold
 from ..results import Result

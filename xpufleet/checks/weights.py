@@ -7,49 +7,46 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..facts.model import NodeFacts
-from ..facts.weights import MANIFEST_NAME, ModelDir, verdict
+from ..facts.node import NodeFacts
+from ..facts.weights import MANIFEST_NAME, ModelDir
+from ..facts.weights import verdict as files_verdict
 from ..nodeset import fold
 from ..results import Result
-from . import FAIL, PASS, SKIP, WARN, check, result
+from . import FAIL, PASS, SKIP, WARN, Verdict, check, node_check, result, verdict
 
-MODEL_FILES = check(
-    "model.files",
-    "config, tokenizer, safetensors index and every shard present with its size",
-    "node",
-)
 MODEL_SAME = check("model.same", "every node holds the same model files", "cluster")
 GB = 1e9
 
 
-def check_model_files(facts: NodeFacts, expect: object = None) -> Result:
+@node_check(
+    "model.files",
+    "config, tokenizer, safetensors index and every shard present with its size",
+)
+def check_model_files(facts: NodeFacts, expect: object = None) -> Verdict:
     model = facts.model
     if model is None:
-        return result(MODEL_FILES, SKIP, "no model_path to check")
+        return verdict(SKIP, "no model_path to check")
     wanted = "expected config.json, the tokenizer, the safetensors index and every shard it names"
     if not model.exists:
-        return result(
-            MODEL_FILES,
+        return verdict(
             FAIL,
             f"{model.path} does not exist, {wanted} (stage it: invoke model.stage)",
             missing=["*"],
         )
     if model.error or model.files is None:
-        return result(MODEL_FILES, WARN, f"cannot list {model.path}: {model.error}, {wanted}")
-    found = verdict(model)
+        return verdict(WARN, f"cannot list {model.path}: {model.error}, {wanted}")
+    found = files_verdict(model)
     total = sum(size for name, (size, _) in model.files.items() if name in found.expected)
     how = f"sizes from the {found.sizes_from}"
     if found.ok:
-        return result(
-            MODEL_FILES,
+        return verdict(
             PASS,
             f"found {len(found.expected)} files, {total / GB:.3g} GB at {model.path} ({how}), "
             f"{wanted}",
             files=len(found.expected),
             bytes=total,
         )
-    return result(
-        MODEL_FILES,
+    return verdict(
         FAIL,
         f"{model.path}: {found.describe()} ({how}), {wanted}",
         missing=found.missing,
@@ -153,7 +150,7 @@ def model_bytes(nodes: Mapping[str, NodeFacts], node0: str | None) -> int | None
     model = facts.model if facts else None
     if model is None or not model.exists or model.files is None:
         return None
-    found = verdict(model)
+    found = files_verdict(model)
     if not found.ok:
         return None
     return sum(size for name, (size, _) in model.files.items() if name in found.expected)

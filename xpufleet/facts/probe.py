@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,6 @@ class ProbeOutput:
     stderr: str
     round_trips: int
     error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_probe(session: Session, params: dict[str, Any]) -> ProbeOutput:

@@ -67,7 +67,6 @@ def gather_over_slurm(
                 received=node.received,
                 round_trips=1,
             )
-            output.extra["srun_step_hosts"] = len(group)
             done(Outcome(host, value=output))
 
         if missing and len(group) == 1:

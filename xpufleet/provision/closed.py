@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import shell
 from ..errors import CommandFailed
+from ..facts.node import describe_import_failure
 from ..results import CHANGED, FAILED, OK
 from .manifest import LockedDist
 from .steps import Check, Decision, Step, python_snippet
@@ -265,17 +266,3 @@ def imports_decision(state: str, modules: list[str]) -> Decision:
     if failed:
         return Decision(FAILED, describe_import_failure(failed))
     return Decision(OK, f"imports {', '.join(modules)}")
-
-
-def describe_import_failure(failed: dict[str, str | None]) -> str:
-    """`import sglang.launch_server` failed: No module named 'orjson' (distribution orjson)."""
-    text = f"import {failed.get('module')} failed: {failed.get('error')}"
-    missing = failed.get("missing")
-    if missing:
-        dist = failed.get("distribution")
-        text += (
-            f" (module {missing} comes from distribution {dist}: in the lock but not installed)"
-            if dist
-            else f" (module {missing}: no distribution of the lock provides it)"
-        )
-    return text

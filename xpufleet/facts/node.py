@@ -141,6 +141,20 @@ class PythonEnv:
         return None
 
 
+def describe_import_failure(failed: dict[str, str | None]) -> str:
+    """`import sglang.launch_server` failed: No module named 'orjson' (distribution orjson)."""
+    text = f"import {failed.get('module')} failed: {failed.get('error')}"
+    missing = failed.get("missing")
+    if missing:
+        dist = failed.get("distribution")
+        text += (
+            f" (module {missing} comes from distribution {dist}: in the lock but not installed)"
+            if dist
+            else f" (module {missing}: no distribution of the lock provides it)"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Disk:
     path: str
