@@ -9,7 +9,8 @@
 3. The nodes that lack something take the node lock and form a relay (chain, or tree
    with `fanout`): the source sends each missing file once, every node forwards while
    writing. A node that fails is named; its parent feeds its children.
-4. Nodes that did not finish (their upstream died too) get one more round.
+4. Nodes that did not finish (their upstream died too: the control node stopped them
+   at once) get one more round.
 """
 
 from __future__ import annotations
@@ -209,10 +210,14 @@ def stage_model(
                 if node.done and not node.bad:
                     failed.pop(name, None)
                     continue
-                failed[name] = node.error or f"bad files: {', '.join(node.bad)}"
+                failed[name] = (
+                    "; ".join(node.write_errors.values())
+                    or node.error
+                    or f"bad files: {', '.join(node.bad)}"
+                )
                 lost_by = [n for n, o in result.nodes.items() if name in o.lost]
-                if lost_by or node.bad:
-                    continue  # its parent found it dead: do not try again in this task
+                if not node.stopped and (lost_by or node.bad):
+                    continue  # it failed on its own: do not try again in this task
                 pending.append(next(h for h in hosts if h.name == name))
             if not pending:
                 break

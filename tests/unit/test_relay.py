@@ -6,15 +6,18 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from relay_local import LocalSession
 
-from xpufleet.errors import InputError
+from xpufleet.errors import InputError, TransferFailed
 from xpufleet.host import Host
 from xpufleet.lab.model import break_model, write_model
-from xpufleet.relay import NODE_SCRIPT, parents_of, plan_tree
+from xpufleet.relay import NODE_SCRIPT, Member, StreamFile, parents_of, plan_tree, run_relay
+from xpufleet.relay.batch import FileRelay, blake2b_of
 from xpufleet.stage import local_manifest, parse_source
 
 
@@ -64,3 +67,87 @@ def test_source_parsing_refuses_bad_input(tmp_path: Path) -> None:
         parse_source(str(tmp_path / "absent"), hosts)
     with pytest.raises(InputError):
         parse_source("", hosts)
+
+
+def blob(tmp_path: Path, size: int) -> tuple[Path, StreamFile]:
+    path = tmp_path / "w-1.0-py3-none-any.whl"
+    path.write_bytes(os.urandom(size))
+    return path, StreamFile(path.name, size, blake2b_of(path))
+
+
+def members(tmp_path: Path, sessions: list[LocalSession], name: str) -> list[Member]:
+    return [
+        Member(s, str(tmp_path / s.host.name), [name], "stdin" if i == 0 else "socket")  # type: ignore[arg-type]
+        for i, s in enumerate(sessions)
+    ]
+
+
+@pytest.mark.parametrize("full", ["n1", "n2"])  # the head, a node in the middle
+def test_a_node_that_cannot_write_says_why_and_keeps_forwarding(tmp_path: Path, full: str) -> None:
+    path, item = blob(tmp_path, 3 << 20)
+    sessions = [LocalSession(n, fsize=(1 << 20) if n == full else None) for n in ("n1", "n2", "n3")]
+    result = run_relay(members(tmp_path, sessions, item.name), [item], {}, source={item.name: path})
+    bad = result.nodes[full]
+    assert "writing" in bad.write_errors[item.name] and item.name in bad.write_errors[item.name]
+    assert bad.done and not (tmp_path / full / item.name).exists()
+    assert [p.name for p in (tmp_path / full).iterdir() if p.name.endswith("part")] == []
+    for other in {"n1", "n2", "n3"} - {full}:
+        assert result.nodes[other].received == [item.name], result.nodes[other]
+        assert (tmp_path / other / item.name).read_bytes() == path.read_bytes()
+    assert result.control_bytes == item.size
+
+
+def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
+    """Nobody can adopt the head's children: the control node stops them (no waiting on
+    `parent_timeout`), marked `stopped`, so the caller can run them again."""
+    path, item = blob(tmp_path, 8 << 20)
+    sessions = [LocalSession(n) for n in ("n1", "n2", "n3")]
+
+    def on_sent(sent: int) -> None:
+        if sent >= 2 << 20:
+            sessions[0].kill()
+
+    result = run_relay(
+        members(tmp_path, sessions, item.name),
+        [item],
+        {},
+        source={item.name: path},
+        on_sent=on_sent,
+        parent_timeout=30,
+    )
+    assert not result.nodes["n1"].stopped and not result.nodes["n1"].done
+    assert result.stopped == ["n2", "n3"]
+    assert "the relay's head n1 failed" in str(result.nodes["n3"].error)
+    for channel in (c for s in sessions for c in s.channels):
+        assert channel.exit_status(60) is not None  # nothing left running
+
+
+def test_file_relay_fails_the_full_node_with_its_cause_and_sends_one_copy(tmp_path: Path) -> None:
+    path, item = blob(tmp_path, 3 << 20)
+    relay = FileRelay(3, window=30)
+    outcome: dict[str, object] = {}
+    fallbacks: list[str] = []
+
+    def push(session: LocalSession) -> None:
+        def direct() -> int:
+            fallbacks.append(session.host.name)
+            return 0
+
+        try:
+            where = str(tmp_path / session.host.name)
+            outcome[session.host.name] = relay.push(session, [(path, item.name)], where, direct)  # type: ignore[arg-type]
+        except TransferFailed as exc:
+            outcome[session.host.name] = exc
+
+    sessions = [LocalSession(n, fsize=(1 << 20) if n == "n2" else None) for n in ("n1", "n2", "n3")]
+    threads = [threading.Thread(target=push, args=(s,)) for s in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert isinstance(outcome["n2"], TransferFailed) and "writing" in outcome["n2"].message
+    sent = [v[0] for n, v in outcome.items() if n != "n2"]  # type: ignore[index]
+    assert sorted(sent) in ([0, item.size], [0, 0])  # one copy (the leader may be n2)
+    assert fallbacks == []
+    for name in ("n1", "n3"):
+        assert (tmp_path / name / item.name).read_bytes() == path.read_bytes()

@@ -154,7 +154,11 @@ class Wheel(Step):
                 # the relay talks to nodes over SSH channels (not through srun)
                 if self.push == "relay" and ctx.relay and hasattr(ctx.session, "open_channel"):
                     sent, route = ctx.relay.push(
-                        ctx.session, self.local_path, self.cache_dir, entry.filename, direct
+                        ctx.session,
+                        [(self.local_path, entry.filename)],
+                        self.cache_dir,
+                        direct,
+                        progress=advance,
                     )
                 else:
                     sent, route = direct(), "direct"

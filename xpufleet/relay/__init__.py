@@ -6,7 +6,12 @@ nodes link to each other over TCP on their own addresses (ports chosen by the no
 a random token per run). The control node feeds the head over its channel when the
 source is a local directory, or the head reads its own disk when the source is a node.
 A node that fails is named (its channel ends without `done`); its parent adopts its
-children and replays what they lack from its own disk (see node.py).
+children and replays what they lack from its own disk (see node.py). A node that cannot
+write (disk full) says so at once and keeps forwarding. The control node never waits on
+a dead hop: when the head dies nobody can adopt its children, so every node still
+running is stopped at once (their channels closed); a node its parent gave up on is
+stopped too (nobody else will feed it). Stopped nodes are `stopped`: the caller may run
+them again (a new relay), they did not fail on their own.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from ..transport import CHUNK, Channel, Session
 NODE_SCRIPT = (Path(__file__).resolve().parent / "node.py").read_text()
 #: how long a node waits for a (new) parent before it gives up
 PARENT_TIMEOUT_S = 120.0
+#: a node its parent gave up on that is still running after this is stopped (a dead one
+#: has ended by then, so its own cause is what gets reported)
+ORPHAN_GRACE_S = 2.0
 
 
 def node_command(mode: str, python: str = "python3") -> str:
@@ -94,6 +102,10 @@ class NodeOutcome:
     lost: list[str] = field(default_factory=list)
     fed_by: str | None = None
     replayed: int = 0
+    #: file -> the node's own error writing it (disk full, permissions)
+    write_errors: dict[str, str] = field(default_factory=dict)
+    #: the control node stopped it while it ran (its upstream was gone): not its fault
+    stopped: bool = False
 
 
 @dataclass
@@ -107,6 +119,11 @@ class RelayResult:
     @property
     def failed(self) -> list[str]:
         return [n for n, o in self.nodes.items() if not o.done or o.bad]
+
+    @property
+    def stopped(self) -> list[str]:
+        """Nodes the relay did not reach through no fault of their own: run them again."""
+        return [n for n, o in self.nodes.items() if not o.done and o.stopped]
 
 
 #: progress(host, bytes written so far by that node)
@@ -139,6 +156,7 @@ def run_relay(
     listening: dict[str, tuple[str, int]] = {}
     ready = threading.Condition()
     readers: list[threading.Thread] = []
+    aborted: list[str] = []
 
     def read_events(member: Member, channel: Channel) -> None:
         outcome = outcomes[member.name]
@@ -160,8 +178,14 @@ def run_relay(
                     outcome.received.append(event["name"])
                 elif kind == "bad":
                     outcome.bad.append(event["name"])
+                    if event.get("write_error"):
+                        outcome.write_errors[event["name"]] = str(event.get("reason"))
                 elif kind == "lost":
                     outcome.lost.append(event["child"])
+                    why = f"{member.name} could not feed it: {event.get('reason')}"
+                    timer = threading.Timer(ORPHAN_GRACE_S, stop, (event["child"], why))
+                    timer.daemon = True
+                    timer.start()
                 elif kind == "link" and event["child"] in outcomes:
                     outcomes[event["child"]].fed_by = member.name
                     outcome.replayed += int(event.get("replayed", 0))
@@ -170,7 +194,7 @@ def run_relay(
                     outcome.done = True
                     if on_progress:
                         on_progress(member.name, outcome.written)
-                elif kind == "error":
+                elif kind == "error" and not outcome.stopped:  # stopped: say why we did
                     outcome.error = str(event.get("message"))
         except HostError as exc:
             outcome.error = outcome.error or exc.message
@@ -180,8 +204,23 @@ def run_relay(
             killed = status is None or status < 0  # a signal: sshd sends no exit status
             why = "its relay process died (killed)" if killed else f"exit {status}"
             outcome.error = why + (f": {tail[-1][:200]}" if tail else "")
+        if not outcome.done and outcome.fed_by is None:
+            # the head is gone: nobody can adopt its children, stop them now
+            aborted.append(f"the relay's head {member.name} failed ({outcome.error})")
+            for name in names:
+                stop(name, aborted[0])
         with ready:
             ready.notify_all()
+
+    def stop(name: str, why: str) -> None:
+        """Close a running node's channel (it exits at once: see exit_on_eof)."""
+        with ready:
+            outcome = outcomes[name]
+            if outcome.done or outcome.error is not None or name not in channels:
+                return
+            outcome.error = f"stopped: {why}"
+            outcome.stopped = True
+        channels[name].close()
 
     try:
         for member in members:
@@ -213,6 +252,10 @@ def run_relay(
             thread = threading.Thread(target=read_events, args=(member, channel), daemon=True)
             thread.start()
             readers.append(thread)
+        if names and outcomes[names[0]].error is not None and names[0] not in channels:
+            aborted.append(f"the relay's head {names[0]} failed ({outcomes[names[0]].error})")
+        for name in names if aborted else ():
+            stop(name, aborted[0])  # the head died while the others were starting
         deadline = time.monotonic() + 60
         with ready:
             while any(

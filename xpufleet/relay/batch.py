@@ -1,11 +1,15 @@
-"""Wheels through the relay: the pushes of hosts that need the same file at about the
+"""Wheels through the relay: the pushes of hosts that need the same files at about the
 same time become ONE relay, so 16 nodes cost one copy from the control node, not 16.
 
 Each host's wheel step runs in its own thread (provision's fan-out). The first host to
-ask for a file opens a batch and waits a short window (or until every host of the run
-has joined); the hosts that joined are relayed together; late hosts open the next
-batch. A host the relay did not reach gets its own direct push (transfer.push_file),
-so one failed node never fails the others.
+ask for a group of files (one wheel, or the lock's wheels) opens a batch and waits a
+short window (or until every host of the run has joined); the hosts that joined are
+relayed together, each writing only the files it lacks (the stream is their union);
+late hosts open the next batch. Hosts the control node had to stop (the head died)
+are relayed again among themselves; a host the relay did not reach gets its own direct
+push (transfer.push_file), so one failed node never fails the others. A node that
+cannot write a file (disk full) fails its step with its own error at once: a direct
+push would only fail the same way.
 """
 
 from __future__ import annotations
@@ -13,23 +17,34 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import HostError
+from ..errors import HostError, TransferFailed
 from ..transport import Session
-from . import Member, RelayResult, StreamFile, run_relay
+from . import Member, NodeOutcome, StreamFile, run_relay
 
 #: how long the first host of a batch waits for the others
 WINDOW_S = 2.0
 
 
 @dataclass
+class _Joined:
+    session: Session
+    dest_dir: str
+    want: list[str]
+    progress: Callable[[int], None] | None = None
+
+
+@dataclass
 class _Batch:
-    members: list[tuple[Session, str]] = field(default_factory=list)
+    members: list[_Joined] = field(default_factory=list)
+    sources: dict[str, Path] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
-    result: RelayResult | None = None
+    outcomes: dict[str, NodeOutcome] = field(default_factory=dict)
+    control_bytes: int = 0
+    relays: int = 0
     error: str | None = None
 
 
@@ -50,57 +65,101 @@ class FileRelay:
         self.fanout = fanout
         self._lock = threading.Lock()
         self._joined = threading.Condition(self._lock)
-        self._open: dict[tuple[str, str], _Batch] = {}
+        self._open: dict[str, _Batch] = {}
         self._hashes: dict[str, str] = {}
 
     def push(
         self,
         session: Session,
-        local: Path,
+        files: Sequence[tuple[Path, str]],
         dest_dir: str,
-        name: str,
         fallback: Callable[[], int],
+        *,
+        group: str | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> tuple[int, str]:
-        """Bring `local` to `dest_dir/name` on the session's node; returns (bytes the
-        control node sent for this host, how: 'relay ...' or 'direct')."""
-        key = (str(local), name)
+        """Bring each `(local, name)` to `dest_dir/name` on the session's node; returns
+        (bytes the control node sent for this host, how: 'relayed ...' or 'direct ...').
+
+        `group` names files pushed together (the lock's wheels): hosts of one group share
+        one relay even when each lacks other files of it."""
+        key = group or "\0".join(f"{local}\0{name}" for local, name in files)
         with self._lock:
             batch = self._open.get(key)
             leader = batch is None
             if batch is None:
                 batch = self._open[key] = _Batch()
-            batch.members.append((session, dest_dir))
+            batch.members.append(_Joined(session, dest_dir, [n for _, n in files], progress))
+            batch.sources.update({name: local for local, name in files})
             self._joined.notify_all()
         if leader:
-            self._lead(key, batch, local, name)
+            self._lead(key, batch)
         else:
             batch.done.wait()
-        outcome = batch.result.nodes.get(session.host.name) if batch.result else None
+        outcome = batch.outcomes.get(session.host.name)
+        if outcome is not None and outcome.write_errors:
+            reasons = "; ".join(outcome.write_errors.values())
+            raise TransferFailed(session.host.name, "relay", 1, reasons)
         if outcome is None or not outcome.done or outcome.bad:
             return fallback(), "direct push (the relay did not reach this node)"
-        sent = batch.result.control_bytes if leader and batch.result else 0
+        sent = batch.control_bytes if leader else 0
         upstream = outcome.fed_by or "control node"
-        return sent, f"relayed from {upstream} ({len(batch.members)} node(s), one copy sent)"
+        copies = "one copy sent" if batch.relays == 1 else f"{batch.relays} relays"
+        return sent, f"relayed from {upstream} ({len(batch.members)} node(s), {copies})"
 
-    def _lead(self, key: tuple[str, str], batch: _Batch, local: Path, name: str) -> None:
+    def _lead(self, key: str, batch: _Batch) -> None:
         try:
             deadline = time.monotonic() + self.window
             with self._lock:
                 while len(batch.members) < self.hosts and time.monotonic() < deadline:
                     self._joined.wait(timeout=max(0.01, deadline - time.monotonic()))
                 del self._open[key]
+            items = []
+            for name in sorted({n for m in batch.members for n in m.want}):
+                local = batch.sources[name]
                 if str(local) not in self._hashes:
                     self._hashes[str(local)] = blake2b_of(local)
-            item = StreamFile(name, local.stat().st_size, self._hashes[str(local)])
-            members = [
-                Member(session, dest, [name], "stdin" if i == 0 else "socket")
-                for i, (session, dest) in enumerate(batch.members)
-            ]
-            batch.result = run_relay(members, [item], {}, fanout=self.fanout, source={name: local})
+                items.append(StreamFile(name, local.stat().st_size, self._hashes[str(local)]))
+            todo = list(batch.members)
+            # the second round: the nodes stopped because their upstream died
+            for _round in range(2):
+                self._relay(batch, todo, items)
+                stopped = {n for n, o in batch.outcomes.items() if not o.done and o.stopped}
+                todo = [m for m in todo if m.session.host.name in stopped]
+                if not todo:
+                    break
         except HostError as exc:
             batch.error = exc.message
         finally:
             batch.done.set()
+
+    def _relay(self, batch: _Batch, todo: list[_Joined], items: list[StreamFile]) -> None:
+        wanted = {n for m in todo for n in m.want}
+        stream = [item for item in items if item.name in wanted]
+        members = [
+            Member(joined.session, joined.dest_dir, joined.want, "stdin" if i == 0 else "socket")
+            for i, joined in enumerate(todo)
+        ]
+        seen = {m.session.host.name: 0 for m in todo}
+        advance = {m.session.host.name: m.progress for m in todo if m.progress}
+
+        def on_progress(host: str, written: int) -> None:
+            step = advance.get(host)
+            if step and written > seen[host]:
+                step(written - seen[host])
+                seen[host] = written
+
+        result = run_relay(
+            members,
+            stream,
+            {},
+            fanout=self.fanout,
+            source=batch.sources,
+            on_progress=on_progress,
+        )
+        batch.relays += 1
+        batch.control_bytes += result.control_bytes
+        batch.outcomes.update(result.nodes)
 
 
 __all__ = ["FileRelay", "WINDOW_S"]

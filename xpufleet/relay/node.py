@@ -206,7 +206,11 @@ class Stream(object):
 
 
 class Writer(object):
-    """Writes the wanted files as their bytes pass: temp name, hash, size, rename."""
+    """Writes the wanted files as their bytes pass: temp name, hash, size, rename.
+
+    A write that fails (disk full, permissions) fails THAT file only: it is reported at
+    once with the node's own error, the rest of the file is skipped, and the node keeps
+    forwarding the stream, so its children never wait on a node that cannot write."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -216,12 +220,41 @@ class Writer(object):
         self.written = 0
         self.received = []
         self.failed = []
+        self.reasons = {}
+        self.skip = None  # index of the file whose write failed
 
     def _open(self):
         entry = self.stream.files[self.index]
-        if entry["name"] in self.stream.want and self.handle is None:
-            self.handle = open(self.stream.temp_path(self.index), "wb")
+        if entry["name"] in self.stream.want and self.handle is None and self.skip != self.index:
+            try:
+                self.handle = open(self.stream.temp_path(self.index), "wb")
+            except OSError as exc:
+                self._fail(exc)
+                return
             self.digest = hasher()
+
+    def _fail(self, exc):
+        """This file cannot be written here: drop its temp file, say why, skip its bytes."""
+        entry = self.stream.files[self.index]
+        temp = self.stream.temp_path(self.index)
+        if self.handle is not None:
+            try:
+                self.handle.close()
+            except OSError:
+                pass
+            self.handle = None
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        self.skip = self.index
+        reason = "writing %s failed: %s" % (
+            os.path.join(self.stream.directory, entry["name"]),
+            exc.strerror or exc,
+        )
+        self.failed.append(entry["name"])
+        self.reasons[entry["name"]] = reason
+        emit(event="bad", name=entry["name"], reason=reason, write_error=True)
 
     def feed(self, pos, block):
         """Take `block` at stream position `pos` (blocks may span files)."""
@@ -235,9 +268,13 @@ class Writer(object):
             self._open()
             count = min(len(view), end - pos)
             if self.handle is not None:
-                self.handle.write(view[:count])
-                self.digest.update(view[:count])
-                self.written += count
+                try:
+                    self.handle.write(view[:count])
+                except OSError as exc:
+                    self._fail(exc)
+                else:
+                    self.digest.update(view[:count])
+                    self.written += count
             view = view[count:]
             pos += count
             if pos == end:
@@ -245,28 +282,37 @@ class Writer(object):
 
     def _finish(self):
         entry = self.stream.files[self.index]
-        if entry["name"] in self.stream.want:
+        if entry["name"] in self.stream.want and self.skip != self.index:
             self._open()  # an empty file
-            self.handle.close()
-            temp = self.stream.temp_path(self.index)
-            size = os.path.getsize(temp)
-            digest = self.digest.hexdigest()
-            if size != entry["size"] or digest != entry["hash"]:
-                os.unlink(temp)
-                self.failed.append(entry["name"])
-                emit(event="bad", name=entry["name"], size=size, hash=digest)
-            else:
-                final = os.path.join(self.stream.directory, entry["name"])
-                os.replace(temp, final)
-                self.stream.done.add(entry["name"])
-                self.received.append(entry["name"])
-                emit(event="file", name=entry["name"], size=size)
-            self.handle = None
+        if self.handle is not None:
+            try:
+                self.handle.close()
+                self.handle = None
+                temp = self.stream.temp_path(self.index)
+                size = os.path.getsize(temp)
+                digest = self.digest.hexdigest()
+                if size != entry["size"] or digest != entry["hash"]:
+                    os.unlink(temp)
+                    self.failed.append(entry["name"])
+                    emit(event="bad", name=entry["name"], size=size, hash=digest)
+                else:
+                    final = os.path.join(self.stream.directory, entry["name"])
+                    os.replace(temp, final)
+                    self.stream.done.add(entry["name"])
+                    self.received.append(entry["name"])
+                    emit(event="file", name=entry["name"], size=size)
+            except OSError as exc:
+                self._fail(exc)
+        self.handle = None
+        self.skip = None
         self.index += 1
 
     def flush(self):
         if self.handle is not None:
-            self.handle.flush()
+            try:
+                self.handle.flush()
+            except OSError as exc:
+                self._fail(exc)
 
     def finish_empty_tail(self):
         while self.index < len(self.stream.files) and self.stream.files[self.index]["size"] == 0:
@@ -312,6 +358,8 @@ class Relay(object):
     # children ---------------------------------------------------------------
     def connect(self, name, deadline):
         """Open the link to `name` and replay what it lacks from this node's disk."""
+        if name not in self.endpoints:
+            raise OSError("%s never started listening" % name)
         address, port = self.endpoints[name]
         while True:
             try:
@@ -491,11 +539,14 @@ def exit_on_eof():
 
 def relay(config):
     directory = config["dir"]
-    if not os.path.isdir(directory):
-        os.makedirs(directory)
-    for name in os.listdir(directory):  # parts of a cut transfer: files not yet complete
-        if name.endswith(PART):
-            os.unlink(os.path.join(directory, name))
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory)
+        for name in os.listdir(directory):  # parts of a cut transfer: files not yet complete
+            if name.endswith(PART):
+                os.unlink(os.path.join(directory, name))
+    except OSError:
+        pass  # each wanted file then fails with the node's own error; forwarding goes on
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((config.get("listen") or "0.0.0.0", 0))
@@ -526,7 +577,11 @@ def main(argv):
     if mode == "hash":
         return manifest_of(config) or 0
     if mode == "relay":
-        return relay(config)
+        code = relay(config)
+        # not sys.exit: the stdin watcher thread holds stdin's lock, and a normal shutdown
+        # then waits a second for it and aborts (SIGABRT, "could not acquire lock")
+        sys.stdout.flush()
+        os._exit(code)
     emit(event="error", message="unknown mode %r" % mode)
     return 2
 
