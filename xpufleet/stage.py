@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import HostError, InputError
 from .executor import SessionPool
-from .facts.weights import HASH_NAME, INDEX_NAME, index_shards
+from .facts.weights import HASH_NAME, INDEX_NAME, Mount, index_shards, storage_key
 from .host import Host
 from .provision.lock import acquire_lock, release_lock
 from .relay import (
@@ -104,16 +104,28 @@ def source_problems(files: dict[str, Any]) -> list[str]:
 class NodeCheck:
     have: list[str]
     need: list[str]
-    identity: tuple[int, int] | None
+    #: nodes with the same place write into one directory (a shared file system)
+    place: tuple[Any, ...] | None
     free: int | None
+
+
+def place_of(event: dict[str, Any]) -> tuple[Any, ...] | None:
+    """Where a node's target directory lives, from its `check` answer (pure): the storage
+    key doctor's model.same uses (facts/weights.py) of the directory, or of its nearest
+    existing parent plus the path below it (not created yet)."""
+    mount = event.get("mount")
+    if not isinstance(mount, dict):
+        return None
+    found = Mount(str(mount.get("fstype")), str(mount.get("source")), "", str(mount.get("root")))
+    key = storage_key(found, (int(event["dev"]), int(event["ino"])))
+    return None if key is None else (key, str(event.get("below") or "."))
 
 
 def _check(session: Session, directory: str, files: dict[str, Any], verify: bool) -> NodeCheck:
     event = run_node_script(
         session, "check", {"dir": directory, "files": files, "verify": verify}, timeout=None
     )
-    identity = (int(event["dev"]), int(event["ino"])) if event.get("exists") else None
-    return NodeCheck(list(event["have"]), list(event["need"]), identity, event.get("free"))
+    return NodeCheck(list(event["have"]), list(event["need"]), place_of(event), event.get("free"))
 
 
 def stage_model(
@@ -169,7 +181,7 @@ def stage_model(
                 lambda s: _check(s, str(var(s.host, "model_path")), files, verify), pending
             )
             needs: dict[str, list[str]] = {}
-            owners: dict[tuple[int, int], str] = {}
+            owners: dict[tuple[Any, ...], str] = {}
             for host in pending:
                 outcome = checks[host.name]
                 if outcome.error is not None:
@@ -178,11 +190,11 @@ def stage_model(
                     continue
                 found = outcome.value
                 assert found is not None
-                if found.identity is not None and found.identity in owners:
-                    shared_with[host.name] = owners[found.identity]
+                if found.place is not None and found.place in owners:
+                    shared_with[host.name] = owners[found.place]  # staged once, by the owner
                     continue
-                if found.identity is not None:
-                    owners[found.identity] = host.name
+                if found.place is not None:
+                    owners[found.place] = host.name
                 if found.need:
                     needs[host.name] = found.need
             if not needs:
@@ -240,15 +252,28 @@ def stage_model(
                         data,
                     )
                 )
+            elif name in shared_with and shared_with[name] in failed:
+                owner = shared_with[name]
+                reports[name].results.append(
+                    Result(
+                        STEP,
+                        FAILED,
+                        f"{path} is the same directory as on {owner} (shared file system), "
+                        f"where staging failed: {failed[owner]}",
+                        f"{RUNBOOK}#relay-node-failed",
+                        {"shared_with": owner, **data},
+                    )
+                )
             elif name in shared_with:
+                owner = shared_with[name]
+                sent = f"staged once through {owner}" if received.get(owner) else "nothing to send"
                 reports[name].results.append(
                     Result(
                         STEP,
                         OK,
-                        f"{path} is the same directory as on {shared_with[name]} "
-                        "(shared file system): nothing to send",
+                        f"{path} is the same directory as on {owner} (shared file system): {sent}",
                         None,
-                        {"shared_with": shared_with[name], **data},
+                        {"shared_with": owner, **data},
                     )
                 )
             elif got:

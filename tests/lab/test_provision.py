@@ -183,7 +183,26 @@ def test_full_provision_then_noop(cluster: Any, wheels: Path) -> None:
         got = statuses(first, name)
         assert got[f"{name}:provision.python_env.env"] == "changed"
         assert got[f"{name}:provision.wheels.xpufleet-hello"] == "changed"
-    assert first.extra["bytes_sent"] > 0
+    # the lock's wheels and the built one travel through the relay: one copy per relay
+    # (a host the relay missed gets a direct push), never one per node
+    from xpufleet.provision.manifest import load_manifest
+
+    manifest = load_manifest(wheels / "manifest.json")
+    sizes = {"lock": sum(d.size for d in manifest.locked)}  # at most: see below
+    sizes.update({w.key: w.size for w in manifest.wheels})
+    copies = {}
+    for key in sizes:
+        messages = [
+            r.message
+            for h in first.hosts.values()
+            for r in h.results
+            if r.id == f"provision.wheels.{key}"
+        ]
+        assert any("relayed from" in m for m in messages), messages
+        copies[key] = sum("relayed from control node" in m or "direct" in m for m in messages)
+        assert 1 <= copies[key] < len(first.hosts), messages
+    # (the lock pushes only what the inherited base environment lacks: at most its size)
+    assert 0 < first.extra["bytes_sent"] <= sum(copies[k] * sizes[k] for k in sizes)
     # the secret never shows up in the report
     assert TOKEN not in json.dumps(first.to_json())
 

@@ -199,3 +199,20 @@ def test_shared_file_system_is_recognised_and_nothing_is_staged(
     results = by_id(report, "model.stage")
     assert {r.status for r in results.values()} == {"ok"}
     assert results["node3"].data["shared_with"] == "node1"
+    # a target on the shared file system that does not exist yet: staged ONCE, through
+    # the first node, not once per node
+    target = lab.shared / "models" / "xpufleet-stage-once"
+    hosts = hosts_for(lab, inventory_with, tmp_path / "once", model_path=str(target))
+    try:
+        once = stage_model(hosts, lab.ssh_options(), parse_source(str(lab.model_source), hosts))
+        assert once.exit_code() == 0, once.to_json()
+        files = [p for p in lab.model_source.iterdir() if not p.name.startswith(".")]
+        assert once.extra["stage"]["control_bytes"] == sum(p.stat().st_size for p in files)
+        assert once.extra["stage"]["rounds"][0]["tree"] == {"node1": []}
+        results = by_id(once, "model.stage")
+        assert results["node1"].status == "changed"
+        for name in ("node2", "node3", "node4"):
+            assert results[name].status == "ok" and results[name].data["shared_with"] == "node1"
+            assert "staged once through node1" in results[name].message
+    finally:
+        os.system(f"rm -rf {target}")

@@ -18,7 +18,7 @@ from xpufleet.host import Host
 from xpufleet.lab.model import break_model, write_model
 from xpufleet.relay import NODE_SCRIPT, Member, StreamFile, parents_of, plan_tree, run_relay
 from xpufleet.relay.batch import FileRelay, blake2b_of
-from xpufleet.stage import local_manifest, parse_source
+from xpufleet.stage import local_manifest, parse_source, place_of
 
 
 def test_chain_and_tree_plans() -> None:
@@ -151,3 +151,22 @@ def test_file_relay_fails_the_full_node_with_its_cause_and_sends_one_copy(tmp_pa
     assert fallbacks == []
     for name in ("n1", "n3"):
         assert (tmp_path / name / item.name).read_bytes() == path.read_bytes()
+
+
+def test_staging_place_is_doctors_storage_key_so_a_shared_directory_is_staged_once() -> None:
+    nfs = {"fstype": "nfs4", "source": "nfs0:/export/models", "root": "/", "point": "/models"}
+    ext4 = {"fstype": "ext4", "source": "/dev/sda1", "root": "/", "point": "/"}
+
+    def answer(mount: dict, dev: int, ino: int, below: str = ".") -> dict:
+        return {"mount": mount, "dev": dev, "ino": ino, "below": below}
+
+    # NFS: each client numbers the device its own way; the export and inode are the same
+    assert place_of(answer(nfs, 51, 1234)) == place_of(answer(nfs, 77, 1234)) is not None
+    other = dict(nfs, source="nfs1:/export/models")
+    assert place_of(answer(nfs, 51, 1234)) != place_of(answer(other, 51, 1234))
+    # not created yet: the same shared parent and the same path below it
+    assert place_of(answer(nfs, 51, 99, "R1")) == place_of(answer(nfs, 52, 99, "R1"))
+    assert place_of(answer(nfs, 51, 99, "R1")) != place_of(answer(nfs, 51, 99, "R2"))
+    # local disks: one directory only when the device and the inode are the same
+    assert place_of(answer(ext4, 2049, 10)) != place_of(answer(ext4, 2049, 11))
+    assert place_of({"dev": 1, "ino": 2}) is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..facts.node import NodeFacts
-from ..facts.weights import MANIFEST_NAME, ModelDir
+from ..facts.weights import MANIFEST_NAME, ModelDir, storage_key
 from ..facts.weights import verdict as files_verdict
 from ..nodeset import fold
 from ..results import Result
@@ -60,16 +60,10 @@ def shared_storage(models: Mapping[str, ModelDir]) -> str | None:
     same directory inode; a local file system must also have the same device), else None."""
     if len(models) < 2:
         return None
-    keys = set()
-    for model in models.values():
-        if not model.exists or model.mount is None or model.identity is None:
-            return None
-        mount = model.mount
-        dev, ino = model.identity
-        keys.add((mount.fstype, mount.source, mount.root, ino, None if mount.network else dev))
-    if len(keys) != 1:
+    keys = {storage_key(m.mount, m.identity) if m.exists else None for m in models.values()}
+    if len(keys) != 1 or None in keys:
         return None
-    fstype, source, _root, ino, dev = keys.pop()
+    fstype, source, _root, ino, dev = keys.pop()  # type: ignore[misc]
     kind = "network file system" if dev is None else "file system"
     return f"one {kind} ({fstype} {source}, directory inode {ino})"
 

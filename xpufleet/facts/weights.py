@@ -92,6 +92,16 @@ class Mount:
         return self.fstype.startswith(NETWORK_FS)
 
 
+def storage_key(mount: Mount | None, identity: tuple[int, int] | None) -> tuple[Any, ...] | None:
+    """Nodes with the same key see ONE directory: the same file system (type, source,
+    root) and directory inode; a local file system must also have the same device (a
+    network one's device number is per client). None: cannot tell."""
+    if mount is None or identity is None:
+        return None
+    dev, ino = identity
+    return (mount.fstype, mount.source, mount.root, ino, None if mount.network else dev)
+
+
 @dataclass
 class ModelDir:
     """One node's model directory as the probe saw it."""

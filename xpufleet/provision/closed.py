@@ -95,10 +95,40 @@ class LockedEnv(Step):
     keep: frozenset[str] = frozenset()
     wheelhouse: Path = field(default_factory=Path)
     cache_dir: str = ""
+    #: "relay" (the lock's wheels go through the relay like the built ones) or "direct"
+    push: str = "relay"
     reprobe: bool = True
 
     def probe(self) -> str:
         return python_snippet(self.python, _ENV_PY, [self.cache_dir], absent="nopython")
+
+    def _push(self, ctx: ApplyContext, missing: list[LockedDist], cache: str) -> tuple[int, str]:
+        """The wheels this node's cache lacks: one relay for every host that lacks some of
+        them at once (each writes only its own), else directly. -> (bytes sent, route)."""
+        total = sum(d.size for d in missing)
+        with ctx.transfer(f"{len(missing)} locked wheel(s)", total) as advance:
+
+            def direct() -> int:
+                return sum(
+                    push_file(
+                        ctx.session,
+                        self.wheelhouse / d.filename,
+                        cache,
+                        name=d.filename,
+                        sha256=d.sha256,
+                        progress=advance,
+                    )
+                    for d in missing
+                )
+
+            if self.push == "relay" and ctx.relay and hasattr(ctx.session, "open_channel"):
+                files = [(self.wheelhouse / d.filename, d.filename) for d in missing]
+                sent, route = ctx.relay.push(
+                    ctx.session, files, cache, direct, group=f"lock {self.wheelhouse}",
+                    progress=advance,
+                )  # fmt: skip
+                return sent, f", {route}"
+            return direct(), ""
 
     def decide(self, state: str, *, diff: bool = False) -> Decision:
         if state.strip() == "nopython":
@@ -129,7 +159,7 @@ class LockedEnv(Step):
         pip = [self.python, "-m", "pip", "--no-input", "--disable-pip-version-check"]
         if remove:
             ctx.run(shell.join([*pip, "uninstall", "-y", *remove]) + " >/dev/null")
-        sent = 0
+        sent, route = 0, ""
         if todo:
             have = ctx.run(
                 f"cd {q(cache)} && sha256sum -- "
@@ -141,27 +171,18 @@ class LockedEnv(Step):
                 for line in have.splitlines()
                 if len(line.split()) == 2
             }
-            for dist in todo:
-                if hashes.get(dist.filename) == dist.sha256:
-                    continue
-                local = self.wheelhouse / dist.filename
-                if not local.is_file():
+            missing = [d for d in todo if hashes.get(d.filename) != d.sha256]
+            for dist in missing:
+                if not (self.wheelhouse / dist.filename).is_file():
                     raise CommandFailed(
                         ctx.session.host.name,
                         "push",
                         2,
-                        f"{local} is in the lock but missing on the control node: "
-                        "run `invoke build`",
+                        f"{self.wheelhouse / dist.filename} is in the lock but missing on the "
+                        "control node: run `invoke build`",
                     )
-                with ctx.transfer(f"{dist.name} {dist.version}", dist.size) as advance:
-                    sent += push_file(
-                        ctx.session,
-                        local,
-                        cache,
-                        name=dist.filename,
-                        sha256=dist.sha256,
-                        progress=advance,
-                    )
+            if missing:
+                sent, route = self._push(ctx, missing, cache)
             ctx.bytes_sent += sent
             requirements = "".join(f"{d.requirement}\n" for d in todo)
             listed = f"{cache}/{REQUIREMENTS_NAME}"
@@ -171,7 +192,9 @@ class LockedEnv(Step):
             ctx.run(shell.join(install) + " >/dev/null")
         done = []
         if todo:
-            done.append(f"installed {len(todo)} (pushed {sent / 1e6:.1f} MB, hashes checked)")
+            done.append(
+                f"installed {len(todo)} (pushed {sent / 1e6:.1f} MB{route}, hashes checked)"
+            )
         if remove:
             done.append(f"removed {', '.join(remove)}")
         return "; ".join(done)

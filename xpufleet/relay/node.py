@@ -83,7 +83,32 @@ def record(path):
     return {"size": stat.st_size, "hash": hash_file(path), "mtime_ns": stat.st_mtime_ns}
 
 
+def mount_of(path):
+    """The mount holding `path` (fstype, source, root, point), from mountinfo; the same
+    reading as doctor's probe (facts/remote_probe.py mount_of), both shipped standalone."""
+    best = None
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 5 or len(tail) < 2:
+            continue
+        point = fields[4].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best["point"])):
+            best = {"point": point, "root": fields[3], "fstype": tail[0], "source": tail[1]}
+    return best
+
+
 def fs_identity(directory):
+    """Where `directory` lives: its (or its nearest existing parent's) device, inode and
+    mount, and the part of the path below that parent; two nodes with the same answer
+    write into one directory (a shared file system), so it is staged once."""
     probe = directory
     while not os.path.exists(probe) and os.path.dirname(probe) != probe:
         probe = os.path.dirname(probe)
@@ -93,6 +118,8 @@ def fs_identity(directory):
         "exists": os.path.isdir(directory),
         "dev": stat.st_dev,
         "ino": stat.st_ino,
+        "mount": mount_of(probe),
+        "below": os.path.relpath(directory, probe),
         "free": vfs.f_bavail * vfs.f_frsize,
     }
 

@@ -54,6 +54,7 @@ def steps(role: RoleContext) -> list[Step]:
             keep=frozenset(w.key for w in manifest.wheels),
             wheelhouse=manifest.directory,
             cache_dir=cache,
+            push=str(v.get("wheel_push") or "relay"),
         )
     )
     for entry in manifest.ordered():
