@@ -20,7 +20,7 @@ from doctor_samples import (
 
 from xpufleet.checks import REGISTRY
 from xpufleet.checks.node import node_checks, run_node_checks
-from xpufleet.facts.node import Clock
+from xpufleet.facts.probe_info import Clock
 from xpufleet.results import Result
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from xpufleet.errors import InputError
 from xpufleet.facts.node import parse_facts
-from xpufleet.facts.probe import PROBE_COMMAND, build_script, probe_params
+from xpufleet.facts.probe import PROBE_COMMAND, ProbeScript, build_script, probe_params
+from xpufleet.facts.registry import FACTS
 from xpufleet.host import Host
 
 SH_TOOLS = (
@@ -34,20 +35,22 @@ SH_TOOLS = (
 )
 
 
-def run_probe_locally(script: str, env: dict[str, str] | None = None) -> dict:
-    """PROBE_COMMAND with the script on stdin, as sshd would run it."""
+def run_probe_locally(script: ProbeScript, env: dict[str, str] | None = None) -> dict:
+    """PROBE_COMMAND with the script on stdin, as sshd would run it; its sections decoded."""
     proc = subprocess.run(
         ["sh", "-c", PROBE_COMMAND],
-        input=script,
+        input=script.text,
         capture_output=True,
         text=True,
         timeout=120,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, proc.stdout[:500]
-    return json.loads(lines[0])
+    raw = script.decode(proc.stdout)
+    assert raw is not None, proc.stdout[:500]
+    # every fact's section is there (python: all of them; sh: those with a snippet)
+    assert set(raw) == {f.key for f in FACTS if raw["probe"]["kind"] == "python" or f.sh != ":"}
+    return raw
 
 
 def sh_only_bin(tmp_path: Path) -> Path:
@@ -136,7 +139,7 @@ def test_sh_fallback_when_python3_is_missing(tmp_path: Path) -> None:
     assert raw["disk"]["checked"] == str(tmp_path)
     assert raw["gpu_tools"]["xpu_smi_version"] == {"missing": True}
     facts = parse_facts("node1", raw, sent=raw["clock"]["start"], received=raw["clock"]["start"])
-    assert facts.probe_kind == "sh"
+    assert facts.probe.kind == "sh"
     assert facts.python_version is None
     assert facts.memory is not None and facts.memory.total_kb > 0
     assert facts.clock is not None and facts.clock.uncertainty >= 1.0  # date +%s resolution

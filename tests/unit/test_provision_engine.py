@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from xpufleet.provision.engine import (
-    ProvisionOptions,
-    failure_budget_spent,
-    probe_script,
-    split_probe,
-)
+from xpufleet.facts.batch import probe_script, split_probe
+from xpufleet.provision.engine import ProvisionOptions, failure_budget_spent
 from xpufleet.provision.steps import Directory, File
 from xpufleet.provision.transfer import EXIT_MISMATCH, receive_command
 

@@ -1,6 +1,6 @@
 """What a login that is not root needs on a node: the GPUs, locked memory, its paths.
 
-The probe reports raw facts under `access` (see facts/remote_probe.py access_facts):
+The fact `access` (facts/processes.py, gathered by facts/remote/probe.py access_facts):
 the render nodes' owner group and whether this login may open them, RLIMIT_MEMLOCK,
 and whether each configured path (or the directory that would hold it) is writable.
 Root passes the first and last by definition; anything the probe could not read is a
@@ -16,7 +16,7 @@ from . import FAIL, PASS, SKIP, WARN, Verdict, node_check, verdict
 
 
 def _access(facts: NodeFacts) -> dict[str, Any] | None:
-    raw = facts.raw.get("access") if isinstance(facts.raw, dict) else None
+    raw = facts.access
     return raw if isinstance(raw, dict) else None
 
 

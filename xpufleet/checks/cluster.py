@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from ..errors import PlanError
-from ..facts.node import NodeFacts, Rendezvous
+from ..facts.network import Rendezvous
+from ..facts.node import NodeFacts
 from ..host import Host
 from ..nodeset import fold
 from ..results import Result

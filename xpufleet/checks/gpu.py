@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..facts.devices import MODELS_BY_KEY, model_from_pci_id, model_key_from_name
-from ..facts.node import NodeFacts, ToolRun
+from ..facts.node import NodeFacts
+from ..facts.registry import ToolRun
 from . import FAIL, PASS, SKIP, WARN, Verdict, node_check, verdict
 from .expect import Expect
 
@@ -72,9 +73,9 @@ def check_level_zero(facts: NodeFacts, expect: Expect) -> Verdict:
         return verdict(
             PASS,
             f"found {seen} Level Zero GPU(s) in sycl-ls (runtime not from "
-            f"{facts.package_manager or 'a package manager'}), {wanted}",
+            f"{facts.packages.manager or 'a package manager'}), {wanted}",
         )
-    if facts.package_manager is None:
+    if facts.packages.manager is None:
         return verdict(
             WARN,
             f"cannot tell: no dpkg or rpm and no Level Zero GPU in sycl-ls, {wanted}",

@@ -15,7 +15,7 @@ def _node_addresses(facts: NodeFacts, expect: Expect) -> list[str]:
         ipaddress.ip_address(expect.address)
         return [expect.address]
     except ValueError:
-        return list(facts.address_resolved or [])
+        return list(facts.resolve.address or [])
 
 
 def _rendezvous_ip(facts: NodeFacts, expect: Expect) -> str | None:
@@ -27,8 +27,8 @@ def _rendezvous_ip(facts: NodeFacts, expect: Expect) -> str | None:
     try:
         return str(ipaddress.ip_address(address.strip("[]")))
     except ValueError:
-        if address == expect.address and facts.address_resolved:
-            return str(facts.address_resolved[0])
+        if address == expect.address and facts.resolve.address:
+            return str(facts.resolve.address[0])
         return None
 
 
@@ -87,16 +87,17 @@ def _is_loopback(address: str) -> bool:
 def check_hostname(facts: NodeFacts, expect: Expect) -> Verdict:
     """gloo/oneCCL pick the address the hostname resolves to (REFERENCE §6)."""
     name = facts.hostname or "?"
-    if facts.hostname_addresses is None:
+    if facts.resolve.hostname_addresses is None:
         return verdict(SKIP, f"hostname {name}: not resolved (probe ran in sh)")
     own = set(_node_addresses(facts, expect))
     nic_addresses = {i.address for i in facts.nic.addresses} if facts.nic else set()
-    resolved = facts.hostname_addresses
+    resolved = facts.resolve.hostname_addresses
     wanted = f"expected {', '.join(sorted(own)) or expect.address} (the node's address)"
     if not resolved:
         return verdict(
             WARN,
-            f"hostname {name} does not resolve ({facts.hostname_error or 'no address'}), {wanted}",
+            f"hostname {name} does not resolve "
+            f"({facts.resolve.hostname_error or 'no address'}), {wanted}",
         )
     shown = ", ".join(resolved)
     if own & set(resolved):

@@ -39,7 +39,7 @@ def check_gpu_holders(facts: NodeFacts, expect: Expect) -> Verdict:
             f"found {len(holders)} process(es) holding GPUs: {shown}, {wanted}",
             pids=sorted(holders),
         )
-    access = facts.raw.get("access") if isinstance(facts.raw, dict) else None
+    access = facts.access
     if partial and isinstance(access, dict) and access.get("uid") not in (0, None):
         return verdict(
             SKIP,

@@ -3,7 +3,8 @@ Intel backend, vLLM, SGLang, and the modules launch imports, read in launch's en
 
 from __future__ import annotations
 
-from ..facts.node import NodeFacts, describe_import_failure
+from ..facts.node import NodeFacts
+from ..facts.python_env import describe_import_failure
 from ..facts.versions import at_least
 from ..requirements import parse_requirement, unsatisfied
 from . import FAIL, PASS, SKIP, WARN, Verdict, node_check, verdict
@@ -17,7 +18,7 @@ def _env_missing(facts: NodeFacts) -> Verdict | None:
     """Skip (before provision) or fail (env broken) when the Python env cannot be read."""
     env = facts.env
     if not env.present:
-        if facts.probe_kind == "sh":
+        if facts.probe.kind == "sh":
             return verdict(SKIP, "python3 missing on the node: the env was not read")
         return verdict(
             SKIP,
@@ -201,7 +202,7 @@ def check_sglang(facts: NodeFacts, expect: Expect) -> Verdict:
 
 @node_check("python.imports", "the modules launch loads import in launch's environment")
 def check_imports(facts: NodeFacts, expect: Expect) -> Verdict:
-    """Import what launch imports at start, in launch's environment (imports_probe.py)."""
+    """Import what launch imports at start, in launch's environment (facts/remote/imports.py)."""
     if not expect.python_imports:
         return verdict(SKIP, "python_imports is empty: nothing to import")
     missing_env = _env_missing(facts)

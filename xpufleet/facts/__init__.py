@@ -1,9 +1,11 @@
-"""Facts: the doctor probe (one remote command per host) and the parsers of what it returns.
+"""Facts: one class per fact (facts.registry.Fact: key, the snippet that gathers it,
+parse), one module per area (gpu, system, kernel, python_env, network, processes,
+weights, probe_info).
 
-`probe.py` builds and runs the probe; `remote_probe.py`/`remote_probe.sh` run on the
-node; `model.parse_facts` turns the probe's raw JSON into typed `NodeFacts`; the tool
-parsers (`xpusmi`, `sycl`, `packages`, `system`) are pure and unit-tested on real
-tools' output in tests/fixtures.
-The installed-wheels manifest on each node is provision's format
-(xpufleet.provision.manifest: `node_state_path`, `parse_node_state`).
+`probe.py` assembles the doctor probe from the registry (one remote command per host;
+its answer is one section per fact, `batch.py`'s mechanism, shared with provision) and
+runs it; `remote/` holds what runs on the node (`probe.py` under python3, `probe.sh`
+when python3 is missing, `imports.py` inside launch's env); `node.parse_facts` turns
+the raw values into a typed `NodeFacts`; the tool parsers (`xpusmi`, `sycl`,
+`packages`, `system`) are pure and unit-tested on real tools' output in tests/fixtures.
 """

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .registry import Fact
+
 #: libfabric providers that drive a fast NIC directly (tcp/udp/sockets/shm do not)
 FAST_PROVIDERS = ("cxi", "verbs", "psm3", "psm2", "opx", "efa")
 
@@ -75,3 +77,20 @@ def parse_fabric(raw: Any) -> Fabric | None:
         error = (run.get("err") or run.get("out") or "").strip()[-300:] or f"exit {run.get('rc')}"
         return Fabric(tool=str(raw["tool"]), providers=(), error=error)
     return Fabric(tool=str(raw["tool"]), providers=tuple(parse_fi_info_list(run.get("out") or "")))
+
+
+class KernelFacts(Fact["Kernel | None"]):
+    """Kernel release, Yama's ptrace_scope and the uid the probe (and ranks) run as."""
+
+    key = "kernel"
+    python = "kernel_facts()"
+    parse = staticmethod(parse_kernel)
+
+
+class FabricProviders(Fact["Fabric | None"]):
+    """`fi_info -l` from PATH or oneAPI's bundled libfabric."""
+
+    key = "fabric"
+    python = "fabric_facts(ROOT)"
+    background = True
+    parse = staticmethod(parse_fabric)

@@ -51,7 +51,7 @@ def gather_over_slurm(
     for group in group_by_allocation(hosts):
         params = {h.name: probe_params(h, peers) for h in group}
         script = build_node_script(params, NODE_VAR)
-        step = fan_out_step(group, script.encode(), timeout=PROBE_TIMEOUT_S)
+        step = fan_out_step(group, script.text.encode(), timeout=PROBE_TIMEOUT_S)
         missing: list[Host] = []
         for host in group:
             node = step.nodes.get(host.name)
@@ -60,6 +60,7 @@ def gather_over_slurm(
                 continue
             output = probe_output(
                 host.name,
+                script,
                 node.stdout,
                 node.stderr,
                 node.status,

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .registry import Fact
 from .versions import version_tuple
 
 
@@ -127,3 +128,98 @@ def parse_oneapi(layout: dict[str, Any] | None) -> OneApi | None:
         ccl_version=components.get("ccl"),
         components=components,
     )
+
+
+class Meminfo(Fact["Memory | None"]):
+    """/proc/meminfo (total and available memory)."""
+
+    key = "meminfo"
+    attr = "memory"
+    python = 'read("/proc/meminfo")'
+    sh = "jfile /proc/meminfo"
+    parse = staticmethod(parse_meminfo)
+
+
+class OneApiLayout(Fact["OneApi | None"]):
+    """The oneAPI tree at oneapi_root: setvars.sh, components and their `latest`."""
+
+    key = "oneapi"
+    python = "oneapi_layout(ROOT)"
+    params = ("oneapi_root",)
+    sh = r"""printf '{"root": '; printf '%s' "$P_ONEAPI_ROOT" | jstr
+if [ -d "$P_ONEAPI_ROOT" ]; then
+  sv=false; [ -f "$P_ONEAPI_ROOT/setvars.sh" ] && sv=true
+  printf ', "exists": true, "setvars": %s' "$sv"
+  printf ', "components": {'
+  sep=""
+  for comp in "$P_ONEAPI_ROOT"/*; do
+    [ -d "$comp" ] || continue
+    name=${comp##*/}
+    case "$name" in [0-9]*) continue ;; esac
+    printf '%s' "$sep"; printf '%s' "$name" | jstr
+    printf ': {"latest": '
+    if [ -L "$comp/latest" ]; then readlink "$comp/latest" | tr -d '\n' | jstr
+    else printf 'null'; fi
+    le=false; [ -d "$comp/latest" ] && le=true
+    printf ', "latest_exists": %s, "versions": [' "$le"
+    vsep=""
+    for v in "$comp"/[0-9]*; do
+      [ -d "$v" ] || continue
+      printf '%s' "$vsep"; printf '%s' "${v##*/}" | jstr; vsep=", "
+    done
+    printf ']}'
+    sep=", "
+  done
+  printf '}, "unified": {'
+  sep=""
+  for v in "$P_ONEAPI_ROOT"/[0-9]*; do
+    [ -d "$v" ] || continue
+    printf '%s' "$sep"; printf '%s' "${v##*/}" | jstr
+    printf ': %s' "$( [ -f "$v/oneapi-vars.sh" ] && echo true || echo false )"
+    sep=", "
+  done
+  printf '}}'
+else
+  printf ', "exists": false, "setvars": false, "components": {}}'
+fi"""
+    parse = staticmethod(parse_oneapi)
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: str
+    checked: str
+    free_bytes: int | None
+    total_bytes: int | None
+    error: str | None = None
+
+
+class DiskSpace(Fact["Disk | None"]):
+    """Free space of the file system that holds (or would hold) model_path."""
+
+    key = "disk"
+    python = 'disk_facts(PARAMS.get("model_path"))'
+    params = ("model_path",)
+    sh = r"""if [ -n "$P_MODEL_PATH" ]; then
+  p=$P_MODEL_PATH
+  while [ ! -e "$p" ] && [ "$p" != "/" ] && [ -n "$p" ]; do p=$(dirname -- "$p"); done
+  set -- $(df -Pk -- "$p" 2>/dev/null | awk 'NR == 2 { print $2, $4 }')
+  printf '{"path": '; printf '%s' "$P_MODEL_PATH" | jstr
+  printf ', "checked": '; printf '%s' "$p" | jstr
+  if [ -n "$2" ]; then printf ', "total": %s, "free": %s}' "$(($1 * 1024))" "$(($2 * 1024))"
+  else printf ', "error": "df failed"}'; fi
+else
+  printf 'null'
+fi"""
+
+    @staticmethod
+    def parse(raw: Any) -> Disk | None:
+        if not isinstance(raw, dict):
+            return None
+        return Disk(
+            path=str(raw.get("path")),
+            checked=str(raw.get("checked")),
+            free_bytes=raw.get("free"),
+            total_bytes=raw.get("total"),
+            error=raw.get("error"),
+        )

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .registry import Fact
+
 #: the manifest `model.stage` keeps in the model directory on every node
 MANIFEST_NAME = ".xpufleet-manifest.json"
 INDEX_NAME = "model.safetensors.index.json"
@@ -268,3 +270,28 @@ __all__ = [
     "parse_model",
     "verdict",
 ]
+
+
+class ModelFiles(Fact["ModelDir | None"]):
+    """The directory at model_path: sizes (stat), manifest, index, mount identity."""
+
+    key = "model"
+    python = 'model_facts(PARAMS.get("model_path"), PARAMS.get("model_manifest"))'
+    background = True
+    params = ("model_path", "model_manifest")
+    sh = r"""if [ -z "$P_MODEL_PATH" ]; then
+  printf 'null'
+elif [ -d "$P_MODEL_PATH" ]; then
+  printf '{"path": '; printf '%s' "$P_MODEL_PATH" | jstr
+  printf ', "exists": true, "files_text": '
+  for f in "$P_MODEL_PATH"/* "$P_MODEL_PATH"/.[!.]*; do
+    [ -f "$f" ] && printf "%s %s\n" "$(stat -c %s -- "$f")" "${f##*/}"
+  done | jstr
+  printf ', "fstype": '; stat -f -c %T "$P_MODEL_PATH" 2>/dev/null | tr -d '\n' | jstr
+  printf ', "manifest_text": '; jfile "$P_MODEL_PATH/$P_MODEL_MANIFEST"
+  printf ', "index_text": '; jfile "$P_MODEL_PATH/model.safetensors.index.json"
+  printf '}'
+else
+  printf '{"path": '; printf '%s' "$P_MODEL_PATH" | jstr; printf ', "exists": false}'
+fi"""
+    parse = staticmethod(parse_model)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import shell
 from ..errors import CommandFailed
-from ..facts.node import describe_import_failure
+from ..facts.python_env import describe_import_failure
 from ..results import CHANGED, FAILED, OK
 from .manifest import LockedDist
 from .steps import Check, Decision, Step, python_snippet

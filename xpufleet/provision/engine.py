@@ -11,13 +11,13 @@ changed). A failed step names itself with the stderr tail and stops that host on
 from __future__ import annotations
 
 import contextlib
-import secrets
 import threading
 from dataclasses import dataclass, field
 
 from .. import shell
 from ..errors import HostError, UnreachableError
 from ..executor import SessionPool, connect
+from ..facts.batch import new_boundary, probe_script, split_probe
 from ..host import Host
 from ..relay.batch import FileRelay
 from ..results import CHANGED, FAILED, OK, SKIP, HostReport, Result, TaskReport
@@ -55,42 +55,13 @@ class ProvisionOptions:
     probe_timeout: float = 120.0
 
 
-# -- the batched probe (pure parts unit-tested) --------------------------------------
-
-
-def probe_script(snippets: list[str], boundary: str) -> str:
-    """One sh script printing each snippet's output after a `<boundary> <index>` line.
-
-    Each snippet runs in its own subshell with stderr dropped, so one that fails or
-    calls `exit` cannot disturb the others.
-    """
-    parts = []
-    for index, snippet in enumerate(snippets):
-        parts.append(f"echo; echo '{boundary} {index}'; ( {snippet}\n) 2>/dev/null")
-    parts.append(f"echo; echo '{boundary} end'")
-    return "\n".join(parts) + "\n"
-
-
-def split_probe(stdout: str, boundary: str, count: int) -> list[str]:
-    """The probe's output cut back into one text per snippet (missing -> "")."""
-    sections: dict[int, list[str]] = {}
-    current: int | None = None
-    for line in stdout.splitlines():
-        if line.startswith(boundary + " "):
-            tag = line[len(boundary) + 1 :].strip()
-            current = int(tag) if tag.isdigit() else None
-            if current is not None:
-                sections[current] = []
-            continue
-        if current is not None:
-            sections[current].append(line)
-    return ["\n".join(sections.get(i, [])).strip("\n") for i in range(count)]
+# -- the batched probe: facts.batch, the project's one probe mechanism ---------------
 
 
 def run_probe(session: Session, steps: list[Step], timeout: float) -> list[str]:
     if not steps:
         return []
-    boundary = "@@xpufleet-" + secrets.token_hex(6)
+    boundary = new_boundary()
     script = probe_script([s.probe() for s in steps], boundary)
     out = session.run("sh -s", stdin=script, timeout=timeout, check=False).stdout
     return split_probe(out, boundary, len(steps))

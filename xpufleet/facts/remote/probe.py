@@ -1,12 +1,15 @@
 # ruff: noqa: UP004, UP015, UP021, UP022, UP031, UP041
-"""xpufleet doctor probe: runs ON THE NODE under any python3 >= 3.6, prints one JSON document.
+"""xpufleet doctor probe: runs ON THE NODE under any python3 >= 3.6, prints one section per fact.
 
 Sent over SSH on stdin (never installed). It gathers raw facts only; every parse and
 judgement happens on the control node (xpufleet.facts / xpufleet.checks), so this file
 stays small and the logic stays unit-tested. Rules: standard library only, no type
 annotations newer than 3.6 allows, every tool run with a short timeout, and every
 missing tool, file or permission reported as absent instead of raising.
-`PARAMS` is prepended by the control node as a JSON literal (see xpufleet.facts.probe).
+The control node prepends `PARAMS` (this node's parameters), `FACTS` (each registered
+fact's key, the expression here that gathers it, whether it runs in a thread or last)
+and `BOUNDARY` (see xpufleet.facts.probe); the functions below are the vocabulary those
+expressions use. The answer is one section per fact (xpufleet.facts.batch's format).
 """
 
 import glob
@@ -35,6 +38,8 @@ def first_timestamp():
 START = first_timestamp()
 ERRORS = []
 PARAMS = globals().get("PARAMS") or {}
+FACTS = globals().get("FACTS") or []
+BOUNDARY = globals().get("BOUNDARY") or "@@xpufleet-probe"
 
 
 def note(where, exc):
@@ -293,7 +298,7 @@ try:
 except Exception as exc:
     out["torch_error"] = repr(exc)
 if len(sys.argv) > 2:
-    # xpufleet/facts/imports_probe.py: the modules launch imports, Triton's backend
+    # xpufleet/facts/remote/imports.py: the modules launch imports, Triton's backend
     try:
         ns = {"ARGS": json.loads(sys.argv[2]), "__name__": "xpufleet_imports"}
         exec(sys.argv[1], ns)
@@ -681,44 +686,51 @@ def model_facts(path, manifest_name):
     return out
 
 
+def probe_info():
+    return {"kind": "python", "schema": SCHEMA, "errors": ERRORS}
+
+
+def python_info():
+    return {"version": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable}
+
+
+def clock_info():
+    return {"start": START, "elapsed": time.time() - START}
+
+
+ROOT = PARAMS.get("oneapi_root") or "/opt/intel/oneapi"
+SETVARS = os.path.join(ROOT, "setvars.sh")
+SETVARS = SETVARS if os.path.isfile(SETVARS) else None
+
+
+def evaluate(expression):
+    return eval(expression, globals())
+
+
 def main():
-    root = PARAMS.get("oneapi_root") or "/opt/intel/oneapi"
-    setvars = os.path.join(root, "setvars.sh")
-    setvars = setvars if os.path.isfile(setvars) else None
+    """Evaluate every fact's expression (slow ones in threads, `last` ones after the
+    others), then print each value as JSON after its `<BOUNDARY> <index>` line."""
+    values = {}
     slow = Background()
-    slow.start("gpu_tools", gpu_tools, setvars)
-    slow.start("env", python_env, PARAMS.get("venv"), setvars)
-    slow.start("rendezvous", rendezvous_facts, PARAMS.get("rendezvous"))
-    slow.start("packages", package_queries)
-    slow.start("model", model_facts, PARAMS.get("model_path"), PARAMS.get("model_manifest"))
-    slow.start("fabric", fabric_facts, root)
-    hostname = socket.gethostname()
-    facts = {
-        "probe": {"kind": "python", "schema": SCHEMA},
-        "python": {"version": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable},
-        "hostname": hostname,
-        "fqdn": None,
-        "resolve": {"hostname": resolve(hostname), "address": resolve(PARAMS.get("address"))},
-        "lab": load_json("/opt/intel/.lab/node.json"),
-        "drm": drm_cards(),
-        "modules": kernel_modules(),
-        "opencl_icds": opencl_icds(),
-        "oneapi": oneapi_layout(root),
-        "meminfo": read("/proc/meminfo"),
-        "disk": disk_facts(PARAMS.get("model_path")),
-        "nic": nic_facts(PARAMS.get("nic")),
-        "wheels_text": read(PARAMS["wheels_manifest"]) if PARAMS.get("wheels_manifest") else None,
-        "busy": busy_facts(set(PARAMS.get("ports") or [])),
-        "access": access_facts(),
-        "kernel": kernel_facts(),
-    }
-    found = slow.join(time.monotonic() + float(PARAMS.get("budget") or 100))
-    for key in ("gpu_tools", "env", "rendezvous", "packages", "model", "fabric"):
-        facts[key] = found.get(key)
-    facts["probe"]["errors"] = ERRORS
-    facts["clock"] = {"start": START, "elapsed": time.time() - START}
-    sys.stdout.write(json.dumps(facts))
-    sys.stdout.write("\n")
+    for key, expression, background, _last in FACTS:
+        if background:
+            slow.start(key, evaluate, expression)
+    for key, expression, background, last in FACTS:
+        if not background and not last:
+            try:
+                values[key] = evaluate(expression)
+            except Exception as exc:
+                note(key, exc)
+                values[key] = None
+    values.update(slow.join(time.monotonic() + float(PARAMS.get("budget") or 100)))
+    for key, expression, _background, last in FACTS:
+        if last:
+            values[key] = evaluate(expression)
+    out = []
+    for index, (key, _, _, _) in enumerate(FACTS):
+        out.append("\n%s %d\n%s" % (BOUNDARY, index, json.dumps(values.get(key))))
+    out.append("\n%s end\n" % BOUNDARY)
+    sys.stdout.write("".join(out))
     sys.stdout.flush()
 
 
