@@ -23,12 +23,8 @@ def check_oneapi_version(facts: NodeFacts, expect: Expect) -> Verdict:
             f"found {oneapi.root} but no version (no <ver>/oneapi-vars.sh, no compiler/latest), "
             f"{wanted}",
         )
-    ok = at_least(oneapi.version, expect.oneapi_min_version)
     found = f"found oneAPI {oneapi.version} ({oneapi.version_source})"
-    data = {"version": oneapi.version}
-    if ok is None:
-        return verdict(WARN, f"{found}: unreadable version, {wanted}", **data)
-    return verdict(PASS if ok else FAIL, f"{found}, {wanted}", **data)
+    return _at_least(found, oneapi.version, expect.oneapi_min_version, wanted)
 
 
 @node_check("oneapi.ccl", "oneCCL version", reads=("oneapi",))
@@ -39,9 +35,13 @@ def check_oneapi_ccl(facts: NodeFacts, expect: Expect) -> Verdict:
         return verdict(FAIL, f"found no oneAPI (see oneapi.version), {wanted}")
     if not oneapi.ccl_version:
         return verdict(FAIL, f"found no {oneapi.root}/ccl/latest, {wanted}")
-    ok = at_least(oneapi.ccl_version, expect.ccl_min_version)
     found = f"found oneCCL {oneapi.ccl_version} ({oneapi.root}/ccl/latest)"
-    data = {"version": oneapi.ccl_version}
+    return _at_least(found, oneapi.ccl_version, expect.ccl_min_version, wanted)
+
+
+def _at_least(found: str, version: str, minimum: str, wanted: str) -> Verdict:
+    """pass or fail by `version` >= `minimum`; warn when the version cannot be read."""
+    ok = at_least(version, minimum)
     if ok is None:
-        return verdict(WARN, f"{found}: unreadable version, {wanted}", **data)
-    return verdict(PASS if ok else FAIL, f"{found}, {wanted}", **data)
+        return verdict(WARN, f"{found}: unreadable version, {wanted}", version=version)
+    return verdict(PASS if ok else FAIL, f"{found}, {wanted}", version=version)

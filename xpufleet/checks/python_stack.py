@@ -3,6 +3,9 @@ Intel backend, vLLM, SGLang, and the modules launch imports, read in launch's en
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from ..facts.node import NodeFacts
 from ..facts.python_env import describe_import_failure
 from ..facts.versions import at_least
@@ -12,6 +15,18 @@ from .expect import Expect
 
 PYTHON_MIN = "3.10"
 GB = 1 << 30
+
+
+def _needs_env(
+    func: Callable[[NodeFacts, Expect], Verdict],
+) -> Callable[[NodeFacts, Expect], Verdict]:
+    """The check runs only when launch's environment could be read (else skip or fail)."""
+
+    @functools.wraps(func)
+    def check(facts: NodeFacts, expect: Expect) -> Verdict:
+        return _env_missing(facts) or func(facts, expect)
+
+    return check
 
 
 def _env_missing(facts: NodeFacts) -> Verdict | None:
@@ -44,10 +59,8 @@ def check_python(facts: NodeFacts, expect: Expect) -> Verdict:
 
 
 @node_check("python.pins", "pinned packages of the manual guide")
+@_needs_env
 def check_pins(facts: NodeFacts, expect: Expect) -> Verdict:
-    missing_env = _env_missing(facts)
-    if missing_env:
-        return missing_env
     installed = {}
     for spec in expect.pip_packages:
         name = parse_requirement(spec).name
@@ -73,10 +86,8 @@ def check_pins(facts: NodeFacts, expect: Expect) -> Verdict:
 
 
 @node_check("torch.version", "PyTorch installed and recent enough")
+@_needs_env
 def check_torch_version(facts: NodeFacts, expect: Expect) -> Verdict:
-    missing_env = _env_missing(facts)
-    if missing_env:
-        return missing_env
     wanted = f"expected torch >= {expect.torch_min_version}"
     torch = facts.env.torch
     if torch is None:
@@ -88,10 +99,8 @@ def check_torch_version(facts: NodeFacts, expect: Expect) -> Verdict:
 
 
 @node_check("torch.xpu", "PyTorch sees the XPU devices", reads=("torch",))
+@_needs_env
 def check_torch_xpu(facts: NodeFacts, expect: Expect) -> Verdict:
-    missing_env = _env_missing(facts)
-    if missing_env:
-        return missing_env
     torch = facts.env.torch
     wanted = f"expected torch.xpu with {expect.devices} device(s)"
     if torch is None:
@@ -129,10 +138,8 @@ def check_torch_xpu(facts: NodeFacts, expect: Expect) -> Verdict:
 
 
 @node_check("torch.xccl", "PyTorch has the xccl backend", reads=("torch",))
+@_needs_env
 def check_torch_xccl(facts: NodeFacts, expect: Expect) -> Verdict:
-    missing_env = _env_missing(facts)
-    if missing_env:
-        return missing_env
     torch = facts.env.torch
     wanted = "expected torch.distributed.is_xccl_available() = True"
     if torch is None:
