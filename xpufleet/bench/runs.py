@@ -172,7 +172,15 @@ def rows_from_one_batch(
     return rows
 
 
-def row_from_serving(config: BenchConfig, result: ServingResult, *, node: str) -> BenchRow:
+def row_from_serving(
+    config: BenchConfig,
+    result: ServingResult,
+    *,
+    node: str,
+    record: dict[str, Any] | None = None,
+) -> BenchRow:
+    """One bench_serving run as a row: the printed block's numbers (two decimals), or
+    the JSONL record's full-precision ones when the tool wrote it (`record`)."""
     values: dict[str, float | int | None] = {
         "successful_requests": result.successful_requests,
         "duration": result.duration_s,
@@ -191,11 +199,35 @@ def row_from_serving(config: BenchConfig, result: ServingResult, *, node: str) -
             values[f"mean_{prefix}"] = stats.mean
             values[f"median_{prefix}"] = stats.median
             values[f"p99_{prefix}"] = stats.p(99)
+    if record is not None and record.get("completed") == result.successful_requests:
+        values.update(_record_values(record))
     metrics = {k: v for k, v in _finite(values).items() if k in METRIC_UNITS}
     status, message = ROW_OK, ""
     if not result.successful_requests:
         status, message = ROW_FAILED, "bench_serving: no request succeeded"
     return BenchRow(config, SERVING, node, status, metrics, message)
+
+
+def _record_values(record: dict[str, Any]) -> dict[str, float | int | None]:
+    """Row metrics from a JSONL record; its total throughput is not written, but is
+    (input + output tokens) / duration, as the printed line computes it."""
+    values: dict[str, float | int | None] = {
+        "successful_requests": record.get("completed"),
+        "duration": record.get("duration"),
+        "request_throughput": record.get("request_throughput"),
+        "input_throughput": record.get("input_throughput"),
+        "output_throughput": record.get("output_throughput"),
+    }
+    duration = record.get("duration")
+    tokens = (record.get("total_input_tokens"), record.get("total_output_tokens"))
+    if duration and None not in tokens:
+        values["total_throughput"] = (tokens[0] + tokens[1]) / duration
+    for prefix in ("e2e_latency", "ttft", "tpot", "itl"):
+        for stat in ("mean", "median", "p99"):
+            key = f"{stat}_{prefix}_ms"
+            if record.get(key) is not None:
+                values[f"{stat}_{prefix}"] = record[key]
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def failed_rows(

@@ -39,6 +39,8 @@ LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
         "nnodes": "nodes a config's tp spans, as `invoke launch --nnodes` (default: as many "
         "as its tiles need); configs of tp >= N then run bench_serving against that server",
         "profile": "run each config under the torch profiler (traces stay on the node)",
+        "engine": "the launched server's engine: sglang or vllm (every config then runs "
+        "bench_serving --backend vllm); default: the inventory's `engine`",
         "compare": "compare two runs instead: --compare A --compare B (run ids or dirs)",
         **HOST_FLAGS_HELP,
     },
@@ -53,14 +55,15 @@ def bench(
     tp: list[str] | None = None,
     nnodes: str | None = None,
     profile: bool = False,
+    engine: str | None = None,
     compare: list[str] | None = None,
     hosts: str | None = None,
     limit: str | None = None,
     forks: int | None = None,
     json: bool = False,
 ) -> int:
-    """Benchmark SGLang (bench_one_batch on node 0, bench_serving for multi-node tp);
-    results in runs/<id>/bench.csv, bench.json and bench.png."""
+    """Benchmark SGLang (bench_one_batch on node 0, bench_serving for multi-node tp) or
+    a vLLM launch (bench_serving); results in runs/<id>/bench.csv, .json and .png."""
     if compare:
         return _compare(c, name_list(compare), as_json=json)
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
@@ -79,6 +82,7 @@ def bench(
         nodes=[h.name for h in ctx.hosts],
         model_path=str(var(node0, "model_path")) if node0 else "",
         nnodes=optional_int(nnodes, "nnodes"),
+        engine=engine or (str(var(node0, "engine")) if node0 else "sglang"),
     )
     runs_dir = ctx.settings.path(ctx.settings.runs_dir)
     run_id = new_run_id(runs_dir)

@@ -53,7 +53,7 @@ from ..config import PROJECT_ROOT
 from ..errors import InputError
 from ..host import Host
 from ..transport import SSHOptions, known_hosts_name
-from . import bastion, pybase, shaping
+from . import bastion, pybase, shaping, upstream_sglang
 from . import model as labmodel
 from .profile import FAULTS, Fault, LabError, NodeSpec, Profile, load_profile
 from .sim import generate
@@ -1247,6 +1247,7 @@ def render_inventory(
     key_file: str | None = None,
     known_hosts: str | None = None,
     header: str | None = None,
+    sglang_python: Path | None = None,
 ) -> str:
     """The lab's Ansible-style inventory (what `invoke inventory` and every task read).
 
@@ -1254,6 +1255,7 @@ def render_inventory(
     written only where a node differs from xpufleet's defaults.
     """
     defaults = NodeSpec()
+    sglang_python = sglang_python or upstream_sglang.python_path()
     hosts: dict[str, dict[str, Any]] = {}
     for i, spec in enumerate(specs, start=1):
         address = lab.node_address(i)
@@ -1287,6 +1289,9 @@ def render_inventory(
                 "ansible_ssh_common_args": "-F none",
                 "python": str(env.python),
                 "base_site_packages": [str(env.site_packages)],
+                # bench_serving is the REAL one (sglang 0.4.3.post2 from PyPI, its own env
+                # once per machine: upstream_sglang.py); the stand-in has no client
+                "bench_python": str(sglang_python),
                 **LAB_SIZED_VARS,
             },
             "children": {"gpu_nodes": {"hosts": hosts}},
@@ -1314,6 +1319,7 @@ def default_inventory() -> str:
         lab,
         [NodeSpec()] * 4,
         pybase.BaseEnv(pybase.DEFAULT_ROOT),
+        sglang_python=upstream_sglang.python_path(upstream_sglang.DEFAULT_ROOT),
         key_file=f"../{DEFAULT_DIR}/id_ed25519",
         known_hosts=f"../{DEFAULT_DIR}/known_hosts",
         header=DEFAULT_INVENTORY_HEADER,

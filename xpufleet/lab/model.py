@@ -55,6 +55,65 @@ def _tensors(shard: int, shard_bytes: int, seed: str) -> dict[str, bytes]:
     }
 
 
+#: the lab SGLang stand-in's vocabulary (xpufleet/lab/standin/pkg/sglang/srt/model.py):
+#: printable ASCII plus newline, then EOS; anything else reads as "?"
+STANDIN_CHARS = "".join(chr(c) for c in range(32, 127)) + "\n"
+STANDIN_EOS = "</s>"
+
+
+def tokenizer_files() -> dict[str, str]:
+    """A real Hugging Face fast tokenizer whose ids are the stand-in's (one token per
+    character, "?" for the unknown, EOS last), so clients that load the model's tokenizer
+    (the real `sglang.bench_serving` does, with `AutoTokenizer.from_pretrained`) count
+    the tokens the stand-in counts. A BPE without merges splits into characters; the
+    `Fuse` decoder joins them without spaces."""
+    vocab = {ch: i for i, ch in enumerate(STANDIN_CHARS)}
+    eos_id = len(STANDIN_CHARS)
+    vocab[STANDIN_EOS] = eos_id
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": eos_id,
+                "content": STANDIN_EOS,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+        ],
+        "normalizer": None,
+        "pre_tokenizer": None,
+        "post_processor": None,
+        "decoder": {"type": "Fuse"},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": "?",
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [],
+        },
+    }
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "eos_token": STANDIN_EOS,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 4096,
+    }
+    return {
+        "tokenizer.json": json.dumps(tokenizer, sort_keys=True) + "\n",
+        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+    }
+
+
 def write_model(dest: Path, *, shards: int = 3, shard_bytes: int = 256 << 10) -> Path:
     """Write the model directory (config, tokenizer, index, shards); idempotent."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -78,9 +137,7 @@ def write_model(dest: Path, *, shards: int = 3, shard_bytes: int = 256 << 10) ->
     texts = {
         INDEX_NAME: json.dumps(index_doc, indent=2, sort_keys=True) + "\n",
         "config.json": json.dumps(config, indent=2) + "\n",
-        "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}) + "\n",
-        "tokenizer.json": json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {}}})
-        + "\n",
+        **tokenizer_files(),
     }
     for name, text in texts.items():
         _write_if_different(dest / name, text.encode())

@@ -1,4 +1,6 @@
-"""The REAL SGLang 0.4.3.post2 from PyPI, for the contract test of the launch planner.
+"""The REAL SGLang 0.4.3.post2 from PyPI: the contract test of the launch planner, and the
+lab's benchmark client (`python -m sglang.bench_serving`, the lab inventory's
+`bench_python`; it needs aiohttp, numpy, requests, tqdm, transformers, all below).
 
 The planner's argv must parse with the real `ServerArgs` CLI of the release the fork is
 based on (REFERENCE §2, §9). Importing `sglang.srt.server_args` needs torch (CPU), numpy,
@@ -43,10 +45,15 @@ def sglang_root() -> Path:
     return Path(os.environ.get("XPUFLEET_LAB_SGLANG") or DEFAULT_ROOT)
 
 
+def python_path(root: Path | None = None) -> Path:
+    """Where that environment's interpreter is (whether or not it is built yet)."""
+    return (root or sglang_root()) / "bin" / "python3"
+
+
 def ensure_upstream_sglang(root: Path | None = None) -> Path:
     """The interpreter of the environment holding the real SGLang (created if missing)."""
     root = root or sglang_root()
-    python = root / "bin" / "python3"
+    python = python_path(root)
     wanted = "\n".join((SGLANG, *REQUIREMENTS)) + "\n"
     with _locked(root.parent / f".{root.name}.lock"):
         marker = root / MARKER

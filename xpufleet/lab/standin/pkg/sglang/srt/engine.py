@@ -57,10 +57,13 @@ def max_total_num_tokens(args: ServerArgs) -> int:
 class GenerateRequest:
     batch: list[list[int]]
     max_new_tokens: int
+    ignore_eos: bool = False
 
 
-def _broadcast_header(cmd: int, batch: int = 0, length: int = 0, max_new: int = 0) -> list[int]:
-    header = torch.tensor([cmd, batch, length, max_new], dtype=torch.int64)
+def _broadcast_header(
+    cmd: int, batch: int = 0, length: int = 0, max_new: int = 0, ignore_eos: bool = False
+) -> list[int]:
+    header = torch.tensor([cmd, batch, length, max_new, int(ignore_eos)], dtype=torch.int64)
     dist.broadcast(header, src=0)
     return header.tolist()
 
@@ -116,26 +119,32 @@ def _serve_rank0(model: TinyTPModel, args: ServerArgs, requests: Connection) -> 
             _broadcast_header(SHUTDOWN)
             return
         batch = request.batch
-        _broadcast_header(GENERATE, len(batch), len(batch[0]), request.max_new_tokens)
+        _broadcast_header(
+            GENERATE, len(batch), len(batch[0]), request.max_new_tokens, request.ignore_eos
+        )
         dist.broadcast(torch.tensor(batch, dtype=torch.int64), src=0)
-        outputs = _generate_logged(model, args, batch, request.max_new_tokens)
+        outputs = _generate_logged(model, args, batch, request.max_new_tokens, request.ignore_eos)
         requests.send(outputs)
 
 
 def _serve_follower(model: TinyTPModel) -> None:
     while True:
-        cmd, batch, length, max_new = _broadcast_header(NOOP)
+        cmd, batch, length, max_new, ignore_eos = _broadcast_header(NOOP)
         if cmd == SHUTDOWN:
             return
         if cmd != GENERATE:
             continue
         tokens = torch.empty((batch, length), dtype=torch.int64)
         dist.broadcast(tokens, src=0)
-        model.generate(tokens.tolist(), max_new)
+        model.generate(tokens.tolist(), max_new, ignore_eos=bool(ignore_eos))
 
 
 def _generate_logged(
-    model: TinyTPModel, args: ServerArgs, batch: list[list[int]], max_new: int
+    model: TinyTPModel,
+    args: ServerArgs,
+    batch: list[list[int]],
+    max_new: int,
+    ignore_eos: bool = False,
 ) -> list[list[int]]:
     logger.info(
         f"Prefill batch. #new-seq: {len(batch)}, #new-token: {len(batch) * len(batch[0])}, "
@@ -154,7 +163,7 @@ def _generate_logged(
                 f"gen throughput (token/s): {rate:.2f}, #queue-req: 0"
             )
 
-    return model.generate(batch, max_new, on_step=on_step)
+    return model.generate(batch, max_new, on_step=on_step, ignore_eos=ignore_eos)
 
 
 def select_device(args: ServerArgs, gpu_id: int) -> None:
@@ -231,7 +240,11 @@ class Frontend:
         self.broken: str | None = None
 
     def generate(
-        self, batch: list[list[int]], max_new_tokens: int, timeout: float | None = None
+        self,
+        batch: list[list[int]],
+        max_new_tokens: int,
+        timeout: float | None = None,
+        ignore_eos: bool = False,
     ) -> list[list[int]]:
         """Outputs per prompt; prompts of different lengths run as separate batches."""
         results: dict[int, list[int]] = {}
@@ -239,19 +252,23 @@ class Frontend:
         for index, ids in enumerate(batch):
             by_length.setdefault(len(ids), []).append(index)
         for indices in by_length.values():
-            outputs = self._run([batch[i] for i in indices], max_new_tokens, timeout)
+            outputs = self._run([batch[i] for i in indices], max_new_tokens, timeout, ignore_eos)
             results.update(zip(indices, outputs, strict=True))
         return [results[i] for i in range(len(batch))]
 
     def _run(
-        self, batch: list[list[int]], max_new_tokens: int, timeout: float | None
+        self,
+        batch: list[list[int]],
+        max_new_tokens: int,
+        timeout: float | None,
+        ignore_eos: bool = False,
     ) -> list[list[int]]:
         if self.broken:
             raise RuntimeError(self.broken)
         if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
             raise TimeoutError("the scheduler is busy")
         try:
-            self.conn.send(GenerateRequest(batch, max_new_tokens))
+            self.conn.send(GenerateRequest(batch, max_new_tokens, ignore_eos))
             if not self.conn.poll(timeout):
                 self.broken = "the scheduler did not answer in time"
                 raise TimeoutError(self.broken)

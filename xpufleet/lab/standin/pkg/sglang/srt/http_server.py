@@ -72,7 +72,11 @@ class Completion:
 
 
 def complete(
-    state: ServerState, prompts: list[list[int]], max_new: int, stops: list[str]
+    state: ServerState,
+    prompts: list[list[int]],
+    max_new: int,
+    stops: list[str],
+    ignore_eos: bool = False,
 ) -> list[Completion]:
     """Run prompts through every rank and shape the answers."""
     assert state.frontend is not None
@@ -88,12 +92,14 @@ def complete(
             )
         if not ids:
             raise BadRequest("The input is empty.")
-    outputs = state.frontend.generate(prompts, max_new)
+    outputs = state.frontend.generate(prompts, max_new, ignore_eos=ignore_eos)
     results = []
     for ids, out in zip(prompts, outputs, strict=True):
         text, matched = _apply_stop(decode(out), stops)
         reason = "stop" if matched is not None or len(out) < max_new else "length"
-        results.append(Completion(text, len(ids), len(encode(text)), reason, matched))
+        # the fork counts output ids (an EOS kept under ignore_eos included), not text
+        count = len(out) if matched is None else len(encode(text))
+        results.append(Completion(text, len(ids), count, reason, matched))
     return results
 
 
@@ -244,7 +250,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest("Either text or input_ids should be provided.")
             single = isinstance(text, str)
             prompts = [encode(t) for t in ([text] if single else text)]
-        results = complete(self.state, prompts, max_new, _stops(params.get("stop")))
+        stops = _stops(params.get("stop"))
+        results = complete(self.state, prompts, max_new, stops, bool(params.get("ignore_eos")))
         if body.get("stream") and single:
             self._stream_generate(results[0], max_new)
             return
@@ -326,7 +333,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest("prompt must be a string")
             default_max = COMPLETIONS_DEFAULT_MAX_TOKENS
         max_new = body.get("max_completion_tokens") or body.get("max_tokens") or default_max
-        result = complete(self.state, [encode(prompt)], int(max_new), _stops(body.get("stop")))[0]
+        # ignore_eos: an extension SGLang's OpenAI adapter passes on (sglang 0.4.3.post2
+        # srt/openai_api/protocol.py CompletionRequest.ignore_eos, adapter.py)
+        stops, ignore_eos = _stops(body.get("stop")), bool(body.get("ignore_eos"))
+        result = complete(self.state, [encode(prompt)], int(max_new), stops, ignore_eos)[0]
         created = int(time.time())
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         usage = {

@@ -184,8 +184,13 @@ class TinyTPModel:
         max_new_tokens: int,
         *,
         on_step: Callable[[int], None] | None = None,
+        ignore_eos: bool = False,
     ) -> list[list[int]]:
-        """Greedy decoding of equal-length prompts; stops a sequence at EOS."""
+        """Greedy decoding of equal-length prompts; stops a sequence at EOS unless
+        `ignore_eos`: then EOS is one more output token and decoding goes on to
+        max_new_tokens, as the fork's Req.check_finished does (python/sglang/srt/
+        managers/schedule_batch.py: the EOS match is skipped under
+        sampling_params.ignore_eos, which bench_serving always sends)."""
         if not batch or max_new_tokens <= 0:
             return [[] for _ in batch]
         tokens = torch.tensor(batch, dtype=torch.int64)
@@ -196,7 +201,7 @@ class TinyTPModel:
             next_ids = logits.argmax(dim=-1)
             for i, token in enumerate(next_ids.tolist()):
                 if not finished[i]:
-                    if token == EOS_ID:
+                    if token == EOS_ID and not ignore_eos:
                         finished[i] = True
                     else:
                         outputs[i].append(token)
