@@ -2,6 +2,8 @@
 bench_serving against the tp 8 server `invoke launch` starts across two nodes, and
 `--compare` of the two runs. What is measured is the lab's SGLang stand-in (a tiny model
 on CPU torch/gloo), and the output says so; the numbers are not Intel GPU performance.
+The serving client is the REAL `sglang.bench_serving` of sglang 0.4.3.post2 (its own env,
+once per machine: `xpufleet.lab.upstream_sglang`), so the stand-in's API is held to it.
 
 Lengths are small so the module stays within a few minutes on two cores; results go to
 a temporary runs dir (INVOKE_XPUFLEET_RUNS_DIR), never the repository's runs/.
@@ -24,7 +26,9 @@ import pytest
 
 from xpufleet.bench.parsers import parse_serving
 from xpufleet.lab import Lab
+from xpufleet.lab.model import LAB_MODEL
 from xpufleet.lab.standin import build_wheel, version
+from xpufleet.lab.upstream_sglang import SGLANG, ensure_upstream_sglang
 
 pytestmark = pytest.mark.lab
 
@@ -80,7 +84,8 @@ def launch_inventory(
     return inventory_with(
         provisioned_lab,
         tmp_path_factory.mktemp("bench-inventory"),
-        model_path=f"/models/{MODEL}",
+        # the lab's model directory: the real client loads its tokenizer
+        model_path=f"/models/{LAB_MODEL}",
         model_name=MODEL,
         sglang_port=30000,
         ready_timeout=240,
@@ -114,6 +119,7 @@ def serving(launch_inventory: Path, runs_dir: Path) -> Iterator[ServingRuns]:
     config with --nnodes 2 (bench_serving against that server), and a tp 16 config that
     the server cannot serve; `invoke stop` whatever happens."""
     hosts = ("--hosts", str(launch_inventory))
+    ensure_upstream_sglang()  # the lab inventory's bench_python (built once per machine)
     try:
         launch = invoke(runs_dir, "launch", "--tp", "8", "--nnodes", "2", *hosts, "--json")
         assert launch.code == 0, launch.stdout + launch.stderr
@@ -142,6 +148,10 @@ def serving(launch_inventory: Path, runs_dir: Path) -> Iterator[ServingRuns]:
 
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
+
+
+def doc_versions(run_dir: Path) -> dict[str, Any]:
+    return read_json(run_dir / "bench.json")["versions"]
 
 
 # --------------------------------------------------------------------------- single node
@@ -233,15 +243,30 @@ def test_tp8_over_two_nodes_runs_bench_serving_against_the_launched_server(
     assert (row["kind"], row["status"]) == ("serving", "ok"), row["message"]
     plan = read_json(serving.run_dir / "bench.json")["plan"]
     assert [(r["kind"], r["nnodes"]) for r in plan["runs"]] == [("one_batch", 1), ("serving", 2)]
-    # the result block bench_serving printed, read back: exactly the requested lengths
+    # the REAL client ran (its own prints), from the lab's sglang 0.4.3.post2 env
     log = next((serving.run_dir / "logs").glob("*-serving.stdout")).read_text()
+    assert "Namespace(backend='sglang'" in log and "dataset_name='random'" in log
+    assert "Initial test run completed. Starting main benchmark run..." in log
+    client = doc_versions(serving.run_dir)["bench_serving"]
+    assert client.startswith(f"sglang {SGLANG.split('==')[1]} (/var/cache/xpufleet-lab/")
+    # the result block it printed, read back: the requested lengths (the client counts
+    # the requested output; retokenized: what the stand-in sent, EOS kept under
+    # ignore_eos is no text)
     block = parse_serving(log)
     assert block.successful_requests == 2
     assert block.total_input_tokens == 2 * 64
-    assert 0 < (block.total_generated_tokens or 0) <= 2 * 8
+    assert block.total_generated_tokens == 2 * 8
+    assert 0 < (block.total_generated_tokens_retokenized or 0) <= 2 * 8
     assert row["metrics"]["successful_requests"] == 2
-    assert row["metrics"]["total_throughput"] == block.total_throughput
-    assert row["metrics"]["median_e2e_latency"] == block.e2e_latency_ms.median  # type: ignore[union-attr]
+    # the row holds the JSONL record's full-precision numbers, the block rounds them
+    record = json.loads(next((serving.run_dir / "logs").glob("*-serving.jsonl")).read_text())
+    assert record["backend"] == "sglang" and record["completed"] == 2
+    assert row["metrics"]["median_e2e_latency"] == record["median_e2e_latency_ms"]
+    assert round(record["median_e2e_latency_ms"], 2) == block.e2e_latency_ms.median  # type: ignore[union-attr]
+    assert row["metrics"]["total_throughput"] == pytest.approx(
+        (record["total_input_tokens"] + record["total_output_tokens"]) / record["duration"]
+    )
+    assert round(row["metrics"]["total_throughput"], 2) == block.total_throughput
     # on node 0: the staged dataset and the tool's own JSONL record, in the run's directory
     run_id = doc["run_id"]
     node1 = provisioned_lab.hosts()[0]

@@ -406,6 +406,7 @@ def _run_serving(
     # the JSONL record the tool appended (full precision); this run's is the last line
     jsonl = session.run(f"tail -n 1 {shell.quote(output_file)}", check=False)
     records = parse_serving_jsonl(jsonl.stdout) if jsonl.ok else []
+    _save(logs_dir, index, invocation.kind, jsonl.stdout if jsonl.ok else "", suffix="jsonl")
     return row_from_serving(config, block, node=host.name, record=records[-1] if records else None)
 
 
