@@ -44,6 +44,7 @@ from .provision.roles import (
     render_value,
 )
 from .provision.transfer import fetch_file
+from .requirements import parse_requirement
 from .results import CHANGED, FAILED, HostReport, Result, TaskReport
 from .transport import Session, SSHOptions
 
@@ -390,14 +391,44 @@ def run_build(
 
 
 def lock_host_vars(host: Host, roles_dir: Path = ROLES_DIR) -> dict[str, Any]:
-    """The build host's variables the lock reads (its nodes' python, base, pins)."""
+    """The build host's variables the lock reads (its nodes' python, base, pins, engine)."""
     merged = merged_vars(host, [load_role(n, roles_dir) for n in ROLE_ORDER])
+    engine = str(merged.get("engine") or "sglang")
     return {
-        "pip_packages": [str(p) for p in merged["pip_packages"] or []],
+        "pip_packages": engine_requirements(
+            [str(p) for p in merged["pip_packages"] or []],
+            engine,
+            str(merged.get("ray_requirement") or ""),
+        ),
         "python": str(merged["python"]),
         "base_site_packages": [str(d) for d in merged["base_site_packages"] or []],
         "lock_constraints": [str(c) for c in merged["lock_constraints"] or []],
+        "engine": engine,
     }
+
+
+def engine_requirements(pip_packages: list[str], engine: str, ray_requirement: str) -> list[str]:
+    """Pure: the lock's top-level requirements. With engine vllm, Ray joins them (the
+    fork's requirements-xpu.txt asks `ray >= 2.9`; `ray_requirement` can pin it), so the
+    closed environment holds the Ray `invoke launch --engine vllm` starts."""
+    names = {parse_requirement(p).name.lower() for p in pip_packages}
+    if engine == "vllm" and ray_requirement:
+        ray = parse_requirement(ray_requirement, where="ray_requirement")
+        if ray.name.lower() not in names:
+            return [*pip_packages, ray_requirement]
+    return list(pip_packages)
+
+
+def engine_problem(manifest_wheels: list[str], engine: str) -> str | None:
+    """Pure: why the built wheels cannot serve `engine`, or None (vLLM needs its wheel:
+    the lock resolves its requirements, Ray among them, from it)."""
+    if engine == "vllm" and "vllm" not in {w.lower() for w in manifest_wheels}:
+        return (
+            "engine is vllm but files/wheels has no vllm wheel: `invoke build` with the "
+            "vllm recipe first (the fork zhuyuhua-v/vllm@yuhua/deepseek, "
+            "VLLM_TARGET_DEVICE=xpu)"
+        )
+    return None
 
 
 def run_lock(host: Host, wheels_dir: Path) -> Result:
@@ -410,6 +441,9 @@ def run_lock(host: Host, wheels_dir: Path) -> Result:
     if not manifest.wheels:
         return Result("build.lock", FAILED, f"no built wheels in {manifest.path}", RUNBOOK)
     v = lock_host_vars(host)
+    problem = engine_problem([w.name for w in manifest.wheels], v["engine"])
+    if problem:
+        return Result("build.lock", FAILED, problem, RUNBOOK)
     started = time.monotonic()
     try:
         lock_wheelhouse(

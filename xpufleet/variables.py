@@ -213,6 +213,21 @@ VARIABLES: dict[str, Variable] = {
         _v("mem_fraction_static", (int, float), None, "SGLang --mem-fraction-static"),
         _v("sglang_extra_args", list, [], "extra arguments appended to sglang.launch_server"),
         _v("ray_port", int, 6379, "Ray head's GCS port on node 0 (vLLM on Ray)"),
+        _v(
+            "ray_ports",
+            list,
+            [8265, 10001, 52365],
+            "Ray's other fixed ports doctor wants free when engine is vllm: dashboard, "
+            "client server, dashboard agent (Ray 2.x defaults; its node and object "
+            "manager ports are random unless fixed, then add them here)",
+        ),
+        _v(
+            "ray_requirement",
+            str,
+            "ray>=2.9",
+            "the Ray the closed environment holds when engine is vllm (the vLLM fork's "
+            "requirements-xpu.txt); the lock resolves it, doctor checks it",
+        ),
         _v("vllm_extra_args", list, [], "extra arguments appended to vLLM's OpenAI server"),
         _v("ready_timeout", (int, float), 1800, "seconds to wait for /health_generate after start"),
         _v("preflight_timeout", (int, float), 60, "hard timeout of the preflight collective"),

@@ -14,6 +14,7 @@ from xpufleet.bench.parsers import (
     parse_one_batch,
     parse_one_batch_jsonl,
     parse_serving,
+    parse_serving_jsonl,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -171,6 +172,50 @@ def test_serving_old_block_13c_with_typo_and_cut_off() -> None:
     assert r.peak_output_throughput is None
     assert r.e2e_latency_ms is None and r.tpot_ms is None and r.ttft_ms is None
     assert r.extra == {}
+
+
+def test_serving_whole_stdout_of_the_real_0_4_3_post2_client_13d() -> None:
+    """Everything the real client printed (warnings, its Namespace line, the result
+    block with 0.4.3's typo and no P99 E2E line) parses; nothing lands in `extra`."""
+    text = fixture("13d")
+    assert text.startswith("Fail to set RLIMIT_NOFILE") and "Namespace(backend='sglang'" in text
+    r = parse_serving(text)
+    assert r.complete and r.backend == "sglang" and r.extra == {}
+    assert r.request_rate == math.inf and r.max_concurrency is None
+    assert (r.successful_requests, r.duration_s) == (2, 3.83)
+    assert (r.total_input_tokens, r.total_generated_tokens) == (128, 16)
+    assert r.total_generated_tokens_retokenized == 16
+    assert r.total_throughput == 37.63 and r.concurrency == 1.52
+    assert r.e2e_latency_ms is not None and r.e2e_latency_ms.median == 2904.07
+    assert r.e2e_latency_ms.p(99) is None  # 0.4.3.post2 prints no P99 E2E line
+    assert r.ttft_ms is not None and r.ttft_ms.p(99) == 3806.45
+    assert r.itl_ms is not None and r.itl_ms.p(99) == 0.03
+
+
+def test_serving_jsonl_record_of_the_real_client_13e() -> None:
+    text = (FIXTURES / "13e_sglang_bench_serving_0.4.3.post2_output_file_record.jsonl").read_text()
+    (record,) = parse_serving_jsonl(text)
+    assert record["backend"] == "sglang" and record["dataset_name"] == "random"
+    assert record["request_rate"] == math.inf  # the tool writes the bare `Infinity`
+    assert (record["completed"], record["total_input_tokens"]) == (2, 128)
+    assert record["total_output_tokens"] == 16 and isinstance(record["completed"], int)
+    # the record is the printed block at full precision
+    block = parse_serving(fixture("13d"))
+    assert round(record["median_e2e_latency_ms"], 2) == block.e2e_latency_ms.median  # type: ignore[union-attr]
+    assert round(record["duration"], 2) == block.duration_s
+    assert record["p99_e2e_latency_ms"] == pytest.approx(3806.536, abs=1e-3)
+    # appended runs: one record each, in order; blank lines ignored
+    again = text.strip() + "\n\n" + text.replace('"completed": 2', '"completed": 1')
+    assert [r["completed"] for r in parse_serving_jsonl(again)] == [2, 1]
+
+
+def test_serving_jsonl_that_is_not_a_finished_run_names_the_line() -> None:
+    with pytest.raises(BenchOutputError, match="JSONL line 2: KeyError\\('duration'\\)"):
+        parse_serving_jsonl('{"completed": 1, "duration": 1.0}\n{"completed": 2}\n')
+    with pytest.raises(BenchOutputError, match="JSONL line 1"):
+        parse_serving_jsonl('{"completed": "two", "duration": 1.0}\n')
+    with pytest.raises(BenchOutputError, match="JSONL line 1"):
+        parse_serving_jsonl("[1, 2]\n")
 
 
 def test_serving_block_without_tpot_among_log_lines() -> None:

@@ -298,3 +298,23 @@ def test_profile_note_points_at_traces_or_says_there_are_none() -> None:
     assert note == "1 profiler trace(s) in node1:/var/lib/xpufleet/runs/r/bench/0"
     none = profile_note(["result.jsonl"], node="node1", workdir="/w")
     assert none == "--profile: no profiler trace was written in node1:/w"
+
+
+def test_serving_row_takes_the_jsonl_records_full_precision_numbers() -> None:
+    from xpufleet.bench.parsers import parse_serving_jsonl
+
+    config = BenchConfig("bs2-in64-out8-tp8", 2, 64, 8, tp=8)
+    block = parse_serving(fixture("13d"))
+    (record,) = parse_serving_jsonl(fixture("13e"))
+    row = row_from_serving(config, block, node="node1", record=record)
+    assert row.status == "ok"
+    assert row.metrics["median_e2e_latency"] == record["median_e2e_latency_ms"]
+    assert row.metrics["p99_itl"] == record["p99_itl_ms"]
+    assert row.metrics["duration"] == record["duration"]
+    # not in the record: (input + output tokens) / duration, which the block rounds
+    assert round(row.metrics["total_throughput"], 2) == block.total_throughput == 37.63
+    # a record of another run (other count) is not mixed in: the block's numbers stay
+    other = dict(record, completed=5, median_e2e_latency_ms=1.0)
+    kept = row_from_serving(config, block, node="node1", record=other)
+    assert kept.metrics["median_e2e_latency"] == 2904.07
+    assert row_from_serving(config, block, node="node1").metrics["duration"] == 3.83

@@ -29,14 +29,66 @@ def statuses(raw: dict | None = None, **variables: object) -> dict[str, Result]:
 
 
 def not_passing(raw: dict | None = None, **variables: object) -> dict[str, str]:
-    return {i: r.status for i, r in statuses(raw, **variables).items() if r.status != "pass"}
+    """Checks that do not pass, less the skip of Ray on an SGLang inventory (every node
+    has it; test_healthy_node_passes_every_check and the vLLM tests look at it)."""
+    found = {i: r.status for i, r in statuses(raw, **variables).items() if r.status != "pass"}
+    if variables.get("engine", "sglang") != "vllm" and found.get("ray.version") == "skip":
+        del found["ray.version"]
+    return found
 
 
 def test_healthy_node_passes_every_check() -> None:
     results = run_node_checks(facts(), expect())
     assert len(results) == len(node_checks())
-    assert [r for r in results if r.status != "pass"] == []
+    # Ray is vLLM's alone: an SGLang inventory skips it
+    assert [(r.id, r.status) for r in results if r.status != "pass"] == [("ray.version", "skip")]
     assert all(r.runbook is None for r in results)  # links only on warn/fail
+
+
+def with_ray(version: str | None) -> dict:
+    raw = healthy_raw()
+    if version is not None:
+        raw["env"]["result"]["packages"]["ray"] = version
+    return raw
+
+
+def test_vllm_engine_needs_ray_of_the_forks_requirement_and_vllm() -> None:
+    healthy = run_node_checks(facts(with_ray("2.60.0")), expect(engine="vllm"))
+    assert [r for r in healthy if r.status != "pass"] == []
+    ray = {r.id: r for r in healthy}["ray.version"]
+    assert ray.message == (
+        "found ray 2.60.0, expected ray>=2.9 in /opt/xpufleet/venv (engine vllm)"
+    )
+    assert not_passing(with_ray(None), engine="vllm") == {"ray.version": "fail"}
+    old = statuses(with_ray("2.5.1"), engine="vllm")["ray.version"]
+    assert old.status == "fail" and old.message.startswith("found ray 2.5.1, expected ray>=2.9")
+    assert old.runbook == "docs/runbooks/doctor.md#rayversion"
+    pinned = not_passing(with_ray("2.60.0"), engine="vllm", ray_requirement="ray==2.61.0")
+    assert pinned == {"ray.version": "fail"}
+    # vLLM is required with engine vllm even when `stack` leaves it out
+    raw = with_ray("2.60.0")
+    del raw["env"]["result"]["packages"]["vllm"]
+    found = not_passing(raw, engine="vllm", stack=["torch", "triton", "sglang"])
+    assert found == {"vllm.version": "fail"}
+    assert not_passing(raw, stack=["torch", "triton", "sglang"]) == {"vllm.version": "skip"}
+
+
+def test_vllm_engine_wants_vllms_and_rays_fixed_ports_free() -> None:
+    assert expect().ports == (29500, 30000)
+    assert expect(engine="vllm").ports == (6379, 8000, 8265, 10001, 52365)
+    assert expect(engine="vllm", ray_port=6380, ray_ports=[], vllm_port=8001).ports == (
+        6380,
+        8001,
+    )
+    holder = {"pid": 99, "comm": "gcs_server", "cmdline": "gcs_server --gcs_server_port=6379"}
+    holder.update(same_ns=True, path="")
+    gcs = {"addr": "10.0.0.1", "port": 6379, "inode": "7", "pids": [holder]}
+    stale = statuses(patched(**{"busy.listen": [gcs]}), engine="vllm")["proc.ports"]
+    assert stale.status == "fail"
+    assert "10.0.0.1:6379 held by pid 99 (gcs_server --gcs_server_port=6379)" in stale.message
+    assert "expected ports 6379, 8000, 8265, 10001, 52365 free" in stale.message
+    # an SGLang inventory does not care about a Ray on 6379
+    assert statuses(patched(**{"busy.listen": [gcs]}))["proc.ports"].status == "pass"
 
 
 def test_every_result_says_what_was_found_and_expected() -> None:
@@ -351,7 +403,8 @@ def test_one_broken_fact_does_not_stop_the_other_checks() -> None:
     assert len(crashed) == 1 and crashed[0].id == "torch.xpu"
     assert "check_torch_xpu crashed" in crashed[0].message
     assert crashed[0].runbook == "docs/runbooks/doctor.md#torchxpu"
-    assert sum(r.status == "pass" for r in results) == len(node_checks()) - 1
+    # all the others pass (Ray skips: an SGLang inventory)
+    assert sum(r.status == "pass" for r in results) == len(node_checks()) - 2
 
 
 def test_a_crashing_check_is_reported_under_its_own_id() -> None:

@@ -61,3 +61,57 @@ def test_local_source_recipe_and_deterministic_tarball() -> None:
     assert recipe.name == "xpufleet_hello" and recipe.local == HELLO
     assert "/lab/py -m pip wheel --no-deps" in recipe.script
     assert source_tarball(HELLO) == source_tarball(HELLO)
+
+
+FORK = Path(__file__).resolve().parents[1] / "fixtures" / "vllm_fork"
+
+
+def test_vllm_recipe_keeps_the_forks_requirements_ray_included(tmp_path: Path) -> None:
+    """The recipe's own requirement filter, run on the fork's real files: Ray stays (the
+    lock resolves it), the pins of another stack (torch 2.5 and IPEX by URL, oneccl_bind_pt,
+    triton-xpu) go, and `-r` includes are not requirements."""
+    import subprocess
+
+    lines = recipes()["vllm"].splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("cat requirements-common.txt"))
+    pipeline = "\n".join(lines[start : start + 3])  # cat ... \ | grep -v ... \ > requires.txt
+    assert pipeline.endswith('> "$WORK/requires.txt"')
+    for name in ("requirements-common.txt", "requirements-xpu.txt"):
+        (tmp_path / name).write_text((FORK / name).read_text())
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", pipeline],
+        cwd=tmp_path,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "WORK": str(tmp_path)},
+    )
+    kept = [ln.strip() for ln in (tmp_path / "requires.txt").read_text().splitlines()]
+    assert (
+        "ray >= 2.9" in kept
+        and "transformers >= 4.48.2  # Required for Bamba model and Transformers backend." in kept
+    )
+    assert not [
+        ln
+        for ln in kept
+        if ln.startswith(("torch", "intel-extension", "oneccl", "triton-xpu", "-r"))
+    ]
+
+
+def test_engine_vllm_puts_ray_in_the_lock_and_needs_the_vllm_wheel() -> None:
+    from xpufleet.build import engine_problem, engine_requirements, lock_host_vars
+
+    pins = ["setuptools==75.6.0"]
+    assert engine_requirements(pins, "sglang", "ray>=2.9") == pins
+    assert engine_requirements(pins, "vllm", "ray>=2.9") == [*pins, "ray>=2.9"]
+    # a pin the operator already gives wins
+    assert engine_requirements(["ray==2.60.0"], "vllm", "ray>=2.9") == ["ray==2.60.0"]
+    with pytest.raises(InputError, match="not a pip requirement") as info:
+        engine_requirements(pins, "vllm", "ray >= = 2")
+    assert info.value.key == "ray_requirement"
+    host = Host("build1", "10.0.0.1", vars={"engine": "vllm", "ray_requirement": "ray==2.60.0"})
+    v = lock_host_vars(host)
+    assert v["engine"] == "vllm" and v["pip_packages"][-1] == "ray==2.60.0"
+    assert "ray==2.60.0" not in lock_host_vars(Host("b", "10.0.0.1"))["pip_packages"]
+    assert engine_problem(["torch", "vllm", "sglang"], "vllm") is None
+    assert engine_problem(["sglang"], "sglang") is None
+    problem = engine_problem(["torch", "sglang"], "vllm")
+    assert problem is not None and "no vllm wheel" in problem

@@ -39,6 +39,8 @@ class Expect:
     #: where ranks rendezvous: node 0's rendezvous_address or its inventory address
     rendezvous_address: str | None = None
     python_imports: tuple[str, ...] = ()
+    engine: str = "sglang"
+    ray_requirement: str = "ray>=2.9"
 
     @classmethod
     def from_host(cls, host: Host, node0: Host | None = None) -> Expect:
@@ -57,11 +59,11 @@ class Expect:
             conda_packages=tuple(str(p) for p in var(host, "conda_packages")),
             python_env=str(var(host, "python_env")),
             venv=str(var(host, "venv")),
-            stack=tuple(str(c) for c in var(host, "stack")),
+            stack=stack_of(host),
             min_free_disk_gb=float(var(host, "min_free_disk_gb")),
             min_free_mem_gb=float(var(host, "min_free_mem_gb")),
             max_clock_offset_s=float(var(host, "max_clock_offset_s")),
-            ports=tuple(sorted({int(var(host, "sglang_port")), int(var(host, "rendezvous_port"))})),
+            ports=ports_of(host),
             tile_memory_gb=float(var(host, "tile_memory_gb")),
             node0=node0.name if node0 else None,
             ccl_ze_ipc_exchange=str(var(host, "ccl_ze_ipc_exchange")),
@@ -70,6 +72,8 @@ class Expect:
                 str(var(node0, "rendezvous_address") or node0.address) if node0 else None
             ),
             python_imports=tuple(str(m) for m in var(host, "python_imports") or ()),
+            engine=str(var(host, "engine")),
+            ray_requirement=str(var(host, "ray_requirement")),
         )
 
     @property
@@ -84,3 +88,23 @@ class Expect:
     @property
     def tiles_per_card(self) -> int:
         return max(1, self.tiles // max(1, self.cards))
+
+
+def stack_of(host: Host) -> tuple[str, ...]:
+    """The components doctor requires: `stack`, plus vLLM when it is the engine."""
+    stack = tuple(str(c) for c in var(host, "stack"))
+    if var(host, "engine") == "vllm" and "vllm" not in stack:
+        stack += ("vllm",)
+    return stack
+
+
+def ports_of(host: Host) -> tuple[int, ...]:
+    """Ports a leftover process must not hold: SGLang's HTTP and rendezvous ports, or
+    with engine vllm vLLM's HTTP port and Ray's fixed ones (GCS `ray_port` and
+    `ray_ports`: a stale Ray there makes `ray start` fail or join the wrong cluster;
+    vLLM's workers meet through Ray, not on `rendezvous_port`)."""
+    ports = {int(var(host, "sglang_port")), int(var(host, "rendezvous_port"))}
+    if var(host, "engine") == "vllm":
+        ports = {int(var(host, "vllm_port")), int(var(host, "ray_port"))}
+        ports |= {int(p) for p in var(host, "ray_ports") or ()}
+    return tuple(sorted(ports))

@@ -60,7 +60,7 @@ def _counts_here(address: str, own: set[str], same_ns: list[bool]) -> bool:
     return False
 
 
-@node_check("proc.ports", "leftover processes on the SGLang/rendezvous ports")
+@node_check("proc.ports", "leftover processes on the serving, rendezvous and (vLLM) Ray ports")
 def check_ports(facts: NodeFacts, expect: Expect) -> Verdict:
     busy = facts.busy
     ports = ", ".join(str(p) for p in expect.ports)

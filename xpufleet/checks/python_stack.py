@@ -1,5 +1,6 @@
 """Python stack area: python, the pinned packages, torch (version, XPU, xccl), Triton's
-Intel backend, vLLM, SGLang, and the modules launch imports, read in launch's env."""
+Intel backend, vLLM (and Ray with engine vllm), SGLang, and the modules launch imports,
+read in launch's env."""
 
 from __future__ import annotations
 
@@ -200,6 +201,28 @@ def check_triton(facts: NodeFacts, expect: Expect) -> Verdict:
 @node_check("vllm.version", "vLLM installed")
 def check_vllm(facts: NodeFacts, expect: Expect) -> Verdict:
     return _installed(facts, expect, ("vllm",), "vLLM", "vllm")
+
+
+@node_check("ray.version", "Ray installed for vLLM's executor (engine vllm)")
+def check_ray(facts: NodeFacts, expect: Expect) -> Verdict:
+    """Ray in the env when vLLM serves: the fork forces its Ray executor on XPU
+    (vllm/platforms/xpu.py) and lists `ray >= 2.9` in requirements-xpu.txt."""
+    if expect.engine != "vllm":
+        return verdict(
+            SKIP,
+            f"engine is {expect.engine}: Ray expected only with engine vllm (vLLM's executor)",
+        )
+    missing_env = _env_missing(facts)
+    if missing_env:
+        return missing_env
+    wanted = f"expected {expect.ray_requirement} in {expect.venv} (engine vllm)"
+    found = facts.env.version_of("ray")
+    if found is None:
+        return verdict(FAIL, f"found no ray, {wanted}")
+    name = parse_requirement(expect.ray_requirement, where="ray_requirement").name
+    if unsatisfied([expect.ray_requirement], {name: found[1]}):
+        return verdict(FAIL, f"found ray {found[1]}, {wanted}", version=found[1])
+    return verdict(PASS, f"found ray {found[1]}, {wanted}", version=found[1])
 
 
 @node_check("sglang.version", "SGLang installed")
