@@ -193,13 +193,6 @@ VARIABLES: dict[str, Variable] = {
             "port of the launch supervisors' fail-fast heartbeat on node 0",
         ),
         _v(
-            "engine",
-            str,
-            "sglang",
-            "serving engine launch starts and bench measures",
-            ("sglang", "vllm"),
-        ),
-        _v(
             "bench_python",
             str,
             None,
@@ -212,6 +205,7 @@ VARIABLES: dict[str, Variable] = {
         _v("dist_backend", str, "xccl", "collective backend of the preflight", ("xccl", "gloo")),
         _v("mem_fraction_static", (int, float), None, "SGLang --mem-fraction-static"),
         _v("sglang_extra_args", list, [], "extra arguments appended to sglang.launch_server"),
+        _v("engine", str, "sglang", "serving engine of `invoke launch`", ("sglang", "vllm")),
         _v("ray_port", int, 6379, "Ray head's GCS port on node 0 (vLLM on Ray)"),
         _v(
             "ray_ports",
@@ -228,6 +222,8 @@ VARIABLES: dict[str, Variable] = {
             "the Ray the closed environment holds when engine is vllm (the vLLM fork's "
             "requirements-xpu.txt); the lock resolves it, doctor checks it",
         ),
+        _v("vllm_port", int, 8000, "vLLM's OpenAI server port on node 0"),
+        _v("vllm_host", str, "0.0.0.0", "address vLLM's OpenAI server binds on node 0"),
         _v("vllm_extra_args", list, [], "extra arguments appended to vLLM's OpenAI server"),
         _v("ready_timeout", (int, float), 1800, "seconds to wait for /health_generate after start"),
         _v("preflight_timeout", (int, float), 60, "hard timeout of the preflight collective"),

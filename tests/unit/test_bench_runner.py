@@ -170,10 +170,15 @@ for flag in ("--backend", "--dataset-name", "--dataset-path", "--random-input-le
     p.add_argument(flag)
 p.add_argument("--disable-tqdm", action="store_true")
 a = p.parse_args()
-assert a.dataset_name == "random" and a.backend == "sglang", a
+assert a.dataset_name == "random" and a.backend in ("sglang", "vllm"), a
 assert len(json.load(open(a.dataset_path))) == int(a.num_prompts), a  # staged, no download
-print("Namespace(...)")
-print(pathlib.Path(sys.argv[0]).with_name("block.txt").read_text())
+print(f"Namespace(backend={a.backend!r})")
+here = pathlib.Path(sys.argv[0])
+print(here.with_name("block.txt").read_text())
+record = here.with_name("record.jsonl")
+if record.exists():  # the real tool appends its record to --output-file
+    with open(a.output_file, "a") as fh:
+        fh.write(record.read_text())
 """
 
 
@@ -243,3 +248,46 @@ def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> Non
     assert row.status == "failed"
     assert f"no SGLang server answers on node1:{port}" in row.message
     assert "invoke launch --tp 16" in row.message
+
+
+def test_serving_against_vllm_asks_v1_models_and_keeps_the_jsonl_record(tmp_path: Path) -> None:
+    """engine vllm: the server must list a model, the client runs `--backend vllm`
+    against `vllm_port`, and the row takes the record the tool appended (13e)."""
+    host, pythonpath = make_node(tmp_path)
+    (pythonpath / "sglang" / "bench_serving.py").write_text(FAKE_SERVING)
+    block = next(p for p in FIXTURES.glob("13d_*") if not p.name.endswith(".source.txt"))
+    (pythonpath / "sglang" / "block.txt").write_text(block.read_text())
+    record = next(p for p in FIXTURES.glob("13e_*") if not p.name.endswith(".source.txt"))
+    (pythonpath / "sglang" / "record.jsonl").write_text(record.read_text())
+    configs = select_configs(batch_sizes=[2], input_lens=[64], output_lens=[8], tps=[1])
+    plan = plan_bench(configs, tiles_per_node=8, nodes=["node1"], model_path="/m", engine="vllm")
+
+    class Models(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
+            self.send_response(200 if self.path == "/v1/models" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Models)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        node = Host(host.name, host.address, vars={**host.vars, "vllm_port": port})
+        (row,), _, _ = execute_plan(
+            LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
+            plan,
+            run_id="v1",
+            logs_dir=tmp_path / "logs",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (row.kind, row.status) == ("serving", "ok"), row.message
+    assert "Namespace(backend='vllm')" in (tmp_path / "logs" / "00-serving.stdout").read_text()
+    saved = json.loads((tmp_path / "logs" / "00-serving.jsonl").read_text())
+    assert row.metrics["median_e2e_latency"] == saved["median_e2e_latency_ms"] != 2904.07

@@ -372,8 +372,7 @@ def _run_serving(
 ) -> BenchRow:
     host = session.host
     config = invocation.configs[0]
-    port = int(var(host, "sglang_port"))
-    address = serving_address(host)
+    port, address = serving_port(host, engine), serving_address(host, engine)
     info = server_info(
         session, venv_python(var(host, "venv")), address, port, SERVER_INFO_PATHS[engine]
     )
@@ -410,10 +409,18 @@ def _run_serving(
     return row_from_serving(config, block, node=host.name, record=records[-1] if records else None)
 
 
-def serving_address(host: Host) -> str:
+#: the engine's HTTP server on node 0: (port variable, bind address variable)
+SERVER_VARS = {"sglang": ("sglang_port", "sglang_host"), "vllm": ("vllm_port", "vllm_host")}
+
+
+def serving_port(host: Host, engine: str = "sglang") -> int:
+    return int(var(host, SERVER_VARS[engine][0]))
+
+
+def serving_address(host: Host, engine: str = "sglang") -> str:
     """Where node 0 itself reaches its server: the bind address, or loopback when the
     server binds every address."""
-    bind = str(var(host, "sglang_host") or "")
+    bind = str(var(host, SERVER_VARS[engine][1]) or "")
     return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
 
 
