@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -67,3 +69,54 @@ class Settings:
         """A configured path: ~ expanded, relative to the project root."""
         p = Path(value).expanduser()
         return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+#: the lab's settings an environment variable overrides (tests and parallel developers
+#: each run their own lab): LabSettings field -> variable
+LAB_ENV = {
+    "dir": "XPUFLEET_LAB_DIR",
+    "net": "XPUFLEET_LAB_NET",
+    "port": "XPUFLEET_LAB_PORT",
+    "pybase": "XPUFLEET_LAB_PYBASE",
+    "vllm": "XPUFLEET_LAB_VLLM",
+    "sglang": "XPUFLEET_LAB_SGLANG",
+    "keep": "XPUFLEET_LAB_KEEP",
+}
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """Which lab and where its once-per-machine environments live; read in one place.
+
+    Lowest first: these defaults < the `lab_dir` setting (invoke.yaml or a flag) <
+    XPUFLEET_LAB_* in the environment (LAB_ENV)."""
+
+    dir: str = ".lab"
+    #: address prefix 127.X.Y: node i is 127.X.Y.i
+    net: str = "127.0.1"
+    port: int = 22022
+    #: the lab's base Python env (CPU torch + the torch simulation), once per machine
+    pybase: str = "/var/cache/xpufleet-lab/pybase"
+    #: the lab's vLLM-on-CPU env
+    vllm: str = "/var/cache/xpufleet-lab/vllm"
+    #: the real sglang 0.4.3.post2 env (its ServerArgs parser)
+    sglang: str = "/var/cache/xpufleet-lab/sglang-0.4.3.post2"
+    #: tests leave the session lab running ("1")
+    keep: bool = False
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, lab_dir: str | None = None
+    ) -> LabSettings:
+        """The defaults, `lab_dir` (the setting) over them, the environment over both."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {"dir": lab_dir} if lab_dir else {}
+        for name, variable in LAB_ENV.items():
+            if env.get(variable):
+                values[name] = env[variable]
+        port = str(values.get("port", cls.port))
+        if not port.isdigit():
+            raise InputError(f"not a port: {port!r}", key=LAB_ENV["port"])
+        values["port"] = int(port)
+        values["keep"] = str(values.get("keep", "")) == "1"
+        return cls(**values)

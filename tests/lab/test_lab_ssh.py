@@ -23,7 +23,7 @@ from xpufleet.errors import (
 from xpufleet.executor import SessionPool
 from xpufleet.host import Host
 from xpufleet.lab import Lab
-from xpufleet.lab.cluster import ed25519_keypair
+from xpufleet.lab.sshd import ed25519_keypair
 from xpufleet.transport import Session, known_hosts_name
 
 pytestmark = pytest.mark.lab

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from xpufleet.errors import EXIT_BAD_INPUT
+from xpufleet.lab.faults import FAULTS
 from xpufleet.lab.profile import (
     DEFAULT_PROFILE,
-    FAULTS,
     PROFILES_DIR,
     Fault,
     LabProfileError,

@@ -4,8 +4,10 @@
 profiles; `sim/` holds what a node simulates. See docs/design.md ("The lab").
 """
 
-from .cluster import Lab, LabStatus, NodeStatus, pid_alive
-from .profile import FAULTS, LabError, LabProfileError, NodeSpec, Profile, load_profile
+from .cluster import Lab, LabStatus, NodeStatus
+from .faults import FAULTS
+from .processes import pid_alive
+from .profile import LabError, LabProfileError, NodeSpec, Profile, load_profile
 
 __all__ = [
     "FAULTS",

@@ -26,7 +26,6 @@ import pwd
 import secrets
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -152,7 +151,7 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
 
 def _node_homes(lab: Lab, acc: Accounts, public_key: str) -> None:
     """Each running node gets its own home for each account (bind-mounted in the node)."""
-    state = lab._read_state()
+    state = lab.read_state()
     for key, entry in state.get("nodes", {}).items():
         holder = entry.get("holder")
         if not holder:
@@ -189,9 +188,9 @@ def bastion_address(lab: Lab) -> str:
 
 def _bastion_pid(lab: Lab) -> int | None:
     """The bastion sshd's pid, if it runs with this lab's config."""
-    from .cluster import _read_pid, pid_alive
+    from .processes import pid_alive, read_pid
 
-    pid = _read_pid(bastion_dir(lab) / "sshd.pid")
+    pid = read_pid(bastion_dir(lab) / "sshd.pid")
     if not pid or not pid_alive(pid):
         return None
     try:
@@ -202,17 +201,15 @@ def _bastion_pid(lab: Lab) -> int | None:
 
 
 def _start_bastion(lab: Lab, acc: Accounts) -> None:
-    from .cluster import SSHD, START_TIMEOUT, _port_open, _read_pid, ed25519_keypair
+    from .processes import START_TIMEOUT, port_open, read_pid, wait_for
     from .sim import generate
+    from .sshd import SSHD, write_keypair  # sshd.py imports this module
 
     where = bastion_dir(lab)
     where.mkdir(parents=True, exist_ok=True)
     key = where / "ssh_host_ed25519_key"
     if not key.exists():
-        private, public = ed25519_keypair()
-        key.write_bytes(private)
-        key.chmod(0o600)
-        Path(f"{key}.pub").write_text(f"{public} bastion\n")
+        write_keypair(key, "bastion")
     config = generate.sshd_config(
         address=bastion_address(lab),
         port=lab.port,
@@ -228,11 +225,14 @@ def _start_bastion(lab: Lab, acc: Accounts) -> None:
         return
     (where / "sshd.pid").unlink(missing_ok=True)
     _run(SSHD, "-f", str(where / "sshd_config"), "-E", str(where / "sshd.log"))
-    deadline = time.monotonic() + START_TIMEOUT
-    while _read_pid(where / "sshd.pid") is None or not _port_open(bastion_address(lab), lab.port):
-        if time.monotonic() > deadline:
-            raise LabError("the bastion's sshd did not come up")
-        time.sleep(0.05)
+
+    def answering() -> bool:
+        return read_pid(where / "sshd.pid") is not None and port_open(
+            bastion_address(lab), lab.port
+        )
+
+    if not wait_for(answering, START_TIMEOUT):
+        raise LabError("the bastion's sshd did not come up")
 
 
 def up(lab: Lab) -> Accounts:
@@ -251,7 +251,9 @@ def up(lab: Lab) -> Accounts:
     rule = _rule(lab, gid)
     if _run("iptables", "-w", "10", "-C", *rule, check=False).returncode != 0:
         _run("iptables", "-w", "10", "-A", *rule)
-    lab._write_known_hosts(len(lab._read_state().get("nodes", {})))
+    from .sshd import write_known_hosts
+
+    write_known_hosts(lab, len(lab.read_state().get("nodes", {})))
     (lab.dir / "inventory-bastion.yaml").write_text(
         f"# The lab's nodes through its bastion as {acc.ops} (sudo with the password in\n"
         f"# {password_file(lab)}). Written by lab.up --bastion / Lab.bastion_up.\n"

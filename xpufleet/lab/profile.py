@@ -124,20 +124,6 @@ ONEAPI_RELEASES: dict[str, dict[str, str]] = {
     },
 }
 
-#: fault name -> (default parameter, what the parameter means)
-FAULTS: dict[str, tuple[Any, str]] = {
-    "no_driver": (None, "no GPU kernel driver: no drm cards, no /sys/module/<driver>"),
-    "old_oneapi": ("2023.2", "oneAPI release installed instead of the profile's"),
-    "missing_xpu_smi": (None, "xpu-smi is not on the node's PATH"),
-    "torch_no_xccl": (None, "torch.distributed.is_xccl_available() is False"),
-    "full_disk": ("1M", "size of the full tmpfs mounted over /models"),
-    "clock_skew": (300, "seconds the node's clock is ahead (negative: behind)"),
-    "blocked_port": (29500, "TCP port dropped by iptables on the node's address"),
-    "dead_node": (None, "sshd and every process of the node stopped"),
-    "model_missing_shard": (2, "this shard of the lab model is missing on the node"),
-    "model_short_shard": (2, "this shard of the lab model is truncated to half its size"),
-    "model_other_shard": (2, "this shard is another revision: same size, other bytes"),
-}
 
 _DRIVERS = ("i915", "xe")
 _HIERARCHIES = ("FLAT", "COMPOSITE")
@@ -266,6 +252,8 @@ class _Parser:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, key, "expected a list of faults")
         faults: list[Fault] = []
+        from .faults import FAULTS  # the faults' handlers import the lab's machinery
+
         for item in node.value:
             if isinstance(item, yaml.ScalarNode):
                 name, param_node = str(item.value), None
@@ -283,7 +271,9 @@ class _Parser:
         return tuple(faults)
 
     def fault_param(self, name: str, node: yaml.Node | None, key: str) -> Any:
-        default = FAULTS[name][0]
+        from .faults import FAULTS
+
+        default = FAULTS[name].default
         if node is None:
             return default
         where = f"{key}.{name}"

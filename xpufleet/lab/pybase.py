@@ -15,7 +15,6 @@ nothing on a machine without /opt/intel/.lab/torch.json.
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,10 +22,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import LabSettings
 from .profile import LabError
 from .sim.generate import SIM_MODULE, SIM_MODULE_NAME, Tree, file, write_tree
 
-DEFAULT_ROOT = Path("/var/cache/xpufleet-lab/pybase")
+DEFAULT_ROOT = Path(LabSettings.pybase)
 SYSTEM_PYTHON = "/usr/bin/python3"
 #: what the base environment holds (numpy too: torch warns on every import without it;
 #: setproctitle: the fork's scheduler titles its processes with it, so does the stand-in)
@@ -52,7 +52,7 @@ class BaseEnv:
 
 
 def base_root() -> Path:
-    return Path(os.environ.get("XPUFLEET_LAB_PYBASE") or DEFAULT_ROOT)
+    return Path(LabSettings.from_env().pybase)
 
 
 @contextmanager

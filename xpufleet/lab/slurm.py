@@ -393,7 +393,7 @@ class LabSlurm:
         return self._stop(self.daemons())
 
     def _stop(self, daemons: dict[int, str]) -> int:
-        from .cluster import pid_alive  # cluster imports this module
+        from .processes import pid_alive
 
         victims = set(daemons) | set(self._steps(daemons))
         killed: set[int] = set()

@@ -19,9 +19,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..config import LabSettings
 from .pybase import _locked, _run, ensure_base_env
 
-DEFAULT_ROOT = Path("/var/cache/xpufleet-lab/sglang-0.4.3.post2")
+DEFAULT_ROOT = Path(LabSettings.sglang)
 SYSTEM_PYTHON = "/usr/bin/python3"
 SGLANG = "sglang==0.4.3.post2"
 #: what `import sglang.srt.server_args` needs besides torch and numpy (REFERENCE §9)
@@ -42,7 +43,7 @@ MARKER = ".xpufleet-sglang-complete"
 
 
 def sglang_root() -> Path:
-    return Path(os.environ.get("XPUFLEET_LAB_SGLANG") or DEFAULT_ROOT)
+    return Path(LabSettings.from_env().sglang)
 
 
 def python_path(root: Path | None = None) -> Path:

