@@ -28,6 +28,23 @@ from ..errors import EXIT_BAD_INPUT
 TYPE_WORDS: dict[type, str] = {int: "a whole number (int)", float: "a number (float)"}
 
 
+def made_like(
+    base: type,
+    obj: Any,
+    *,
+    attributes: dict[str, str] | None = None,
+    skip: tuple[str, ...] = (),
+    **given: Any,
+) -> dict[str, Any]:
+    """The keyword arguments that make another `base` like `obj` (to rebuild invoke's
+    objects as our subclasses): each parameter of `base.__init__` read from `obj`'s
+    attribute of that name (or the one `attributes` maps it to), `given` ones as given."""
+    names = [n for n in inspect.signature(base.__init__).parameters if n != "self"]
+    renamed = attributes or {}
+    copied = {n: getattr(obj, renamed.get(n, n)) for n in names if n not in skip}
+    return {**copied, **given}
+
+
 class TypedArgument(Argument):
     """A flag whose value must convert to `expects`; else exit 2 naming flag and type."""
 
@@ -37,17 +54,8 @@ class TypedArgument(Argument):
 
     @classmethod
     def of(cls, arg: Argument, expects: type) -> TypedArgument:
-        return cls(
-            expects=expects,
-            names=arg.names,
-            kind=int if expects is int else arg.kind,  # help shows --tp=INT
-            default=arg.default,
-            help=arg.help,
-            positional=arg.positional,
-            optional=arg.optional,
-            incrementable=arg.incrementable,
-            attr_name=arg.attr_name,
-        )
+        kind = int if expects is int else arg.kind  # help shows --tp=INT
+        return cls(expects=expects, **made_like(Argument, arg, skip=("name",), kind=kind))
 
     def set_value(self, value: Any, cast: bool = True) -> None:
         if not cast or not isinstance(value, str):
@@ -91,21 +99,7 @@ class Task(invoke.Task):
 
     @classmethod
     def of(cls, task: invoke.Task) -> Task:
-        return cls(
-            task.body,
-            name=task.name,
-            aliases=task.aliases,
-            positional=task.positional,
-            optional=task.optional,
-            default=task.is_default,
-            auto_shortflags=task.auto_shortflags,
-            help=task.help,
-            pre=task.pre,
-            post=task.post,
-            autoprint=task.autoprint,
-            iterable=task.iterable,
-            incrementable=task.incrementable,
-        )
+        return cls(**made_like(invoke.Task, task, attributes={"default": "is_default"}))
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
         hints = typing.get_type_hints(inspect.unwrap(self.body))
