@@ -21,6 +21,17 @@ class XpufleetError(Exception):
     #: a task's runbook file + this anchor is the link its report prints
     anchor: str | None = None
 
+    def __init_subclass__(
+        cls, *, kind: str | None = None, anchor: str | None = None, **rest: object
+    ) -> None:
+        """`class PipFailed(CommandFailed, kind="pip", anchor="pip-conflicts")`: a kind of
+        failure is declared in its class line; unset ones are inherited."""
+        super().__init_subclass__(**rest)
+        if kind is not None:
+            cls.kind = kind  # type: ignore[attr-defined]
+        if anchor is not None:
+            cls.anchor = anchor
+
 
 class InputError(XpufleetError):
     """Bad input (inventory, flags, profile, plan): refused before any host is touched."""
@@ -72,61 +83,52 @@ class HostError(XpufleetError):
         super().__init__(f"{host}: {message}")
 
 
-class UnreachableError(HostError):
+class UnreachableError(HostError, kind="unreachable"):
     """The host could not be reached or authenticated; exit code 3 if nothing else failed."""
 
     exit_code = EXIT_UNREACHABLE
-    kind = "unreachable"
 
 
-class NameNotResolved(UnreachableError):
-    kind = "dns"
+class NameNotResolved(UnreachableError, kind="dns"):
+    """The host's name does not resolve."""
 
 
-class ConnectionRefused(UnreachableError):
-    kind = "refused"
+class ConnectionRefused(UnreachableError, kind="refused"):
+    """Nothing listens on the host's SSH port."""
 
 
-class ConnectTimeout(UnreachableError):
-    kind = "timeout"
+class ConnectTimeout(UnreachableError, kind="timeout"):
+    """The host did not answer within connect_timeout."""
 
 
-class AuthenticationFailed(UnreachableError):
-    kind = "auth"
+class AuthenticationFailed(UnreachableError, kind="auth"):
+    """The host refused our key or user."""
 
 
-class HostKeyUnknown(UnreachableError):
-    kind = "hostkey-unknown"
+class HostKeyUnknown(UnreachableError, kind="hostkey-unknown"):
+    """The host's key is not in known_hosts (run `invoke trust`)."""
 
 
-class HostKeyChanged(UnreachableError):
-    kind = "hostkey-changed"
+class HostKeyChanged(UnreachableError, kind="hostkey-changed"):
+    """The host's key differs from the one in known_hosts."""
 
 
-class ConnectionLost(HostError):
+class ConnectionLost(HostError, kind="lost", anchor="interrupted-transfer"):
     """The connection dropped while a command or transfer was running."""
 
-    kind = "lost"
-    anchor = "interrupted-transfer"
 
-
-class ProtocolError(HostError):
+class ProtocolError(HostError, kind="protocol"):
     """A node answered something xpufleet cannot read (not the JSON it asked for)."""
 
-    kind = "protocol"
 
-
-class Interrupted(HostError):
+class Interrupted(HostError, kind="interrupted"):
     """Ctrl-C reached this host's work: its command was abandoned, its channel closed."""
 
-    kind = "interrupted"
     exit_code = EXIT_INTERRUPTED
 
 
-class CommandFailed(HostError):
+class CommandFailed(HostError, kind="command"):
     """A remote command exited non-zero (or timed out)."""
-
-    kind = "command"
 
     def __init__(self, host: str, command: str, exit_status: int, stderr: str) -> None:
         self.command = command
@@ -142,43 +144,28 @@ class CommandFailed(HostError):
         return cls(exc.host, exc.command, exc.exit_status, exc.stderr)
 
 
-class CommandTimeout(CommandFailed):
-    kind = "command-timeout"
+class CommandTimeout(CommandFailed, kind="command-timeout"):
+    """A remote command ran past its timeout (and was ended)."""
 
 
-class PipFailed(CommandFailed):
+class PipFailed(CommandFailed, kind="pip", anchor="pip-conflicts"):
     """pip refused to install (conflicts, a pin no index offers)."""
 
-    kind = "pip"
-    anchor = "pip-conflicts"
 
-
-class TransferFailed(CommandFailed):
+class TransferFailed(CommandFailed, kind="transfer", anchor="interrupted-transfer"):
     """The node's receiver refused a file (disk full, short write): nothing kept."""
 
-    kind = "transfer"
-    anchor = "interrupted-transfer"
 
-
-class HashMismatch(TransferFailed):
+class HashMismatch(TransferFailed, kind="hash-mismatch", anchor="wheel-hash-mismatch"):
     """The bytes that arrived do not have the sha256 the manifest promises."""
 
-    kind = "hash-mismatch"
-    anchor = "wheel-hash-mismatch"
 
-
-class LockHeld(HostError):
+class LockHeld(HostError, kind="locked", anchor="lock-held"):
     """Another xpufleet run holds the node's lock."""
 
-    kind = "locked"
-    anchor = "lock-held"
 
-
-class BecomeFailed(HostError):
+class BecomeFailed(HostError, kind="become", anchor="sudo-needs-a-password"):
     """sudo would not run a privileged step (no password given, or a wrong one)."""
-
-    kind = "become"
-    anchor = "sudo-needs-a-password"
 
 
 def stderr_tail(text: str, lines: int = 5, limit: int = 600) -> str:
