@@ -46,7 +46,7 @@ def connect(host: Host, options: SSHOptions, cancelled: threading.Event | None =
     """The host's session over its connector (`connector` variable: ssh or slurm);
     `cancelled` ends an SSH session's running command (see Session)."""
     if var(host, "connector") == "slurm":
-        from .slurm import SlurmSession  # the Slurm connector offers Session's run/stream_to
+        from .slurm import SlurmSession  # a transport.Connector, as Session is
 
         return SlurmSession(host, options)  # type: ignore[return-value]
     return Session(host, options, cancelled)

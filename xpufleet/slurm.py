@@ -29,10 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from . import shell
 from .errors import CommandFailed, CommandTimeout, HostError, UnreachableError
 from .host import Host
-from .transport import CHUNK, CommandResult, JsonAnswers, SSHOptions
+from .transport import CHUNK, CommandResult, CommandRunner, SSHOptions
 from .variables import var
 
 COMMAND_VAR = "XPUFLEET_COMMAND"
@@ -198,8 +197,8 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-class SlurmSession(JsonAnswers):
-    """What the executor needs of a session (run, stream_to), as srun steps on one node."""
+class SlurmSession(CommandRunner):
+    """A `transport.Connector` whose commands are srun steps on one node."""
 
     def __init__(self, host: Host, options: SSHOptions) -> None:
         self.host = host
@@ -262,28 +261,21 @@ class SlurmSession(JsonAnswers):
             cancel=cancelled,
         )
 
-    def run(
+    def _execute(
         self,
         command: str,
-        *,
-        stdin: bytes | str | None = None,
-        env: Mapping[str, object] | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        stdout_to: Callable[[bytes], None] | None = None,
-    ) -> CommandResult:
-        """Run a shell command on the node as one srun step (same contract as Session.run)."""
-        full = shell.env_assignments(env or {}) + command
-        data = stdin.encode() if isinstance(stdin, str) else stdin
+        full: str,
+        stdin: bytes | None,
+        timeout: float | None,
+        stdout_to: Callable[[bytes], None] | None,
+    ) -> tuple[str, str, int]:
+        """One srun step; srun forwards stdin to the task."""
 
         def feed(write: Callable[[bytes], None]) -> None:
-            if data:
-                write(data)
+            if stdin:
+                write(stdin)
 
-        out, err, status = self._step(full, feed, timeout, stdout_to)
-        if check and status != 0:
-            raise CommandFailed(self.host.name, command, status, err or out)
-        return CommandResult(self.host.name, command, status, out, err)
+        return self._step(full, feed, timeout, stdout_to)
 
     def stream_to(
         self,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import paramiko
 from fabric import Config, Connection
@@ -140,6 +140,82 @@ class JsonAnswers:
             ) from None
 
 
+@runtime_checkable
+class Connector(Protocol):
+    """What tasks use of a host's connection, whichever way it reaches the node: over SSH
+    (`Session`) or as Slurm job steps (`slurm.SlurmSession`); `executor.connect` picks
+    one by the host's `connector` variable."""
+
+    host: Host
+    #: commands (channels, steps) started so far: tests and benchmarks count them
+    round_trips: int
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        stdout_to: Callable[[bytes], None] | None = None,
+    ) -> CommandResult: ...
+
+    def run_json(self, command: str, *, last_line: bool = False, **kwargs: Any) -> Any: ...
+
+    def stream_to(
+        self,
+        source: BinaryIO,
+        command: str,
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult: ...
+
+    def follow(
+        self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
+    ) -> None: ...
+
+
+class CommandRunner(JsonAnswers):
+    """`run` as every connector offers it (env quoted, stdin as bytes, CommandFailed on a
+    nonzero exit with `check`); a connector supplies `_execute`, which runs the command
+    once and raises CommandTimeout on a timeout."""
+
+    host: Host
+
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: bytes | str | None = None,
+        env: Mapping[str, object] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        stdout_to: Callable[[bytes], None] | None = None,
+    ) -> CommandResult:
+        """Run a shell command; env values are quoted; `stdout_to` takes stdout block by
+        block as it arrives (a fetched file never sits in memory; the result's stdout is
+        then empty)."""
+        full = shell.env_assignments(env or {}) + command
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        out, err, status = self._execute(command, full, data, timeout, stdout_to)
+        if check and status != 0:
+            raise CommandFailed(self.host.name, command, status, err or out)
+        return CommandResult(self.host.name, command, status, out, err)
+
+    def _execute(
+        self,
+        command: str,
+        full: str,
+        stdin: bytes | None,
+        timeout: float | None,
+        stdout_to: Callable[[bytes], None] | None,
+    ) -> tuple[str, str, int]:
+        """Run `full` (`command` with its env) once: (stdout, stderr, exit status)."""
+        raise NotImplementedError
+
+
 @contextlib.contextmanager
 def mapped(host: str, what: str) -> Iterator[None]:
     """Around every channel and command: what paramiko, sockets and EOF raise becomes
@@ -152,7 +228,7 @@ def mapped(host: str, what: str) -> Iterator[None]:
         raise ConnectionLost(host, f"{what}: {exc or type(exc).__name__}") from exc
 
 
-class Session(JsonAnswers):
+class Session(CommandRunner):
     """One open SSH connection to one host, reused for every command of a task.
 
     `cancelled` (the pool's Ctrl-C) ends a running command within one poll and keeps new
@@ -237,26 +313,18 @@ class Session(JsonAnswers):
         return transport
 
     # -- commands ---------------------------------------------------------
-    def run(
+    def _execute(
         self,
         command: str,
-        *,
-        stdin: bytes | str | None = None,
-        env: Mapping[str, object] | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        stdout_to: Callable[[bytes], None] | None = None,
-    ) -> CommandResult:
-        """Run a shell command; stdin is sent in large chunks; env values are quoted.
-
-        `stdout_to` takes stdout block by block as it arrives (a fetched file never sits in
-        memory); the result's stdout is then empty.
-        """
-        full = shell.env_assignments(env or {}) + command
-        data = stdin.encode() if isinstance(stdin, str) else stdin
+        full: str,
+        stdin: bytes | None,
+        timeout: float | None,
+        stdout_to: Callable[[bytes], None] | None,
+    ) -> tuple[str, str, int]:
+        """One channel; stdin is sent in large chunks (after sudo's password line)."""
         timeout = self.options.command_timeout if timeout is None else timeout
         full, secret = self._sudo(full)
-        data = secret + (data or b"") if secret else data
+        data = secret + (stdin or b"") if secret else stdin
 
         def send_stdin(channel: paramiko.Channel) -> None:
             if data:
@@ -271,10 +339,7 @@ class Session(JsonAnswers):
             raise CommandTimeout(self.host.name, command, -1, err + f"\ntimed out after {timeout}s")
         if secret is not None:
             self._check_sudo(status, err)
-        result = CommandResult(self.host.name, command, status, out, err)
-        if check and status != 0:
-            raise CommandFailed(self.host.name, command, status, err or out)
-        return result
+        return out, err, status
 
     def stream_to(
         self,
