@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from xpufleet.errors import InputError
-from xpufleet.nodestate import InstalledWheel, normalize, parse_node_state
+from xpufleet.nodestate import InstalledWheel, normalize, parse_node_state, render_node_state
 from xpufleet.provision.manifest import (
     Manifest,
     WheelEntry,
     load_manifest,
     parse_wheel_filename,
-    render_node_state,
 )
 
 SHA = "ab" * 32
@@ -103,3 +105,25 @@ def test_node_state_round_trip_and_garbage() -> None:
     assert parse_node_state("") == {}
     assert parse_node_state("{half") == {}
     assert parse_node_state('{"wheels": []}') == {}
+
+
+def test_the_node_records_a_wheel_with_the_writer_tested_here(tmp_path: Path) -> None:
+    """Provision's verify-and-record script (what the node runs after pip) writes
+    wheels.json through nodestate's writer: run it here on an installed distribution."""
+    from xpufleet.provision.wheels import _VERIFY_AND_RECORD_PY
+
+    state_file = tmp_path / "state" / "wheels.json"
+    state_file.parent.mkdir()
+    state_file.write_text(render_node_state({"old": InstalledWheel("old", "1", SHA)}))
+    version = importlib.metadata.version("pytest")
+    spec = {"name": "pytest", "key": "pytest", "module": "pytest", "version": version,
+            "sha256": SHA, "filename": "pytest.whl", "state_file": str(state_file)}  # fmt: skip
+    argv = [sys.executable, "-c", _VERIFY_AND_RECORD_PY, json.dumps(spec), "{}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"version": version, "features": []}
+    recorded = parse_node_state(state_file.read_text())
+    assert sorted(recorded) == ["old", "pytest"]
+    assert (recorded["pytest"].version, recorded["pytest"].sha256) == (version, SHA)
+    assert recorded["pytest"].python == sys.executable
+    assert state_file.read_text() == render_node_state(recorded)

@@ -6,8 +6,8 @@ import base64
 import hashlib
 import json
 
-from xpufleet.nodestate import InstalledWheel
-from xpufleet.provision.manifest import WheelEntry, render_node_state
+from xpufleet.nodestate import InstalledWheel, render_node_state
+from xpufleet.provision.manifest import WheelEntry
 from xpufleet.provision.steps import Command, Directory, File, Packages, unsatisfied
 from xpufleet.provision.wheels import Wheel
 

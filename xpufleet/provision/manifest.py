@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..nodestate import InstalledWheel, normalize
+from ..nodestate import normalize
 
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
@@ -311,15 +311,3 @@ def load_manifest(path: Path) -> Manifest:
         [str(r) for r in lock.get("requirements") or []],
         [str(c) for c in lock.get("constraints") or []],
     )
-
-
-# -- node side: <state_dir>/wheels.json ---------------------------------------------
-
-
-def render_node_state(installed: dict[str, InstalledWheel]) -> str:
-    wheels = {}
-    for key in sorted(installed):
-        item = asdict(installed[key])
-        item.pop("name")
-        wheels[key] = item
-    return json.dumps({"format": FORMAT, "wheels": wheels}, indent=2, sort_keys=True) + "\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import shell
 from ..errors import CommandFailed, PipFailed
-from ..nodestate import node_state_path, parse_node_state
+from ..nodestate import node_script, node_state_path, parse_node_state
 from ..results import CHANGED, FAILED, OK
 from .context import ApplyContext
 from .manifest import FEATURE_CHECKS, WheelEntry
@@ -37,9 +37,10 @@ _INSTALLED_PY = (
     "    print('none')\n"
 )
 
-#: runs on the node after pip: import, check version and features, then record
-_VERIFY_AND_RECORD_PY = """
-import importlib, importlib.metadata as m, json, os, sys, time
+#: runs on the node after pip: import, check version and features, then record (with
+#: nodestate.py's writer, sent ahead of it)
+_VERIFY_AND_RECORD_PY = node_script("""
+import importlib, importlib.metadata as m, json, sys, time
 spec = json.loads(sys.argv[1])
 checks = json.loads(sys.argv[2])
 try:
@@ -56,28 +57,12 @@ for feature, expr in checks.items():
         good = False
     if not good:
         sys.exit(f"{spec['name']} {version} lacks the build feature '{feature}' ({expr} is false)")
-path = spec["state_file"]
-try:
-    with open(path) as fh:
-        doc = json.load(fh)
-except (OSError, ValueError):
-    doc = {}
-if not isinstance(doc, dict) or not isinstance(doc.get("wheels"), dict):
-    doc = {"format": 1, "wheels": {}}
-doc["format"] = 1
-doc["wheels"][spec["key"]] = {
-    "version": version, "sha256": spec["sha256"], "filename": spec["filename"],
-    "python": sys.executable,
-    "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-}
-os.makedirs(os.path.dirname(path), exist_ok=True)
-tmp = path + ".tmp"
-with open(tmp, "w") as fh:
-    json.dump(doc, fh, indent=2, sort_keys=True)
-    fh.write("\\n")
-os.replace(tmp, path)
+record_installed(spec["state_file"], InstalledWheel(
+    spec["key"], version, spec["sha256"], spec["filename"], sys.executable,
+    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+))
 print(json.dumps({"version": version, "features": sorted(checks)}))
-"""
+""")
 
 
 @dataclass
