@@ -31,7 +31,7 @@ from typing import Any, BinaryIO
 
 from .errors import CommandFailed, CommandTimeout, HostError, UnreachableError
 from .host import Host
-from .transport import CHUNK, CommandResult, CommandRunner, SSHOptions
+from .transport import CHUNK, CommandResult, Connector, Prepared, SSHOptions
 from .variables import var
 
 COMMAND_VAR = "XPUFLEET_COMMAND"
@@ -197,7 +197,7 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-class SlurmSession(CommandRunner):
+class SlurmSession(Connector):
     """A `transport.Connector` whose commands are srun steps on one node."""
 
     def __init__(self, host: Host, options: SSHOptions) -> None:
@@ -261,21 +261,14 @@ class SlurmSession(CommandRunner):
             cancel=cancelled,
         )
 
-    def _execute(
-        self,
-        command: str,
-        full: str,
-        stdin: bytes | None,
-        timeout: float | None,
-        stdout_to: Callable[[bytes], None] | None,
-    ) -> tuple[str, str, int]:
+    def _execute(self, cmd: Prepared) -> tuple[str, str, int]:
         """One srun step; srun forwards stdin to the task."""
 
         def feed(write: Callable[[bytes], None]) -> None:
-            if stdin:
-                write(stdin)
+            if cmd.stdin:
+                write(cmd.stdin)
 
-        return self._step(full, feed, timeout, stdout_to)
+        return self._step(cmd.full, feed, cmd.timeout, cmd.stdout_to)
 
     def stream_to(
         self,

@@ -8,6 +8,7 @@ HostError here, and nowhere else.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import select
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO
 
 import paramiko
 from fabric import Config, Connection
@@ -140,49 +141,29 @@ class JsonAnswers:
             ) from None
 
 
-@runtime_checkable
-class Connector(Protocol):
+@dataclass(frozen=True)
+class Prepared:
+    """A command as a connector runs it once."""
+
+    #: what the caller asked for (named in errors)
+    command: str
+    #: what runs: the command behind its quoted env assignments
+    full: str
+    stdin: bytes | None
+    timeout: float | None
+    #: takes stdout block by block as it arrives (the result's stdout is then empty)
+    stdout_to: Callable[[bytes], None] | None
+
+
+class Connector(JsonAnswers, abc.ABC):
     """What tasks use of a host's connection, whichever way it reaches the node: over SSH
     (`Session`) or as Slurm job steps (`slurm.SlurmSession`); `executor.connect` picks
-    one by the host's `connector` variable."""
+    one by the host's `connector` variable. `run` is shared: a connector supplies
+    `_execute` (one command, CommandTimeout on a timeout), `stream_to` and `follow`."""
 
     host: Host
     #: commands (channels, steps) started so far: tests and benchmarks count them
     round_trips: int
-
-    def run(
-        self,
-        command: str,
-        *,
-        stdin: bytes | str | None = None,
-        env: Mapping[str, object] | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        stdout_to: Callable[[bytes], None] | None = None,
-    ) -> CommandResult: ...
-
-    def run_json(self, command: str, *, last_line: bool = False, **kwargs: Any) -> Any: ...
-
-    def stream_to(
-        self,
-        source: BinaryIO,
-        command: str,
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult: ...
-
-    def follow(
-        self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
-    ) -> None: ...
-
-
-class CommandRunner(JsonAnswers):
-    """`run` as every connector offers it (env quoted, stdin as bytes, CommandFailed on a
-    nonzero exit with `check`); a connector supplies `_execute`, which runs the command
-    once and raises CommandTimeout on a timeout."""
-
-    host: Host
 
     def run(
         self,
@@ -199,21 +180,32 @@ class CommandRunner(JsonAnswers):
         then empty)."""
         full = shell.env_assignments(env or {}) + command
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        out, err, status = self._execute(command, full, data, timeout, stdout_to)
+        out, err, status = self._execute(Prepared(command, full, data, timeout, stdout_to))
         if check and status != 0:
             raise CommandFailed(self.host.name, command, status, err or out)
         return CommandResult(self.host.name, command, status, out, err)
 
-    def _execute(
+    @abc.abstractmethod
+    def _execute(self, cmd: Prepared) -> tuple[str, str, int]:
+        """Run `cmd.full` once: (stdout, stderr, exit status)."""
+
+    @abc.abstractmethod
+    def stream_to(
         self,
+        source: BinaryIO,
         command: str,
-        full: str,
-        stdin: bytes | None,
-        timeout: float | None,
-        stdout_to: Callable[[bytes], None] | None,
-    ) -> tuple[str, str, int]:
-        """Run `full` (`command` with its env) once: (stdout, stderr, exit status)."""
-        raise NotImplementedError
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
+
+    @abc.abstractmethod
+    def follow(
+        self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
+    ) -> None:
+        """A long-running command's stdout (`tail -F`), line by line to `on_line`, until
+        it ends or `cancelled` is set."""
 
 
 @contextlib.contextmanager
@@ -228,7 +220,7 @@ def mapped(host: str, what: str) -> Iterator[None]:
         raise ConnectionLost(host, f"{what}: {exc or type(exc).__name__}") from exc
 
 
-class Session(CommandRunner):
+class Session(Connector):
     """One open SSH connection to one host, reused for every command of a task.
 
     `cancelled` (the pool's Ctrl-C) ends a running command within one poll and keeps new
@@ -313,30 +305,25 @@ class Session(CommandRunner):
         return transport
 
     # -- commands ---------------------------------------------------------
-    def _execute(
-        self,
-        command: str,
-        full: str,
-        stdin: bytes | None,
-        timeout: float | None,
-        stdout_to: Callable[[bytes], None] | None,
-    ) -> tuple[str, str, int]:
+    def _execute(self, cmd: Prepared) -> tuple[str, str, int]:
         """One channel; stdin is sent in large chunks (after sudo's password line)."""
-        timeout = self.options.command_timeout if timeout is None else timeout
-        full, secret = self._sudo(full)
-        data = secret + (stdin or b"") if secret else stdin
+        timeout = self.options.command_timeout if cmd.timeout is None else cmd.timeout
+        full, secret = self._sudo(cmd.full)
+        data = secret + (cmd.stdin or b"") if secret else cmd.stdin
 
         def send_stdin(channel: paramiko.Channel) -> None:
             if data:
                 channel.sendall(data)
 
         stdout, stderr, status = self._exec(
-            full, send_stdin, timeout, lost="connection lost", stdout_to=stdout_to
+            full, send_stdin, timeout, lost="connection lost", stdout_to=cmd.stdout_to
         )
         out = stdout.decode(errors="replace")
         err = stderr.decode(errors="replace")
         if status is None:
-            raise CommandTimeout(self.host.name, command, -1, err + f"\ntimed out after {timeout}s")
+            raise CommandTimeout(
+                self.host.name, cmd.command, -1, err + f"\ntimed out after {timeout}s"
+            )
         if secret is not None:
             self._check_sudo(status, err)
         return out, err, status

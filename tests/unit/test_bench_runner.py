@@ -15,13 +15,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from xpufleet import shell
 from xpufleet.bench.configs import plan_bench, select_configs
 from xpufleet.bench.runner import execute_plan
 from xpufleet.bench.runs import BenchRun, read_run, write_run
-from xpufleet.errors import CommandFailed
 from xpufleet.host import Host
-from xpufleet.transport import CommandResult, JsonAnswers
+from xpufleet.transport import Connector, Prepared
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -63,38 +61,27 @@ with open("result.jsonl", "a") as out:
 """
 
 
-class LocalShellSession(JsonAnswers):
-    """Session.run's contract (quoted env, stdin, check) over a local `sh -c`."""
+class LocalShellSession(Connector):
+    """A Connector (Session.run's contract: quoted env, stdin, check) over a local `sh -c`."""
 
     def __init__(self, host: Host, pythonpath: Path) -> None:
         self.host = host
         self.pythonpath = pythonpath
         self.commands: list[str] = []
+        self.round_trips = 0
 
-    def run(
-        self,
-        command: str,
-        *,
-        stdin: bytes | str | None = None,
-        env: dict[str, object] | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        self.commands.append(command)
-        full = shell.env_assignments(env or {}) + command
+    def _execute(self, cmd: Prepared) -> tuple[str, str, int]:
+        self.commands.append(cmd.command)
         proc = subprocess.run(
-            ["sh", "-c", full],
-            input=stdin.encode() if isinstance(stdin, str) else stdin,
+            ["sh", "-c", cmd.full],
+            input=cmd.stdin,
             capture_output=True,
             timeout=60,
             env={**os.environ, "PYTHONPATH": str(self.pythonpath)},
         )
-        result = CommandResult(
-            self.host.name, command, proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-        )
-        if check and proc.returncode != 0:
-            raise CommandFailed(self.host.name, command, proc.returncode, result.stderr)
-        return result
+        return proc.stdout.decode(), proc.stderr.decode(), proc.returncode
+
+    stream_to = follow = None  # type: ignore[assignment]  # bench uses run only
 
 
 def make_node(tmp_path: Path) -> tuple[Host, Path]:
