@@ -10,34 +10,25 @@ from xpufleet.checks.access import check_gpu_access, check_memlock, check_paths
 from xpufleet.checks.node import run_node_checks
 
 
+def render_nodes(**fields: Any) -> list[dict[str, Any]]:
+    """The sample's four render nodes, with `fields` changed on each."""
+    return [{**node, **fields} for node in healthy_raw()["access"]["render_nodes"]]
+
+
 def with_access(**access: Any) -> Any:
+    """The healthy sample's access facts as a login `alice` (not root) sees them."""
     raw = healthy_raw()
-    base = {
-        "uid": 1001,
-        "user": "alice",
-        "become": False,
-        "fi_provider": "tcp",
-        "render_nodes": [
-            {"path": f"/dev/dri/renderD{128 + n}", "group": "render", "mode": 0o660, "rw": True}
-            for n in range(4)
-        ],
-        "memlock": [-1, -1],
-        "paths": {
-            "install_dir": {"path": "/home/alice/x", "checked": "/home/alice", "writable": True},
-            "state_dir": {"path": "/home/alice/s", "checked": "/home/alice", "writable": True},
-        },
+    home = "/home/alice"
+    paths = {
+        name: {"path": f"{home}/{leaf}", "checked": home, "writable": True}
+        for name, leaf in (("install_dir", "x"), ("state_dir", "s"))
     }
-    base.update(access)
-    raw["access"] = base
+    raw["access"].update({"uid": 1001, "user": "alice", "paths": paths, **access})
     return facts(raw)
 
 
 def test_render_nodes_the_login_may_not_open_fail_naming_the_group() -> None:
-    nodes = [
-        {"path": f"/dev/dri/renderD{128 + n}", "group": "render", "mode": 0o660, "rw": False}
-        for n in range(4)
-    ]
-    item = check_gpu_access(with_access(render_nodes=nodes), expect())
+    item = check_gpu_access(with_access(render_nodes=render_nodes(rw=False)), expect())
     assert item.status == "fail"
     assert "permission denied on /dev/dri/renderD128" in item.message
     assert "usermod -aG render alice" in item.message

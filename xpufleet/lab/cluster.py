@@ -43,6 +43,7 @@ from ..transport import SSHOptions
 from . import bastion, fabric, firewall, layout, pybase, shaping, sshd, upstream_sglang
 from . import model as labmodel
 from .faults import FAULTS, initial_faults, reconcile, set_fault
+from .layout import Under
 from .processes import (
     START_TIMEOUT,
     holder_name,
@@ -150,35 +151,20 @@ class Lab:
         return f"Lab({str(self.dir)!r}, net={self.net!r}, port={self.port})"
 
     # -- paths and names ----------------------------------------------------------------
-    @property
-    def key_file(self) -> Path:
-        return self.dir / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def authorized_keys(self) -> Path:
-        return self.dir / "authorized_keys"
-
-    @property
-    def inventory_path(self) -> Path:
-        return self.dir / "inventory.yaml"
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / "state.json"
+    key_file = Under("dir", "id_ed25519")
+    known_hosts = Under("dir", "known_hosts")
+    authorized_keys = Under("dir", "authorized_keys")
+    inventory_path = Under("dir", "inventory.yaml")
+    state_path = Under("dir", "state.json")
+    #: the `plugin: slurm` inventory of the lab (written while its Slurm runs)
+    slurm_inventory_path = Under("dir", "inventory-slurm.yaml")
+    #: files every node of this lab mounts (read-only where nodes must not write)
+    shared = Under("dir", "shared")
 
     @property
     def slurm(self) -> LabSlurm:
         """The lab's own Slurm (`up(slurm=True)` starts it; see slurm.py)."""
         return LabSlurm(self)
-
-    @property
-    def slurm_inventory_path(self) -> Path:
-        """The `plugin: slurm` inventory of the lab (written while its Slurm runs)."""
-        return self.dir / "inventory-slurm.yaml"
 
     @property
     def tag(self) -> str:
@@ -302,11 +288,6 @@ class Lab:
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.state_path)
-
-    @property
-    def shared(self) -> Path:
-        """Files every node of this lab mounts (read-only where nodes must not write)."""
-        return self.dir / "shared"
 
     # -- starting nodes -----------------------------------------------------------------
     def _start_nodes(self, specs: dict[int, NodeSpec]) -> dict[int, dict[str, Any]]:

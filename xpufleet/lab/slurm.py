@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from . import pybase
+from .layout import Under
 from .profile import LabError
 
 if TYPE_CHECKING:
@@ -72,25 +73,11 @@ class SlurmLayout:
     net: str
     lab_port: int
 
-    @property
-    def conf(self) -> Path:
-        return self.root / "slurm.conf"
-
-    @property
-    def munge_dir(self) -> Path:
-        return self.root / "munge"
-
-    @property
-    def munge_key(self) -> Path:
-        return self.munge_dir / "munge.key"
-
-    @property
-    def munge_socket(self) -> Path:
-        return self.munge_dir / "munge.socket"
-
-    @property
-    def task_prolog(self) -> Path:
-        return self.root / "task_prolog.sh"
+    conf = Under("root", "slurm.conf")
+    munge_dir = Under("root", "munge")
+    munge_key = Under("root", "munge", "munge.key")
+    munge_socket = Under("root", "munge", "munge.socket")
+    task_prolog = Under("root", "task_prolog.sh")
 
     @property
     def controller_address(self) -> str:
