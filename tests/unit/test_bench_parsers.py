@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from doctor_samples import fixture
 
 from xpufleet.bench.parsers import (
     BenchOutputError,
@@ -16,13 +16,6 @@ from xpufleet.bench.parsers import (
     parse_serving,
     parse_serving_jsonl,
 )
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def fixture(prefix: str) -> str:
-    (path,) = [p for p in FIXTURES.glob(f"{prefix}_*") if not p.name.endswith(".source.txt")]
-    return path.read_text()
 
 
 def fork_output() -> str:

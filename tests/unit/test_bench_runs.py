@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from doctor_samples import fixture
 
 from xpufleet.bench.configs import ONE_BATCH, SERVING, BenchConfig, select_configs
 from xpufleet.bench.parsers import parse_one_batch, parse_one_batch_jsonl, parse_serving
@@ -32,13 +33,6 @@ from xpufleet.bench.runs import (
     write_run,
 )
 from xpufleet.errors import InputError
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def fixture(prefix: str) -> str:
-    (path,) = [p for p in FIXTURES.glob(f"{prefix}_*") if not p.name.endswith(".source.txt")]
-    return path.read_text()
 
 
 def sample_run(run_id: str = "bench-a", scale: float = 1.0) -> BenchRun:
