@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from xpufleet.config import PROJECT_ROOT
 from xpufleet.executor import fan_out
 from xpufleet.lab import Lab, pid_alive
+from xpufleet.lab.processes import wait_for
 from xpufleet.transport import Session
 
 pytestmark = pytest.mark.lab
@@ -87,12 +87,7 @@ def test_up_converges_and_down_leaves_nothing_behind(own_lab: Lab) -> None:
 
 def _eventually(condition: Callable[[], bool], limit: float = 10.0) -> bool:
     """The condition, polled until it holds or `limit` seconds pass (a wait, not a timing test)."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return wait_for(condition, limit)
 
 
 def test_up_restarts_nodes_whose_processes_died(own_lab: Lab) -> None:

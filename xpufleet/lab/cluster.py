@@ -43,7 +43,7 @@ from ..transport import SSHOptions
 from . import bastion, fabric, firewall, layout, pybase, shaping, sshd, upstream_sglang
 from . import model as labmodel
 from .faults import FAULTS, initial_faults, reconcile, set_fault
-from .layout import Under
+from .paths import Under
 from .processes import (
     START_TIMEOUT,
     holder_name,

@@ -47,20 +47,6 @@ HOST_MOUNT_POINTS = ("/opt/intel", "/opt/xpufleet", "/var/lib/xpufleet", "/model
 HIDDEN_PACKAGE_DIRS = ("/opt/pypi", "/opt/pypi-more", "/opt/wheels")
 
 
-class Under:
-    """A path below another path attribute of its object, declared in one line:
-    `key_file = Under("dir", "id_ed25519")` is `self.dir / "id_ed25519"`."""
-
-    def __init__(self, base: str, *parts: str) -> None:
-        self.base = base
-        self.parts = parts
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Path:
-        if obj is None:
-            return self  # type: ignore[return-value]
-        return Path(getattr(obj, self.base)).joinpath(*self.parts)
-
-
 def render_dri(directory: Path, cards: int) -> None:
     """The node's /dev/dri: card<n> and renderD<128+n> character devices (226, as the DRM
     driver registers them), root:video 0660, matching the simulated /sys/class/drm."""

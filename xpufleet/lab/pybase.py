@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import LabSettings
+from .paths import Under
 from .profile import LabError
 from .sim.generate import SIM_MODULE, SIM_MODULE_NAME, Tree, file, write_tree
 
@@ -41,14 +42,9 @@ class BaseEnv:
 
     root: Path
 
-    @property
-    def python(self) -> Path:
-        return self.root / "bin" / "python3"
-
-    @property
-    def site_packages(self) -> Path:
-        """A version-independent path (a symlink to lib/pythonX.Y/site-packages)."""
-        return self.root / "site-packages"
+    python = Under("root", "bin", "python3")
+    #: a version-independent path (a symlink to lib/pythonX.Y/site-packages)
+    site_packages = Under("root", "site-packages")
 
 
 def base_root() -> Path:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from . import pybase
-from .layout import Under
+from .paths import Under
 from .profile import LabError
 
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import LabSettings
+from .paths import Under
 from .profile import LabError
 from .pybase import SYSTEM_PYTHON, _locked, _run
 from .sim.generate import Tree, file, write_tree
@@ -55,22 +56,12 @@ class VllmEnv:
 
     root: Path
 
-    @property
-    def python(self) -> Path:
-        return self.root / "bin" / "python3"
+    python = Under("root", "bin", "python3")
+    ray = Under("root", "bin", "ray")
+    #: a version-independent path (a symlink to lib/pythonX.Y/site-packages)
+    site_packages = Under("root", "site-packages")
 
-    @property
-    def ray(self) -> Path:
-        return self.root / "bin" / "ray"
-
-    @property
-    def site_packages(self) -> Path:
-        """A version-independent path (a symlink to lib/pythonX.Y/site-packages)."""
-        return self.root / "site-packages"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "models" / MODEL_NAME
+    model = Under("root", "models", MODEL_NAME)
 
     def server_argv(self, *extra: str) -> list[str]:
         """The OpenAI server's command line (see the module docstring for why `-m`)."""
