@@ -164,16 +164,23 @@ def order_key(entry: WheelEntry) -> tuple[int, str]:
         return len(WHEEL_ORDER), entry.key
 
 
-def entry_from_json(item: Any, where: str) -> WheelEntry:
-    """A manifest item, validated (bad manifest = bad input, exit 2, before any host)."""
+def _checked_file_item(item: Any, where: str, each: str, one: str, section: str) -> str:
+    """What a wheel entry and a lock entry share: a mapping naming a file with its size and
+    sha256; returns the sha256 (lower case)."""
     if not isinstance(item, dict):
-        raise InputError("each wheel must be a mapping", file=where, key="wheels")
+        raise InputError(f"{each} must be a mapping", file=where, key=section)
     for key in ("name", "version", "filename", "sha256", "size"):
         if key not in item:
-            raise InputError(f"wheel entry lacks '{key}'", file=where, key=key)
+            raise InputError(f"{one} lacks '{key}'", file=where, key=key)
     sha = str(item["sha256"]).lower()
     if not _SHA256.match(sha):
         raise InputError(f"sha256 of {item['name']} is not 64 hex digits", file=where, key="sha256")
+    return sha
+
+
+def entry_from_json(item: Any, where: str) -> WheelEntry:
+    """A manifest item, validated (bad manifest = bad input, exit 2, before any host)."""
+    sha = _checked_file_item(item, where, "each wheel", "wheel entry", "wheels")
     features = tuple(item.get("features") or ())
     unknown = sorted(set(features) - set(FEATURE_CHECKS))
     if unknown:
@@ -208,14 +215,7 @@ def entry_from_json(item: Any, where: str) -> WheelEntry:
 
 def locked_from_json(item: Any, where: str) -> LockedDist:
     """One lock entry, validated like a wheel entry (bad lock = bad input, exit 2)."""
-    if not isinstance(item, dict):
-        raise InputError("each locked package must be a mapping", file=where, key="lock")
-    for key in ("name", "version", "filename", "sha256", "size"):
-        if key not in item:
-            raise InputError(f"locked package lacks '{key}'", file=where, key=key)
-    sha = str(item["sha256"]).lower()
-    if not _SHA256.match(sha):
-        raise InputError(f"sha256 of {item['name']} is not 64 hex digits", file=where, key="sha256")
+    sha = _checked_file_item(item, where, "each locked package", "locked package", "lock")
     return LockedDist(
         name=normalize(str(item["name"])),
         version=str(item["version"]),
