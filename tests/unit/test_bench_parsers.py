@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from doctor_samples import fixture
+from doctor_samples import FIXTURES, fixture
 
 from xpufleet.bench.parsers import (
     BenchOutputError,
