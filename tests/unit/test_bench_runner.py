@@ -82,7 +82,6 @@ class LocalShellSession(Connector):
         return proc.stdout.decode(), proc.stderr.decode(), proc.returncode
 
 
-
 def make_node(tmp_path: Path) -> tuple[Host, Path]:
     venv_bin = tmp_path / "node dir" / "venv" / "bin"  # a space: quoting must hold
     venv_bin.mkdir(parents=True)
