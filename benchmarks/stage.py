@@ -72,10 +72,35 @@ def star(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int]:
 
 def relay(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int, Any]:
     began = time.monotonic()
-    report = stage_model(hosts, lab.ssh_options(), parse_source(str(source), hosts))
+    seen: dict[str, dict[str, float]] = {}
+
+    def on_event(name: str, event: dict[str, Any]) -> None:
+        seen.setdefault(event.get("event", "?"), {}).setdefault(name, time.monotonic() - began)
+
+    report = stage_model(
+        hosts, lab.ssh_options(), parse_source(str(source), hosts), on_event=on_event
+    )
     seconds = time.monotonic() - began
     assert report.exit_code() == 0, report.to_json()
+    report.extra["phases"] = phases(seen, seconds)
     return seconds, report.extra["stage"]["control_bytes"], report
+
+
+def phases(seen: dict[str, dict[str, float]], total: float) -> str:
+    """Where a relay's wall time goes, from the node events' first arrival (control
+    node's clock): manifest+check+locks until the first node listens, every node
+    listening, bytes flowing until the first/last node is done, the rest (locks
+    released, report)."""
+    if "listen" not in seen or "done" not in seen:
+        return "no relay"
+    first_listen, all_listen = min(seen["listen"].values()), max(seen["listen"].values())
+    first_byte = min(seen.get("progress", seen["done"]).values())
+    first_done, last_done = min(seen["done"].values()), max(seen["done"].values())
+    return (
+        f"setup {first_listen:.1f} s, nodes up {all_listen - first_listen:.1f} s, "
+        f"to first bytes {first_byte - all_listen:.1f} s, stream {first_done - first_byte:.1f} s, "
+        f"acks {last_done - first_done:.1f} s, after {total - last_done:.1f} s"
+    )
 
 
 def main() -> None:
@@ -106,9 +131,11 @@ def main() -> None:
                     if mode == "star":
                         seconds, sent = star(lab, hosts, source)
                     else:
-                        seconds, sent, _ = relay(lab, hosts, source)
+                        seconds, sent, report = relay(lab, hosts, source)
                     print(f"{count:>5} {mode:>6} {seconds:>8.1f} {seconds / ideal:>8.2f} "
                           f"{sent / 1e6:>11.1f} {sent / size:>5.2f}", flush=True)  # fmt: skip
+                    if mode != "star":
+                        print(f"{'':>13}{report.extra['phases']}", flush=True)
         hosts = hosts_with_dest(lab, max(counts))
         noop, sent, _ = relay(lab, hosts, source)
         began = time.monotonic()

@@ -122,6 +122,26 @@ def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
         assert channel.exit_status(60) is not None  # nothing left running
 
 
+def test_a_node_killed_mid_stream_is_gone_around_and_its_child_gets_every_byte(
+    tmp_path: Path,
+) -> None:
+    path, item = blob(tmp_path, 8 << 20)
+    sessions = [LocalSession(n) for n in ("n1", "n2", "n3")]
+
+    def on_sent(sent: int) -> None:
+        if sent >= 3 << 20:
+            sessions[1].kill()
+
+    result = run_relay(
+        members(tmp_path, sessions, item.name), [item], {}, source={item.name: path},
+        on_sent=on_sent,
+    )  # fmt: skip
+    assert result.nodes["n1"].lost == ["n2"] and not result.nodes["n2"].done
+    assert result.nodes["n3"].fed_by == "n1" and result.nodes["n3"].received == [item.name]
+    assert (tmp_path / "n3" / item.name).read_bytes() == path.read_bytes()
+    assert result.control_bytes == item.size
+
+
 def test_file_relay_fails_the_full_node_with_its_cause_and_sends_one_copy(tmp_path: Path) -> None:
     path, item = blob(tmp_path, 3 << 20)
     relay = FileRelay(3, window=30)

@@ -23,6 +23,7 @@ Sent as `python3 -c SOURCE MODE` (never installed). Modes, each reading one JSON
 import hashlib
 import json
 import os
+import queue
 import select
 import socket
 import sys
@@ -35,9 +36,14 @@ BLOCK = 1 << 20
 PART = ".xpufleet-part"
 
 
+EMIT = threading.Lock()
+
+
 def emit(**event):
-    sys.stdout.write(json.dumps(event, sort_keys=True) + "\n")
-    sys.stdout.flush()
+    line = json.dumps(event, sort_keys=True) + "\n"
+    with EMIT:  # the writer thread emits too
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def hasher():
@@ -346,6 +352,48 @@ class Writer(object):
             self._finish()
 
 
+class Background(object):
+    """Hash and write off the forwarding path: the node forwards block k+1 to its children
+    while block k is still being hashed and written (and file k finished and renamed
+    while file k+1 streams in). Bounded, so a slow disk slows the stream instead of
+    filling memory; `flush` waits until everything queued is on disk."""
+
+    def __init__(self, writer, depth=8):
+        self.writer = writer
+        self.queue = queue.Queue(depth)
+        self.crashed = None
+        thread = threading.Thread(target=self._run)
+        thread.daemon = True
+        thread.start()
+
+    def _run(self):
+        while True:
+            pos, block = self.queue.get()
+            try:
+                if self.crashed is None:
+                    self.writer.feed(pos, block)
+            except Exception as exc:  # a bug, not a disk error (those fail the file)
+                self.crashed = exc
+            finally:
+                self.queue.task_done()
+
+    def feed(self, pos, block):
+        self.queue.put((pos, block))
+
+    def flush(self):
+        self.queue.join()
+        if self.crashed is not None:
+            raise OSError("the writer stopped: %r" % (self.crashed,))
+        self.writer.flush()
+
+    def finish_empty_tail(self):
+        self.flush()
+        self.writer.finish_empty_tail()
+
+    def __getattr__(self, name):  # received, failed, written, reasons
+        return getattr(self.writer, name)
+
+
 def recv_line(sock, limit=4096):
     data = b""
     while not data.endswith(b"\n"):
@@ -373,7 +421,7 @@ class Relay(object):
         self.stream = Stream(
             config["dir"], config["files"], config["want"], config.get("source_dir")
         )
-        self.writer = Writer(self.stream)
+        self.writer = Background(Writer(self.stream))
         self.pos = 0
         self.tree = topology["tree"]  # name -> [children names]
         self.endpoints = topology["endpoints"]  # name -> [address, port]
@@ -425,13 +473,21 @@ class Relay(object):
                 self.adopt(grandchild, "cannot connect: %s" % exc)
 
     def send(self, block):
-        for child in list(self.children):
-            try:
-                child.sock.sendall(block)
-            except OSError as exc:
-                self.children.remove(child)
-                child.sock.close()
-                self.adopt(child.name, str(exc))
+        """`block` (the bytes after `self.pos`) to every child; a child adopted on the way
+        was replayed up to `self.pos` from disk, so it gets the block too."""
+        sent = set()
+        while True:
+            todo = [c for c in self.children if id(c) not in sent]
+            if not todo:
+                return
+            for child in todo:
+                sent.add(id(child))
+                try:
+                    child.sock.sendall(block)
+                except OSError as exc:
+                    self.children.remove(child)
+                    child.sock.close()
+                    self.adopt(child.name, str(exc))
 
     # upstream ---------------------------------------------------------------
     def accept_parent(self, deadline):
@@ -495,9 +551,9 @@ class Relay(object):
         self.parent = None
         self.writer.finish_empty_tail()
         for block in self.blocks():
+            self.send(block)  # children first: the pipeline's latency is one block per hop
             self.writer.feed(self.pos, block)
             self.pos += len(block)
-            self.send(block)
             now = time.time()
             if now - self.last_report > 0.25:
                 self.last_report = now
