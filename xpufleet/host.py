@@ -48,6 +48,10 @@ class Host:
     unset: frozenset[str] = frozenset()
     #: run privileged steps through sudo (None: the login user does everything)
     become: Become | None = None
+    #: where each variable was written, (file, line): planning errors name it
+    var_sources: dict[str, tuple[str, int | None]] = field(
+        default_factory=dict, hash=False, compare=False
+    )
 
     @property
     def login(self) -> str:

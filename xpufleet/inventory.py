@@ -31,7 +31,7 @@ import os
 import re
 import string
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -886,6 +886,7 @@ def load_inventory(path: str | Path) -> Inventory:
         layers.append(vars_files_layer("host_vars", name))
         merged, sources = _merge(layers)
         host, address_var = _make_host(name, merged, member_of, base)
+        host = replace(host, var_sources={k: (v.file, v.line) for k, v in sources.items()})
         if host.become and merged.get("connector") == "slurm":
             raise sources["ansible_become"].error(
                 "ansible_become needs the ssh connector (srun steps run as the allocation's "

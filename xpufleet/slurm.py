@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-from .errors import CommandFailed, CommandTimeout, HostError, UnreachableError
+from .errors import CommandFailed, CommandTimeout, ConnectionLost, HostError, UnreachableError
 from .host import Host
 from .transport import CHUNK, CommandResult, Connector, Prepared, SSHOptions
 from .variables import var
@@ -197,6 +197,70 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
+class ProcessChannel:
+    """A local process talked to while it runs (here: an srun step whose stdin and stdout
+    stay open): what the relay (xpufleet/relay) needs of an SSH channel (send, lines,
+    stderr, exit_status, close), so wheels reach Slurm nodes through the same relay."""
+
+    def __init__(self, host: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.host = host
+        self.stderr = b""
+        self._proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+        self._err: list[bytes] = []
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        stream = self._proc.stderr
+        assert stream is not None
+        while block := stream.read1(CHUNK):  # type: ignore[attr-defined]
+            self._err.append(block)
+
+    def send(self, data: bytes) -> None:
+        stdin: IO[bytes] | None = self._proc.stdin
+        try:
+            assert stdin is not None
+            stdin.write(data)
+            stdin.flush()
+        except (OSError, ValueError) as exc:
+            raise ConnectionLost(
+                self.host, f"transfer cut off: srun's stdin closed ({exc})"
+            ) from exc
+
+    def lines(self) -> Iterable[str]:
+        """stdout line by line until the step ends; then `stderr` holds the task's stderr
+        and srun's own errors (its notes of a task's end left out)."""
+        stdout = self._proc.stdout
+        assert stdout is not None
+        for raw in stdout:
+            yield raw.rstrip(b"\n").decode(errors="replace")
+        self._drain.join(timeout=TERM_GRACE)
+        kept, errors = split_srun_errors(b"".join(self._err).decode(errors="replace"))
+        self.stderr = (kept + "".join(f"{e}\n" for e in errors)).encode()
+
+    def exit_status(self, timeout: float = 30.0) -> int | None:
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if self._proc.stdin:
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            _end(self._proc)
+
+
 class SlurmSession(Connector):
     """A `transport.Connector` whose commands are srun steps on one node."""
 
@@ -246,6 +310,12 @@ class SlurmSession(Connector):
         if step.status != 0 and srun_errors:
             raise UnreachableError(self.host.name, "; ".join(srun_errors))
         return stdout, stderr, step.status
+
+    def open_channel(self, command: str, *, bulk: bool = False) -> ProcessChannel:
+        """The command as its own step, talked to while it runs (the relay's members)."""
+        del bulk  # srun forwards stdin at its own pace; no window to size
+        self.round_trips += 1
+        return ProcessChannel(self.host.name, srun_argv([self.host]), srun_env(self.host, command))
 
     def follow(
         self, command: str, on_line: Callable[[bytes], None], cancelled: threading.Event
@@ -375,6 +445,25 @@ def fan_out_step(hosts: Sequence[Host], stdin: bytes, *, timeout: float) -> Fano
     )
     _, errors = split_srun_errors(step.stderr.decode(errors="replace"))
     return FanoutResult(parse_fanout(lines), sent, step.status, errors)
+
+
+def node_order(hosts: Sequence[Host]) -> list[str]:
+    """Slurm's node table order (`scontrol show node -o` lists every node in it): the
+    order in which srun numbers a step's nodes (SLURM_NODEID), not the order of -w."""
+    from .errors import PlanError
+    from .inventory_slurm import parse_node_records
+
+    argv = ["scontrol", "show", "node", "-o"]
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=srun_env(hosts[0], ""), timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PlanError(f"cannot ask Slurm its node order: {exc}", key="connector") from None
+    if proc.returncode != 0:
+        why = (proc.stderr or proc.stdout).strip()[-300:]
+        raise PlanError(f"`{' '.join(argv)}` failed: {why}", key="slurm_conf")
+    return list(parse_node_records(proc.stdout))
 
 
 def group_by_allocation(hosts: Iterable[Host]) -> list[list[Host]]:

@@ -161,7 +161,8 @@ class Connector(JsonAnswers, abc.ABC):
     one by the host's `connector` variable. `run` (and `run_json`) are shared: a
     connector supplies `_execute` (one command, CommandTimeout on a timeout) and, as
     tasks need them, `stream_to(source, command, progress=, timeout=)` (bulk bytes into
-    a command's stdin) and `follow(command, on_line, cancelled)` (`tail -F`)."""
+    a command's stdin), `follow(command, on_line, cancelled)` (`tail -F`) and
+    `open_channel(command, bulk=)` (a command talked to while it runs: the relay)."""
 
     host: Host
     #: commands (channels, steps) started so far: tests and benchmarks count them

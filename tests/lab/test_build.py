@@ -108,11 +108,11 @@ def test_build_fetch_push_install_import(cluster: Any, tmp_path: Path) -> None:
         tags="python_env,wheels",
     )
     assert report.exit_code() == 0, json.dumps(report.to_json(), indent=1)
-    # offline nodes: every locked file went to every node (direct); the built wheel went
-    # through the relay: one copy per batch of nodes that needed it at once
-    locked_bytes = sum(d.size for d in manifest.locked) * len(hosts)
-    sent = report.extra["bytes_sent"] - locked_bytes
-    assert sent % entry.size == 0 and entry.size <= sent <= entry.size * len(hosts)
+    # offline nodes: the locked files and the built wheel went through the relay: one
+    # copy per batch of nodes that needed them at once (a batch waits for every host
+    # still working), never one per node and batch
+    once = sum(d.size for d in manifest.locked) + entry.size
+    assert once <= report.extra["bytes_sent"] <= once * len(hosts), (report.extra, once)
 
     def greet(session: Session) -> str:
         return session.run(

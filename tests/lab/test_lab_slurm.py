@@ -59,9 +59,11 @@ def _client(lab: Lab, argv: list[str], **kwargs: Any) -> subprocess.CompletedPro
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def allocation(slurm_lab: Lab) -> Iterator[str]:
-    """A 4-node allocation without a shell (salloc --no-shell), cancelled afterwards."""
+    """ONE 4-node allocation without a shell (salloc --no-shell) for the module's tests,
+    cancelled at its end. It holds one CPU per node (cons_tres, CR_Core): a batch job
+    still fits beside it."""
     proc = _client(slurm_lab, ["salloc", "-N4", "--no-shell", "--job-name=xpufleet-test"])
     match = re.search(r"Granted job allocation (\d+)", proc.stderr)
     assert match, proc.stderr
@@ -78,6 +80,23 @@ def _inventory_for_job(lab: Lab, directory: Path, job: str, **variables: Any) ->
     doc["vars"].update(variables)
     path = directory / "inventory-slurm.yaml"
     path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _listed_inventory(
+    lab: Lab, directory: Path, job: str, names: list[str], **variables: Any
+) -> Path:
+    """A plain YAML inventory of the job's nodes as slurm hosts, in the order given (the
+    plugin lists them as Slurm does)."""
+    plugin = yaml.safe_load(lab.slurm_inventory_path.read_text())
+    all_vars = {**plugin["vars"], "slurm_job": job, "slurm_conf": plugin["slurm_conf"]}
+    hosts = {}
+    for name in names:
+        address = lab.node_address(int(name[4:]))
+        hosts[name] = {"ansible_host": address, "sglang_host": address}
+    doc = {"all": {"vars": {**all_vars, **variables}, "children": {"gpu_nodes": {"hosts": hosts}}}}
+    path = directory / "inventory-listed.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
@@ -131,8 +150,8 @@ def test_inventory_from_the_allocation(slurm_lab: Lab) -> None:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     hostvars = doc["_meta"]["hostvars"]
-    assert sorted(hostvars) == ["node1", "node2"]
-    assert doc["gpu_nodes"]["hosts"] == ["node1", "node2"]
+    assert len(hostvars) == 2  # which two is Slurm's choice (the module holds an allocation)
+    assert doc["gpu_nodes"]["hosts"] == sorted(hostvars, key=lambda n: int(n[4:]))
     job = re.search(r"Granted job allocation (\d+)", proc.stderr)
     assert job
     for name, values in hostvars.items():
@@ -144,6 +163,17 @@ def test_inventory_from_the_allocation(slurm_lab: Lab) -> None:
     )
     assert outside.returncode == 2
     assert "no Slurm allocation" in outside.stderr
+
+
+def _next_step_id(lab: Lab, job: str) -> int:
+    """The id this (one-task) step got: the steps the job made before it, counted."""
+    step = _client(
+        lab,
+        ["srun", f"--jobid={job}", "-N1", "-n1", "--overlap", "/bin/sh", "-c",
+         "echo $SLURM_STEPID"],
+    )  # fmt: skip
+    assert step.returncode == 0, step.stderr
+    return int(step.stdout.strip())
 
 
 def _failing(report: dict[str, Any]) -> dict[str, set[str]]:
@@ -162,6 +192,7 @@ def test_doctor_over_each_connector(
     on that node only; over Slurm all four nodes are probed in ONE srun step."""
     if connector == "slurm":
         inventory = _inventory_for_job(slurm_lab, tmp_path, allocation)
+        before = _next_step_id(slurm_lab, allocation)
     else:
         inventory = slurm_lab.inventory_path
     with slurm_lab.fault(FAULTY, "clock_skew"):
@@ -176,51 +207,64 @@ def test_doctor_over_each_connector(
         assert failing[name] == failing["node1"]
     assert failing[FAULTY] - failing["node1"] == {"clock.offset"}
     if connector == "slurm":
-        # steps of a job are numbered from 0: the next step's id counts the steps doctor made
-        step = _client(
-            slurm_lab,
-            ["srun", f"--jobid={allocation}", "-N1", "-n1", "--overlap", "/bin/sh", "-c",
-             "echo $SLURM_STEPID"],
-        )  # fmt: skip
-        assert step.stdout.strip() == "1", step.stderr
+        # a job numbers its steps 0, 1, ...: one step between the two counting steps
+        assert _next_step_id(slurm_lab, allocation) == before + 2
 
 
-def test_provision_over_slurm_converges_and_pushes_wheels_once(
-    allocation: str, slurm_lab: Lab, tmp_path: Path
+def test_provision_over_slurm_relays_each_wheel_once_and_names_a_failing_node(
+    provisioned_lab: Lab, slurm_lab: Lab, allocation: str, tmp_path: Path
 ) -> None:
-    """provision through srun steps: every role and the stand-in wheel land on each node
-    (a previous SSH provision may have done it already: then nothing fails); the rerun
-    changes nothing and sends no wheel byte; SSH then sees the same wheels."""
+    """provision through srun steps, wheels through the relay whose members are srun
+    steps (nodes link over TCP): the control node sends the wheel ONCE for the nodes.
+    node4's wheel cache is a file in the way: node4 is named, the others go on (their
+    relay does not wait for it). Cleared, the rerun sends the wheel to node4 only; the
+    third run changes nothing and sends nothing. On the session's provisioned lab (the
+    venv and its lock are shared with the launch tests) with a fresh state_dir (each
+    node has its own): the wheel is pushed again whatever ran before."""
     from xpufleet.lab.wheelhouse import standin_wheelhouse
     from xpufleet.provision import ProvisionOptions, run_provision
+    from xpufleet.provision.manifest import load_manifest
 
     wheels = tmp_path / "wheels"
     standin_wheelhouse(wheels)  # the stand-in and its lock: the nodes are offline
-    hosts = load_inventory(_inventory_for_job(slurm_lab, tmp_path, allocation)).select(None)
+    (wheel,) = load_manifest(wheels / "manifest.json").wheels
+    state = f"/var/lib/xpufleet/slurm-{os.getpid()}-{tmp_path.name[-12:]}"
+    inventory = _inventory_for_job(slurm_lab, tmp_path, allocation, state_dir=state)
+    hosts = load_inventory(inventory).select(None)
     options = slurm_lab.ssh_options(command_timeout=300.0)
+    node4 = SlurmSession(hosts[3], options)
 
     def provision() -> Any:
         return run_provision(hosts, options, wheels, forks=4, options=ProvisionOptions())
 
-    first = provision()
-    assert first.exit_code() == 0, [
-        (n, r.id, r.message)
-        for n, h in first.hosts.items()
-        for r in h.results
-        if r.status == "failed"
-    ]
-    again = provision()
-    assert again.exit_code() == 0
-    assert again.extra["bytes_sent"] == 0
-    changed = [
-        (n, r.id) for n, h in again.hosts.items() for r in h.results if r.status == "changed"
-    ]
-    assert changed == []
-    proc = _client(
-        slurm_lab, [INVOKE, "doctor", "--hosts", str(slurm_lab.inventory_path), "--json"]
-    )
-    cluster = {r["id"]: r["status"] for r in json.loads(proc.stdout)["cluster"]}
-    assert cluster["cluster.wheels"] == "pass"
+    def results(report: Any, status: str) -> dict[str, dict[str, str]]:
+        found: dict[str, dict[str, str]] = {}
+        for name, host in report.hosts.items():
+            for r in host.results:
+                if r.status == status:
+                    found.setdefault(name, {})[r.id] = r.message
+        return found
+
+    try:
+        node4.run(f"mkdir -p {state} && echo in the way > {state}/wheels")
+        first = provision()
+        assert first.exit_code() != 0 and sorted(results(first, "failed")) == ["node4"]
+        for node in ("node1", "node2", "node3"):
+            changed = results(first, "changed")[node]
+            (pushed,) = [m for i, m in changed.items() if i.endswith(f".{wheel.key}")]
+            assert "relayed from" in pushed and "3 node(s), one copy sent" in pushed, pushed
+        assert first.extra["bytes_sent"] == wheel.size  # the venv's lock was already there
+        node4.run(f"rm -f {state}/wheels")
+        second = provision()
+        assert second.exit_code() == 0, results(second, "failed")
+        assert second.extra["bytes_sent"] == wheel.size
+        assert sorted(results(second, "changed")) == ["node4"]
+        third = provision()
+        assert third.exit_code() == 0 and third.extra["bytes_sent"] == 0
+        assert results(third, "changed") == {}
+    finally:
+        for host in hosts:
+            SlurmSession(host, options).run(f"rm -rf {state}", check=False)
 
 
 def _launch_steps(lab: Lab, job: str) -> list[str]:
@@ -242,16 +286,20 @@ def test_launch_is_one_srun_step_that_dies_with_a_rank(
 ) -> None:
     """launch --tp 8 --nnodes 2 over Slurm: one `srun -K` step runs both supervisors, the
     OpenAI API answers; a killed rank ends the whole step (srun's -K) and the first death
-    is read from the tasks (rank 5 on node2, SIGKILL), not from srun's exit status;
-    `stop` leaves no step behind. Ports derive from the lab's so labs never share them."""
+    is read from the tasks (rank 5, SIGKILL), not from srun's exit status; `stop` leaves
+    no step behind. Node ranks follow SLURM_NODEID: the inventory lists node2 first, but
+    srun numbers the step's nodes in Slurm's node table order (22.05: natural name order,
+    read_config.c _sort_node_record_table_ptr), so node1 is node rank 0 (it serves HTTP,
+    ranks 0-3) and rank 5 runs on node2. Ports derive from the lab's: labs never share."""
     sys.path.insert(0, str(SOURCE_DIR))
     import openai
     from sglang.srt.model import apply_chat_template, reference_completion
 
     base = slurm_lab.port + 2100
-    inventory = _inventory_for_job(
-        slurm_lab, tmp_path, allocation, rendezvous_port=base, supervisor_port=base + 10,
-        sglang_port=base + 20, ready_timeout=240,
+    inventory = _listed_inventory(
+        slurm_lab, tmp_path, allocation, ["node2", "node1", "node3", "node4"],
+        rendezvous_port=base, supervisor_port=base + 10, sglang_port=base + 20,
+        ready_timeout=240,
     )  # fmt: skip
 
     def invoke(*args: str) -> tuple[int, dict[str, Any]]:
@@ -264,6 +312,7 @@ def test_launch_is_one_srun_step_that_dies_with_a_rank(
         code, doc = invoke("launch", "--tp", "8", "--nnodes", "2")
         assert code == 0, json.dumps(doc)[-3000:]
         run_id = doc["run_id"]
+        assert doc["base_url"].startswith(f"http://{slurm_lab.node_address(1)}:"), doc["base_url"]
         assert [s.split()[1] for s in _launch_steps(slurm_lab, allocation)] == [
             f"xpufleet-launch-{run_id}"
         ]
@@ -322,7 +371,7 @@ def test_emitted_sbatch_script_serves_and_scancel_stops_it(
 ) -> None:
     """`launch --emit sbatch` prints a self-contained batch script of the same plan;
     submitted to the lab's Slurm it serves the OpenAI API, and scancel ends it with no
-    rank or port left."""
+    rank or port left. One rank per node (--tp 2): the tp 8 launch is the test above."""
     import urllib.request
 
     base = slurm_lab.port + 2200
@@ -333,7 +382,7 @@ def test_emitted_sbatch_script_serves_and_scancel_stops_it(
     inventory.write_text(yaml.safe_dump(doc))
     emitted = _client(
         slurm_lab,
-        [INVOKE, "launch", "--tp", "8", "--nnodes", "2", "--emit", "sbatch",
+        [INVOKE, "launch", "--tp", "2", "--nnodes", "2", "--emit", "sbatch",
          "--hosts", str(inventory)],
     )  # fmt: skip
     assert emitted.returncode == 0, emitted.stderr

@@ -200,3 +200,43 @@ def test_every_planned_variable_has_a_reason() -> None:
     assert [r for _, n, _, r in rows if n == "CCL_LOG_LEVEL"] == [
         "inventory ccl_env: set by the operator"
     ] * 2
+
+
+def test_slurm_hosts_take_node_ranks_in_slurms_node_order() -> None:
+    """srun numbers a step's nodes (SLURM_NODEID) by the controller's node table, not by
+    -w or the inventory: the plan follows it (rank 0's address is the rendezvous), only
+    for slurm hosts, and names a node Slurm does not know."""
+    hosts = cluster(4, connector="slurm")
+    table = ["node4", "node2", "node3", "node1"]
+    asked: list[list[str]] = []
+
+    def order(chosen: object) -> list[str]:
+        asked.append([h.name for h in chosen])  # type: ignore[attr-defined]
+        return table
+
+    plan = plan_launch(hosts, 8, 2, node_order=order)
+    assert asked == [["node1", "node2"]]  # the inventory picks the nodes, Slurm orders them
+    assert [(n.host, n.node_rank) for n in plan.nodes] == [("node2", 0), ("node1", 1)]
+    assert [r.rank for r in plan.nodes[1].ranks] == [4, 5, 6, 7]
+    assert plan.dist_init_addr.startswith("10.0.0.2:")
+    assert arg(plan.nodes[1].argv, "--node-rank") == "1"
+    ssh = plan_launch(cluster(2), 8, 2, node_order=order)  # ssh hosts: inventory order
+    assert [n.host for n in ssh.nodes] == ["node1", "node2"] and len(asked) == 1
+    with pytest.raises(PlanError, match="Slurm does not know node"):
+        plan_launch(hosts, 8, 2, node_order=lambda chosen: ["node2", "node7"])
+
+
+def test_a_plan_over_two_connectors_is_refused_naming_where_it_was_set() -> None:
+    hosts = cluster(2)
+    hosts[1] = Host(
+        "node2", "10.0.0.2", vars={**hosts[1].vars, "connector": "slurm"},
+        var_sources={"connector": ("inventory.yaml", 14)},
+    )  # fmt: skip
+    with pytest.raises(PlanError) as caught:
+        plan_launch(hosts, 8, 2, node_order=lambda chosen: pytest.fail("Slurm asked"))
+    error = caught.value
+    assert (error.file, error.line, error.key, error.exit_code) == (
+        "inventory.yaml", 14, "connector", EXIT_BAD_INPUT,
+    )  # fmt: skip
+    assert "node1 uses ssh (the default)" in error.message
+    assert plan_launch(hosts, 4, 1).nodes[0].host == "node1"  # one connector: fine

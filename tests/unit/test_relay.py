@@ -190,3 +190,37 @@ def test_staging_place_is_doctors_storage_key_so_a_shared_directory_is_staged_on
     # local disks: one directory only when the device and the inode are the same
     assert place_of(answer(ext4, 2049, 10)) != place_of(answer(ext4, 2049, 11))
     assert place_of({"dev": 1, "ino": 2}) is None
+
+
+def test_a_batch_waits_for_hosts_still_working_and_not_for_those_that_left(
+    tmp_path: Path,
+) -> None:
+    """Three hosts arrive; one leaves (its provision failed) and one asks for the file a
+    moment after the first: ONE relay carries it to both askers (the window is long: a
+    leader waiting for the host that left would still be waiting at the join below)."""
+    import time
+
+    source = tmp_path / "w.whl"
+    source.write_bytes(os.urandom(100_000))
+    relay = FileRelay(3, window=600.0)
+    for _ in range(3):
+        relay.arrive()
+    outcomes: dict[str, tuple[int, str]] = {}
+
+    def one(name: str, delay: float) -> None:
+        time.sleep(delay)  # arrives later than the leader, not a timing assertion
+        session = LocalSession(name)
+        outcomes[name] = relay.push(  # type: ignore[arg-type]
+            session, [(source, "w.whl")], str(tmp_path / name), lambda: pytest.fail("fallback")
+        )
+        relay.leave()
+
+    threads = [threading.Thread(target=one, args=a) for a in (("n1", 0.0), ("n2", 0.5))]
+    for thread in threads:
+        thread.start()
+    relay.leave()  # the third host failed before its wheel step
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "the batch waited for a host that left"
+    assert sum(sent for sent, _ in outcomes.values()) == 100_000
+    assert all("2 node(s)" in how for _, how in outcomes.values()), outcomes

@@ -185,12 +185,14 @@ def test_bad_slurm_inventories_are_refused_with_file_line_and_key(
     assert caught.value.exit_code == 2
 
 
-def test_launch_step_runs_each_nodes_supervisor_by_node_name(tmp_path: Path) -> None:
-    """The engine step's command picks the node's run dir by SLURMD_NODENAME (run here
-    with a stand-in `setsid` that records what it would run)."""
+def test_launch_step_takes_the_node_rank_from_slurm_nodeid(tmp_path: Path) -> None:
+    """The engine step's task runs node rank SLURM_NODEID's supervisor (run here with a
+    stand-in `setsid` that records what it would run); a task Slurm numbered otherwise
+    than the plan (another node under that SLURM_NODEID) exits 97 naming both."""
     from xpufleet.launch.slurm_step import engine_argv, engine_command, parse_steps
 
-    dirs = {"node1": str(tmp_path / "r1"), "node2": str(tmp_path / "r 2")}
+    # node rank order is Slurm's node table, here node2 before node1
+    dirs = {"node2": str(tmp_path / "r 2"), "node1": str(tmp_path / "r1")}
     for directory in dirs.values():
         Path(directory).mkdir()
     command = engine_command(dirs, {"node1": "python3", "node2": "python3"})
@@ -199,20 +201,31 @@ def test_launch_step_runs_each_nodes_supervisor_by_node_name(tmp_path: Path) -> 
     seen = tmp_path / "seen"
     (fake / "setsid").write_text(f'#!/bin/sh\necho "$PWD|$*" > {seen}\n')
     (fake / "setsid").chmod(0o755)
-    for node, directory in dirs.items():
+    path = f"{fake}:/usr/bin:/bin"
+    for node_id, (node, directory) in enumerate(dirs.items()):
         proc = subprocess.run(
             ["sh", "-c", command],
-            env={"PATH": f"{fake}:/usr/bin:/bin", "SLURMD_NODENAME": node},
+            env={"PATH": path, "SLURMD_NODENAME": node, "SLURM_NODEID": str(node_id)},
             capture_output=True, text=True,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         cwd, _, argv = seen.read_text().strip().partition("|")
         assert cwd == directory
         assert argv == f"--wait python3 supervisor.py supervise {directory}"
+    seen.unlink()
+    swapped = subprocess.run(
+        ["sh", "-c", command],
+        env={"PATH": path, "SLURMD_NODENAME": "node1", "SLURM_NODEID": "0"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert swapped.returncode == 97 and not seen.exists()
+    assert "node node1 SLURM_NODEID 0, the plan has node2 as node rank 0" in swapped.stderr
     stranger = subprocess.run(
-        ["sh", "-c", command], env={"SLURMD_NODENAME": "node9"}, capture_output=True, text=True
-    )
-    assert stranger.returncode == 97
+        ["sh", "-c", command],
+        env={"SLURMD_NODENAME": "node9", "SLURM_NODEID": "2"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert stranger.returncode == 97 and "no node rank 2" in stranger.stderr
     hosts = [Host(n, n, vars={"connector": "slurm", "slurm_job": "7"}) for n in dirs]
     argv = engine_argv(hosts, "RUN")
     assert "--kill-on-bad-exit=1" in argv and "--jobid=7" in argv

@@ -19,6 +19,7 @@ from ..launch.runner import launch as run_launch
 from ..launch.runner import run_logs, run_status, run_stop
 from ..launch.slurm_step import sbatch_script
 from ..results import PASS, Result, TaskReport
+from ..slurm import node_order
 from . import common
 from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
 
@@ -118,7 +119,10 @@ def launch(
     the output names the first rank that died.
     """
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
-    the_plan = plan_launch(ctx.hosts, int(tp), int(nnodes) if nnodes else None, model_path=model)
+    the_plan = plan_launch(
+        ctx.hosts, int(tp), int(nnodes) if nnodes else None, model_path=model,
+        node_order=node_order,  # Slurm's node table: the order of SLURM_NODEID
+    )  # fmt: skip
     if emit is not None:  # the flag shadows common.emit in here
         if emit != "sbatch":
             raise InputError(f"--emit knows only sbatch, not {emit!r}", key="emit")

@@ -20,7 +20,7 @@ says why, before any host is touched.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -283,6 +283,47 @@ def _check_uniform(hosts: Sequence[Host]) -> None:
             raise PlanError(f"nodes of one launch must agree on '{name}': {shown}", key=name)
 
 
+def check_one_connector(hosts: Sequence[Host]) -> None:
+    """One launch runs over one connector: its ranks start as one srun step or as SSH
+    supervisors, not both (a step cannot kill an SSH node's ranks, nor the reverse)."""
+    by_connector: dict[str, list[Host]] = {}
+    for host in hosts:
+        by_connector.setdefault(str(var(host, "connector")), []).append(host)
+    if len(by_connector) < 2:
+        return
+    parts, where = [], None
+    for connector, members in sorted(by_connector.items()):
+        source = members[0].var_sources.get("connector")
+        written = f"{source[0]}:{source[1]}" if source else "the default"
+        verb = "use" if len(members) > 1 else "uses"
+        parts.append(f"{', '.join(h.name for h in members)} {verb} {connector} ({written})")
+        where = where or source
+    raise PlanError(
+        "one launch cannot mix connectors: " + "; ".join(parts) + " -- select hosts of one "
+        "connector (--limit) or set `connector` alike for all of them",
+        file=where[0] if where else None,
+        line=where[1] if where else None,
+        key="connector",
+    )
+
+
+def in_slurm_order(hosts: Sequence[Host], node_order: Sequence[str]) -> list[Host]:
+    """`hosts` in the order of Slurm's node table (`node_order`): srun numbers a step's
+    nodes (SLURM_NODEID) by that table, whatever order -w or the inventory gives
+    (slurmctld builds the step's node list from its node bitmap: step_mgr.c,
+    bitmap2node_name_sortable; the table is sorted by natural name order or by the
+    topology plugin's ranking: read_config.c, _sort_node_record_table_ptr)."""
+    index = {name: i for i, name in enumerate(node_order)}
+    unknown = [h.name for h in hosts if h.name not in index]
+    if unknown:
+        raise PlanError(
+            f"Slurm does not know node(s) {', '.join(unknown)} (scontrol show node): the "
+            "inventory names of slurm hosts must be Slurm's node names",
+            key="connector",
+        )
+    return sorted(hosts, key=lambda h: index[h.name])
+
+
 def plan_launch(
     hosts: Sequence[Host],
     tp: int,
@@ -290,8 +331,12 @@ def plan_launch(
     *,
     model_path: str | None = None,
     model_name: str | None = None,
+    node_order: Callable[[Sequence[Host]], Sequence[str]] | None = None,
 ) -> LaunchPlan:
-    """Plan `--tp` ranks over the first `nnodes` of `hosts` (inventory order; node 0 first)."""
+    """Plan `--tp` ranks over the first `nnodes` of `hosts` (inventory order; node 0 first).
+    Slurm hosts take node ranks in the order `node_order(chosen)` gives (Slurm's node
+    table, asked only for slurm hosts): the order in which srun gives them SLURM_NODEID.
+    Hosts of two connectors are refused before anything is asked."""
     if tp < 1:
         raise PlanError(f"--tp must be at least 1, got {tp}", key="--tp")
     if not hosts:
@@ -313,6 +358,9 @@ def plan_launch(
             key="--tp",
         )
     chosen = list(hosts[:nnodes])
+    check_one_connector(chosen)
+    if node_order is not None and var(chosen[0], "connector") == "slurm":
+        chosen = in_slurm_order(chosen, node_order(chosen))
     per_node = tp // nnodes
     for host in chosen:
         have = devices_per_node(host)

@@ -12,8 +12,12 @@ files, not from srun's exit status (143 when it killed the others). `stop` asks 
 supervisors, as over SSH: every task then exits and the step ends; `scancel` of the
 step is the backstop (step_name names it).
 
-Each node's task finds its run directory by its node name (SLURMD_NODENAME), so node
-ranks are the plan's (inventory order), whatever Slurm's node order is.
+Each node's task takes its node rank from SLURM_NODEID: the plan put the nodes in
+Slurm's node-table order (the order srun numbers them in, not the order of -w), so
+node rank k's run directory is the one for the task with SLURM_NODEID k. The task also
+checks that it runs on the node the plan put there (SLURMD_NODENAME): if Slurm numbered
+the nodes otherwise (its node table changed since planning) it exits 97 naming both,
+and -K ends the step, instead of running ranks under the wrong node rank.
 """
 
 from __future__ import annotations
@@ -53,17 +57,35 @@ def step_name(run_id: str) -> str:
     return f"xpufleet-launch-{run_id}"
 
 
-def engine_command(run_dirs: dict[str, str], pythons: dict[str, str]) -> str:
-    """The step's task: this node's supervisor in the foreground, picked by node name."""
-    branches = "".join(
-        f"{shell.quote(name)}) cd {shell.quote(directory)} || exit 97; "
-        f"exec setsid --wait {pythons[name]} supervisor.py supervise {shell.quote(directory)} "
-        "> supervisor.log 2>&1 < /dev/null;;\n"
-        for name, directory in run_dirs.items()
+def by_node_id(branches: Sequence[tuple[str, str]]) -> str:
+    """A `case` over SLURM_NODEID: the k-th (node name, commands) runs on the task whose
+    SLURM_NODEID is k, after checking it is that node (pure, unit-tested)."""
+    cases = "".join(
+        f'{k}) if [ "$SLURMD_NODENAME" != {shell.quote(name)} ]; then '
+        f'echo "xpufleet: Slurm gave node $SLURMD_NODENAME SLURM_NODEID {k}, '
+        f'the plan has {name} as node rank {k}" >&2; exit 97; fi; {commands};;\n'
+        for k, (name, commands) in enumerate(branches)
     )
     return (
-        f'case "$SLURMD_NODENAME" in\n{branches}'
-        '*) echo "xpufleet: no run on node $SLURMD_NODENAME" >&2; exit 97;;\nesac\n'
+        f'case "$SLURM_NODEID" in\n{cases}'
+        '*) echo "xpufleet: no node rank $SLURM_NODEID in the plan ($SLURMD_NODENAME)" >&2; '
+        "exit 97;;\nesac\n"
+    )
+
+
+def engine_command(run_dirs: dict[str, str], pythons: dict[str, str]) -> str:
+    """The step's task: node rank SLURM_NODEID's supervisor in the foreground (`run_dirs`
+    in node-rank order)."""
+    return by_node_id(
+        [
+            (
+                name,
+                f"cd {shell.quote(directory)} || exit 97; "
+                f"exec setsid --wait {pythons[name]} supervisor.py supervise "
+                f"{shell.quote(directory)} > supervisor.log 2>&1 < /dev/null",
+            )
+            for name, directory in run_dirs.items()
+        ]
     )
 
 
@@ -229,18 +251,19 @@ def sbatch_script(plan: LaunchPlan, hosts: dict[str, Host], run_id: str) -> str:
                     tar.addfile(member, content)
     encoded = base64.encodebytes(archive.getvalue()).decode()
     shipped = f"{runs.runs}/.{run_id}.tar.gz"
-    branches = "".join(
-        f"{shell.quote(node.host)}) d={shell.quote(runs.dir)}; "
-        f'mkdir -p "$d" && tar -xzf {shell.quote(shipped)} -C "$d" --strip-components=1 '
-        f'{shell.quote(node.host + "/")} && rm -f {shell.quote(shipped)} && cd "$d" && '
-        f"ln -sfn {shell.quote(run_id)} {shell.quote(runs.current)} && "
-        f'exec setsid --wait {node_python(node.python)} supervisor.py supervise "$d" '
-        "> supervisor.log 2>&1 < /dev/null;;\n"
-        for node in plan.nodes
-    )
-    command = (
-        f'case "$SLURMD_NODENAME" in\n{branches}'
-        '*) echo "xpufleet: no run on node $SLURMD_NODENAME" >&2; exit 97;;\nesac\n'
+    command = by_node_id(
+        [
+            (
+                node.host,
+                f"d={shell.quote(runs.dir)}; "
+                f'mkdir -p "$d" && tar -xzf {shell.quote(shipped)} -C "$d" --strip-components=1 '
+                f'{shell.quote(node.host + "/")} && rm -f {shell.quote(shipped)} && cd "$d" && '
+                f"ln -sfn {shell.quote(run_id)} {shell.quote(runs.current)} && "
+                f'exec setsid --wait {node_python(node.python)} supervisor.py supervise "$d" '
+                "> supervisor.log 2>&1 < /dev/null",
+            )
+            for node in plan.nodes  # in node-rank order: Slurm's, as planned
+        ]
     )
     names = ",".join(n.host for n in plan.nodes)
     return (

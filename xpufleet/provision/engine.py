@@ -221,6 +221,7 @@ def provision(
         steps = steps_of[session.host.name]
         if abort.is_set:
             return [Result(s.id, SKIP, f"not run: {abort.reason}") for s in steps], 0
+        relay.arrive()  # a relay batch waits for the hosts still working, no longer
         try:
             # ansible_become: every step runs through sudo (Ansible's play-level become)
             elevated = getattr(session, "elevated", None)  # the slurm connector has none
@@ -231,6 +232,8 @@ def provision(
         except HostError as exc:
             note_failure(session.host.name)
             raise exc
+        finally:
+            relay.leave()
         if any(r.status == FAILED for r in results):
             note_failure(session.host.name)
         return results, sent

@@ -136,7 +136,7 @@ class Wheel(Step):
                         progress=advance,
                     )
 
-                # the relay talks to nodes over SSH channels (not through srun)
+                # the relay reaches nodes over SSH channels or srun steps alike
                 if self.push == "relay" and ctx.relay and hasattr(ctx.session, "open_channel"):
                     sent, route = ctx.relay.push(
                         ctx.session,

@@ -2,13 +2,16 @@
 same time become ONE relay, so 16 nodes cost one copy from the control node, not 16.
 
 Each host's wheel step runs in its own thread (provision's fan-out). The first host to
-ask for a group of files (one wheel, or the lock's wheels) opens a batch and waits a
-short window (or until every host of the run has joined); the hosts that joined are
-relayed together, each writing only the files it lacks (the stream is their union);
-late hosts open the next batch. Hosts the control node had to stop (the head died)
-are relayed again among themselves; a host the relay did not reach gets its own direct
-push (transfer.push_file), so one failed node never fails the others. A node that
-cannot write a file (disk full) fails its step with its own error at once: a direct
+ask for a group of files (one wheel, or the lock's wheels) opens a batch and waits until
+every host still working (provision's `arrive` .. `leave`) is inside a push, of this
+batch or another, so no one else can join (or until a window runs out; without arrivals:
+until every host of the run joined). Over srun the hosts drift apart by seconds (each
+command is a step): a fixed 2 s window gave each its own relay, one copy per node. The
+hosts that joined are relayed together, each writing only the files it lacks (the stream
+is their union); late hosts open the next batch. Hosts the control node had to stop (the
+head died) are relayed again among themselves; a host the relay did not reach gets its
+own direct push (transfer.push_file), so one failed node never fails the others. A node
+that cannot write a file (disk full) fails its step with its own error at once: a direct
 push would only fail the same way.
 """
 
@@ -25,8 +28,8 @@ from ..errors import HostError, TransferFailed
 from ..transport import Session
 from . import Member, NodeOutcome, StreamFile, run_relay
 
-#: how long the first host of a batch waits for the others
-WINDOW_S = 2.0
+#: how long the first host of a batch waits at most for the others
+WINDOW_S = 15.0
 
 
 @dataclass
@@ -67,6 +70,27 @@ class FileRelay:
         self._joined = threading.Condition(self._lock)
         self._open: dict[str, _Batch] = {}
         self._hashes: dict[str, str] = {}
+        #: hosts working (arrived, not left; None: nobody announced itself) and how
+        #: many of them are inside a push
+        self._live: int | None = None
+        self._inside = 0
+
+    def arrive(self) -> None:
+        """A host's provision starts: a batch may wait for it."""
+        with self._lock:
+            self._live = (self._live or 0) + 1
+            self._joined.notify_all()
+
+    def leave(self) -> None:
+        """A host's provision ended (done or failed): no batch waits for it any more."""
+        with self._lock:
+            self._live = max(0, (self._live or 0) - 1)
+            self._joined.notify_all()
+
+    def _everyone_inside(self, batch: _Batch) -> bool:
+        if self._live is None:
+            return len(batch.members) >= self.hosts
+        return self._inside >= self._live
 
     def push(
         self,
@@ -91,11 +115,16 @@ class FileRelay:
                 batch = self._open[key] = _Batch()
             batch.members.append(_Joined(session, dest_dir, [n for _, n in files], progress))
             batch.sources.update({name: local for local, name in files})
+            self._inside += 1
             self._joined.notify_all()
-        if leader:
-            self._lead(key, batch)
-        else:
-            batch.done.wait()
+        try:
+            if leader:
+                self._lead(key, batch)
+            else:
+                batch.done.wait()
+        finally:
+            with self._lock:
+                self._inside -= 1
         outcome = batch.outcomes.get(session.host.name)
         if outcome is not None and outcome.write_errors:
             reasons = "; ".join(outcome.write_errors.values())
@@ -111,7 +140,7 @@ class FileRelay:
         try:
             deadline = time.monotonic() + self.window
             with self._lock:
-                while len(batch.members) < self.hosts and time.monotonic() < deadline:
+                while not self._everyone_inside(batch) and time.monotonic() < deadline:
                     self._joined.wait(timeout=max(0.01, deadline - time.monotonic()))
                 del self._open[key]
             items = []
