@@ -384,6 +384,14 @@ def test_full_disk_mid_transfer(cluster: Any, wheels: Path, tmp_path: Path) -> N
         )
         assert "No space left on device" in failed[0].message
         assert statuses(report, "node3")["node3:provision.wheels.xpufleet-disk"] == "changed"
+        # node2 said why at once and kept forwarding: nobody after it needed a direct push
+        pushed = [
+            r.message
+            for h in report.hosts.values()
+            for r in h.results
+            if r.id == "provision.wheels.xpufleet-disk" and r.status == "changed"
+        ]
+        assert pushed and not [m for m in pushed if "direct push" in m], pushed
         imported = run_on(
             cluster, "node2", f"{INSTALL}/venv/bin/python -c 'import xpufleet_disk' 2>&1"
         )
