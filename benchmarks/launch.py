@@ -48,14 +48,10 @@ from xpufleet.host import Host  # noqa: E402
 from xpufleet.inventory import load_inventory  # noqa: E402
 from xpufleet.lab import Lab, pid_alive  # noqa: E402
 from xpufleet.lab.wheelhouse import standin_wheelhouse  # noqa: E402
+from xpufleet.launch.control import run_status, run_stop  # noqa: E402
+from xpufleet.launch.engines import get_engine  # noqa: E402
 from xpufleet.launch.plan import plan_launch  # noqa: E402
-from xpufleet.launch.runner import (  # noqa: E402
-    health_url,
-    http_status,
-    launch,
-    run_status,
-    run_stop,
-)
+from xpufleet.launch.runner import launch  # noqa: E402
 from xpufleet.provision import ProvisionOptions, run_provision  # noqa: E402
 from xpufleet.transport import Session  # noqa: E402
 
@@ -120,9 +116,12 @@ def bare_engine(lab: Lab, hosts: list[Host], plan: Any) -> float:
             if out.value is None:
                 raise SystemExit(f"bare start failed on {name}: {out.error}")
             pgids[name] = out.value
-        waiting = {n.host: health_url(n) for n in plan.nodes}
+        engine = get_engine(plan.engine)
+        waiting = {n.host: n for n in plan.nodes}
         while waiting and time.time() - tic < 300:
-            waiting = {h: u for h, u in waiting.items() if http_status(u, timeout=5.0) != 200}
+            waiting = {
+                h: n for h, n in waiting.items() if engine.ready(plan, n, timeout=5.0) != 200
+            }
             time.sleep(0.05)
         seconds = time.time() - tic
         pool.map(lambda s: s.run(f"kill -9 -- -{pgids[s.host.name]}", check=False))

@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from launch import lab_hosts, provision  # noqa: E402
 
 from xpufleet.lab import Lab  # noqa: E402
+from xpufleet.launch.control import run_stop  # noqa: E402
 from xpufleet.launch.plan import plan_launch  # noqa: E402
-from xpufleet.launch.runner import launch, run_stop  # noqa: E402
+from xpufleet.launch.runner import launch  # noqa: E402
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 HOG = "import os, sys\nos.nice(0)\nwhile True:\n    pass\n"

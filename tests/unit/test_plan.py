@@ -198,7 +198,7 @@ def test_every_planned_variable_has_a_reason() -> None:
     assert {"CCL_LOCAL_RANK", "CCL_LOCAL_SIZE", "ZE_AFFINITY_MASK"} <= names
     assert all(reason and "\n" not in reason for _, _, _, reason in rows)
     assert [r for _, n, _, r in rows if n == "CCL_LOG_LEVEL"] == [
-        "inventory ccl_env: set by the operator"
+        "inventory ccl_env or engine_env: set by the operator"
     ] * 2
 
 

@@ -132,16 +132,19 @@ def start_ticks(pid: int) -> int:
 
 
 def test_supervisor_names_ranks_by_title_spawn_order_and_log_prefix(two_nodes: dict) -> None:
+    from xpufleet.launch.engines.sglang import PATTERNS
     from xpufleet.launch.remote import supervisor
+
+    patterns = supervisor.Patterns(PATTERNS.to_json())
 
     for node_rank, proc in enumerate(two_nodes["procs"]):
         children = [
             (pid, supervisor.process_names(pid), supervisor.start_time(pid) or 0.0)
             for pid in two_nodes["ranks"][proc.pid]
         ]
-        tags = supervisor.log_tags(two_nodes["logs"] / f"node{node_rank}.log")
+        tags = supervisor.log_tags(two_nodes["logs"] / f"node{node_rank}.log", patterns.log_prefix)
         ranks = [2 * node_rank, 2 * node_rank + 1]
-        found, helpers, waiting = supervisor.assign_ranks(children, ranks, tags)
+        found, helpers, waiting = supervisor.assign_ranks(children, ranks, tags, patterns)
         assert waiting is None
         assert sorted(found) == ranks
         # the resource tracker and the detokenizer are helpers, never ranks

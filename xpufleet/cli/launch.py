@@ -1,4 +1,5 @@
-"""`invoke launch / status / stop / logs`: SGLang across the cluster, and the run's state."""
+"""`invoke launch / status / stop / logs`: SGLang or vLLM across the cluster, and the run's
+state."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from rich.text import Text
 
 from ..errors import InputError, XpufleetError
 from ..launch.chat import chat_once
+from ..launch.control import run_logs, run_status, run_stop
 from ..launch.plan import LaunchPlan, env_reason, explain_env, plan_launch
 from ..launch.render import new_run_id
 from ..launch.runner import launch as run_launch
-from ..launch.runner import run_logs, run_status, run_stop
 from ..launch.slurm_step import sbatch_script
 from ..results import PASS, Result, TaskReport
 from ..slurm import node_order
@@ -28,8 +29,10 @@ RUN_HELP = "run id to act on (default: the node's current run)"
 
 def print_plan(plan: LaunchPlan, explain: bool = False) -> None:
     """The plan for humans (stderr): one row per node, then each node's command line."""
+    head = "plan" if plan.engine == "sglang" else f"plan ({plan.engine})"
+    pp = f" --pp {plan.pp}" if plan.pp > 1 else ""
     console.print(
-        f"[bold]plan[/]: --tp {plan.tp} over {plan.nnodes} node(s) x {plan.ranks_per_node} "
+        f"[bold]{head}[/]: --tp {plan.tp}{pp} over {plan.nnodes} node(s) x {plan.ranks_per_node} "
         f"rank(s); dist-init-addr {plan.dist_init_addr}; backend {plan.backend}; "
         f"device {plan.device}; model {plan.model_name} ({plan.model_path})",
         highlight=False,
@@ -66,6 +69,15 @@ def print_plan(plan: LaunchPlan, explain: bool = False) -> None:
                 )
         console.print(f"[bold]{node.host}[/] command:", highlight=False)
         console.print("  " + shell.join(node.argv), highlight=False, soft_wrap=True)
+        if node.server_argv:
+            console.print(
+                f"[bold]{node.host}[/] server (after the preflight), with "
+                + " ".join(f"{k}={shell.quote(v)}" for k, v in sorted(node.server_env.items()))
+                + ":",
+                highlight=False,
+                soft_wrap=True,
+            )
+            console.print("  " + shell.join(node.server_argv), highlight=False, soft_wrap=True)
     for warning in plan.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(f"OpenAI base URL once started: {plan.base_url}", highlight=False)
@@ -89,7 +101,10 @@ def plan_report(plan: LaunchPlan, explain: bool = False) -> TaskReport:
 
 @task(
     help={
-        "tp": "total tensor-parallel size across all nodes (SGLang --tp-size)",
+        "tp": "total tensor-parallel size across all nodes (SGLang --tp-size, vLLM "
+        "--tensor-parallel-size)",
+        "engine": "sglang or vllm (default: the inventory's `engine`, else sglang)",
+        "pp": "vLLM only: pipeline-parallel size (--pipeline-parallel-size), default 1",
         "nnodes": "number of nodes (default: as few as the devices need)",
         "model": "model path on the nodes (default: the inventory's model_path)",
         "plan": "print the plan (ranks, devices, environment, commands) and start nothing",
@@ -104,6 +119,8 @@ def launch(
     c: Any,
     tp: int,
     nnodes: int | None = None,
+    engine: str | None = None,
+    pp: int = 1,
     model: str | None = None,
     plan: bool = False,
     emit: str | None = None,
@@ -113,14 +130,16 @@ def launch(
     forks: int | None = None,
     json: bool = False,
 ) -> int:
-    """Plan, preflight and start SGLang on the cluster; wait until node 0 is ready.
+    """Plan, preflight and start SGLang (or vLLM on Ray) on the cluster; wait until node 0
+    is ready.
 
     If any rank dies (before or after ready), every rank on every node is stopped and
     the output names the first rank that died.
     """
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     the_plan = plan_launch(
-        ctx.hosts, int(tp), int(nnodes) if nnodes else None, model_path=model,
+        ctx.hosts, int(tp), int(nnodes) if nnodes else None, engine=engine, pp=int(pp),
+        model_path=model,
         node_order=node_order,  # Slurm's node table: the order of SLURM_NODEID
     )  # fmt: skip
     if emit is not None:  # the flag shadows common.emit in here
@@ -224,7 +243,7 @@ def logs(
     follow: bool = False,
     lines: int = 0,
 ) -> int:
-    """The run's SGLang logs from every node, each line prefixed host:rank."""
+    """The run's engine logs from every node, each line prefixed host:rank."""
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     collected: list[dict[str, str]] = []
     write_lock = threading.Lock()

@@ -36,9 +36,10 @@ from ..sizing import (  # the planner's arithmetic, shared with doctor (sizing.p
     usable_fraction,
 )
 from ..variables import var, venv_python
+from .engines import Engine, NodeContext, get_engine
 
-#: variables every node of one launch must agree on
-UNIFORM_VARS = ("device", "dist_backend", "model_name", "sglang_port")
+#: variables every node of one launch must agree on (plus each engine's `uniform_vars`)
+UNIFORM_VARS = ("device", "dist_backend", "model_name")
 
 
 #: why each variable of a plan's environment is there: who reads it (one line each).
@@ -59,6 +60,11 @@ ENV_REASONS: dict[str, str] = {
     "CCL_ALLREDUCE": "oneCCL: all-reduce algorithm (inventory ccl_allreduce)",
     "CCL_LOCAL_RANK": "oneCCL: this rank's index on its node (preflight ranks only)",
     "CCL_LOCAL_SIZE": "oneCCL: ranks on this node (preflight ranks only)",
+    "LOCAL_WORLD_SIZE": "vLLM fork's xpu_worker.py: workers on this node (it defaults it to "
+    "the WORLD size, wrong across nodes)",
+    "VLLM_HOST_IP": "vLLM: this node's address (else a route lookup, the wrong NIC on "
+    "multi-homed nodes); Ray workers inherit it from `ray start`",
+    "RAY_ADDRESS": "Ray: the cluster the OpenAI server's Ray executor joins (node 0's GCS)",
 }
 #: environment variables the planner owns; `ccl_env` may not override them
 PLANNED_ONLY = ("ZE_AFFINITY_MASK", "CCL_LOCAL_RANK", "CCL_LOCAL_SIZE")
@@ -95,6 +101,11 @@ class NodePlan:
     http_port: int
     state_dir: str
     install_dir: str
+    #: False where the node runs no HTTP server (vLLM's Ray workers)
+    serves_http: bool = True
+    #: a server started beside the node's process, after the preflight (vLLM on the head)
+    server_argv: tuple[str, ...] = ()
+    server_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def rank_span(self) -> str:
@@ -127,6 +138,8 @@ class LaunchPlan:
     ready_timeout: float
     nodes: tuple[NodePlan, ...]
     warnings: tuple[str, ...] = ()
+    engine: str = "sglang"
+    pp: int = 1
 
     @property
     def node0(self) -> NodePlan:
@@ -151,6 +164,7 @@ class LaunchPlan:
             {
                 **asdict(node),
                 "argv": list(node.argv),
+                "server_argv": list(node.server_argv),
                 "ranks": [asdict(r) for r in node.ranks],
                 "rank_span": node.rank_span,
                 "http_address": node.http_address,
@@ -174,27 +188,7 @@ def _is_ip(address: str) -> bool:
     return True
 
 
-def base_gpu_id(host: Host) -> int:
-    """SGLang's `--base-gpu-id` when the inventory passes one in sglang_extra_args."""
-    args = [str(a) for a in var(host, "sglang_extra_args") or []]
-    for index, arg in enumerate(args):
-        value = None
-        if arg == "--base-gpu-id" and index + 1 < len(args):
-            value = args[index + 1]
-        elif arg.startswith("--base-gpu-id="):
-            value = arg.split("=", 1)[1]
-        if value is not None:
-            try:
-                return int(value)
-            except ValueError:
-                raise PlanError(
-                    f"--base-gpu-id in sglang_extra_args is not a number: {value!r}",
-                    key="sglang_extra_args",
-                ) from None
-    return 0
-
-
-def assign_devices(host: Host, per_node: int) -> tuple[list[int], list[int]]:
+def assign_devices(host: Host, per_node: int, base: int = 0) -> tuple[list[int], list[int]]:
     """(ZE_AFFINITY_MASK entries, physical device of each local rank).
 
     Local rank l drives visible device `base_gpu_id + l` (the fork's `engine.py`:
@@ -203,7 +197,6 @@ def assign_devices(host: Host, per_node: int) -> tuple[list[int], list[int]]:
     its Level Zero IPC algorithms (REFERENCE §3): refused here, with the reason."""
     have = devices_per_node(host)
     ids = [int(d) for d in var(host, "device_ids") or []] or list(range(have))
-    base = base_gpu_id(host)
     where = f"{host.name} ({var(host, 'device_hierarchy')}, {have} device(s))"
     wrong = [d for d in ids if not 0 <= d < have]
     if wrong:
@@ -259,7 +252,7 @@ def node_env(host: Host, mask: Sequence[int]) -> dict[str, str]:
 
 def env_reason(name: str) -> str:
     """Why `name` is in the plan's environment (one line)."""
-    return ENV_REASONS.get(name, "inventory ccl_env: set by the operator")
+    return ENV_REASONS.get(name, "inventory ccl_env or engine_env: set by the operator")
 
 
 def explain_env(plan: LaunchPlan) -> list[tuple[str, str, str, str]]:
@@ -275,8 +268,8 @@ def explain_env(plan: LaunchPlan) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _check_uniform(hosts: Sequence[Host]) -> None:
-    for name in UNIFORM_VARS:
+def _check_uniform(hosts: Sequence[Host], engine: Engine) -> None:
+    for name in UNIFORM_VARS + engine.uniform_vars:
         values = {h.name: var(h, name) for h in hosts}
         if len(set(map(str, values.values()))) > 1:
             shown = ", ".join(f"{h}={v}" for h, v in values.items())
@@ -329,20 +322,29 @@ def plan_launch(
     tp: int,
     nnodes: int | None = None,
     *,
+    engine: str | None = None,
+    pp: int = 1,
     model_path: str | None = None,
     model_name: str | None = None,
     node_order: Callable[[Sequence[Host]], Sequence[str]] | None = None,
 ) -> LaunchPlan:
-    """Plan `--tp` ranks over the first `nnodes` of `hosts` (inventory order; node 0 first).
-    Slurm hosts take node ranks in the order `node_order(chosen)` gives (Slurm's node
-    table, asked only for slurm hosts): the order in which srun gives them SLURM_NODEID.
-    Hosts of two connectors are refused before anything is asked."""
+    """Plan `--tp` (x `pp`) ranks over the first `nnodes` of `hosts` (inventory order; node 0
+    first) for `engine` (default: node 0's inventory variable `engine`). Slurm hosts take
+    node ranks in the order `node_order(chosen)` gives (Slurm's node table, asked only for
+    slurm hosts): the order in which srun gives them SLURM_NODEID. Hosts of two connectors
+    are refused before anything is asked."""
     if tp < 1:
         raise PlanError(f"--tp must be at least 1, got {tp}", key="--tp")
+    if pp < 1:
+        raise PlanError(f"--pp must be at least 1, got {pp}", key="--pp")
     if not hosts:
         raise PlanError("no hosts selected (check --hosts and --limit)", key="--limit")
+    chosen_engine = get_engine(engine or str(var(hosts[0], "engine")))
+    if pp > 1 and chosen_engine.name != "vllm":
+        raise PlanError(f"--pp is for vLLM; {chosen_engine.title} takes --tp only", key="--pp")
+    world = tp * pp
     if nnodes is None:
-        nnodes = default_nnodes(tp, hosts)
+        nnodes = default_nnodes(world, hosts)
     if nnodes < 1:
         raise PlanError(f"--nnodes must be at least 1, got {nnodes}", key="--nnodes")
     if nnodes > len(hosts):
@@ -352,16 +354,17 @@ def plan_launch(
             f"selected ({names})",
             key="--nnodes",
         )
-    if tp % nnodes:
+    if world % nnodes:
+        what = f"--tp {tp}" if pp == 1 else f"{world} workers (tp {tp} x pp {pp})"
         raise PlanError(
-            f"--tp {tp} is not divisible by --nnodes {nnodes}: every node runs tp/nnodes ranks",
+            f"{what} is not divisible by --nnodes {nnodes}: every node runs tp/nnodes ranks",
             key="--tp",
         )
     chosen = list(hosts[:nnodes])
     check_one_connector(chosen)
     if node_order is not None and var(chosen[0], "connector") == "slurm":
         chosen = in_slurm_order(chosen, node_order(chosen))
-    per_node = tp // nnodes
+    per_node = world // nnodes
     for host in chosen:
         have = devices_per_node(host)
         if per_node > have:
@@ -372,21 +375,21 @@ def plan_launch(
                 f"cards={var(host, 'cards')}); use more nodes (--nnodes)",
                 key="--tp",
             )
-    _check_uniform(chosen)
+    _check_uniform(chosen, chosen_engine)
     head = chosen[0]
     device = str(var(head, "device"))
-    backend = str(var(head, "dist_backend"))
-    if backend == "xccl" and device != "xpu":
+    if str(var(head, "dist_backend")) == "xccl" and device != "xpu":
         raise PlanError(
             f"dist_backend xccl needs device xpu (inventory says device {device}); "
             "use dist_backend gloo for CPU",
             key="dist_backend",
         )
+    backend = chosen_engine.backend(head)
     model_path = model_path or str(var(head, "model_path"))
     model_name = model_name or str(var(head, "model_name"))
     fit = model_fit(
         float(var(head, "model_size_gb")),
-        tp,
+        world,
         min(device_memory_gb(h) for h in chosen),
         min(usable_fraction(h) for h in chosen),
     )
@@ -395,7 +398,7 @@ def plan_launch(
 
     rendezvous_host = rendezvous_address(head)
     rendezvous_port = int(var(head, "rendezvous_port"))
-    dist_init_addr = f"{url_host(rendezvous_host)}:{rendezvous_port}"
+    dist_init_addr = chosen_engine.dist_init_addr(head, rendezvous_host)
     warnings: list[str] = []
     if not _is_ip(rendezvous_host):
         warnings.append(
@@ -410,14 +413,15 @@ def plan_launch(
             "stay unset and oneCCL picks the first non-lo interface"
         )
 
+    addresses = [rendezvous_host] + [rendezvous_address(h) for h in chosen[1:]]
+    bases = chosen_engine.rank_bases(addresses, per_node)
     nodes: list[NodePlan] = []
     for node_rank, host in enumerate(chosen):
-        mask, physical = assign_devices(host, per_node)
-        env = node_env(host, mask)
-        base = base_gpu_id(host)
+        mask, physical = assign_devices(host, per_node, chosen_engine.base_gpu_id(host))
+        base = chosen_engine.base_gpu_id(host)
         ranks = tuple(
             RankPlan(
-                rank=node_rank * per_node + local,
+                rank=bases[node_rank] + local,
                 local_rank=local,
                 device=base + local,
                 physical_device=physical[local],
@@ -426,36 +430,16 @@ def plan_launch(
             for local in range(per_node)
         )
         python = venv_python(var(host, "venv"))
-        http_host = str(var(host, "sglang_host"))
-        http_port = int(var(host, "sglang_port"))
-        argv: list[str] = [
-            python,
-            "-m",
-            "sglang.launch_server",
-            "--model-path",
-            str(model_path),
-            "--served-model-name",
-            str(model_name),
-            "--tp-size",
-            str(tp),
-            "--nnodes",
-            str(nnodes),
-            "--node-rank",
-            str(node_rank),
-            "--dist-init-addr",
-            dist_init_addr,
-            "--device",
-            device,
-            "--host",
-            http_host,
-            "--port",
-            str(http_port),
-            "--trust-remote-code",
-        ]
-        fraction = var(host, "mem_fraction_static")
-        if fraction:
-            argv += ["--mem-fraction-static", str(fraction)]
-        argv += [str(a) for a in var(host, "sglang_extra_args") or []]
+        http_host, http_port = chosen_engine.http(host)
+        ctx = NodeContext(
+            host=host, node_rank=node_rank, nnodes=nnodes, tp=tp, pp=pp, per_node=per_node,
+            model_path=str(model_path), model_name=str(model_name), device=device,
+            python=python, address=addresses[node_rank], head_address=rendezvous_host,
+            rendezvous_port=rendezvous_port, dist_init_addr=dist_init_addr,
+            http_host=http_host, http_port=http_port,
+        )  # fmt: skip
+        env = {**node_env(host, mask), **chosen_engine.node_env(ctx)}
+        serves = chosen_engine.serves_http(node_rank)
         nodes.append(
             NodePlan(
                 host=host.name,
@@ -464,12 +448,15 @@ def plan_launch(
                 ranks=ranks,
                 device_mask=env["ZE_AFFINITY_MASK"],
                 env=env,
-                argv=tuple(argv),
+                argv=chosen_engine.node_argv(ctx),
                 python=python,
-                http_host=http_host,
-                http_port=http_port,
+                http_host=http_host if serves else "",
+                http_port=http_port if serves else 0,
                 state_dir=str(var(host, "state_dir")),
                 install_dir=str(var(host, "install_dir")),
+                serves_http=serves,
+                server_argv=chosen_engine.server_argv(ctx),
+                server_env=chosen_engine.server_env(ctx),
             )
         )
     return LaunchPlan(
@@ -489,4 +476,6 @@ def plan_launch(
         ready_timeout=float(var(head, "ready_timeout")),
         nodes=tuple(nodes),
         warnings=tuple(warnings),
+        engine=chosen_engine.name,
+        pp=pp,
     )

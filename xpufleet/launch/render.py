@@ -22,19 +22,14 @@ import jinja2
 from .. import shell
 from ..errors import PlanError
 from ..provision.lock import lock_path
+from .engines import get_engine
 from .plan import LaunchPlan, NodePlan
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REMOTE = Path(__file__).resolve().parent / "remote"
 SCRIPT = "launch.sh"
-SERVER_LOG = "sglang.log"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-#: all_reduce message sizes of the preflight, per backend (bytes)
-PREFLIGHT_SIZES = {
-    "gloo": [4 << 10, 256 << 10, 4 << 20],
-    "xccl": [1 << 20, 64 << 20, 256 << 20],
-}
 #: how the supervisors keep each other honest (seconds)
 HEARTBEAT_S = 1.0
 PEER_TIMEOUT_S = 10.0
@@ -92,25 +87,24 @@ def _environment() -> jinja2.Environment:
 
 
 def render_launch_script(plan: LaunchPlan, node: NodePlan, run_id: str, env_path: str) -> str:
-    """The per-launch script: provision's environment, the plan's env, then the preflight
-    which hands its process over to the plan's exact SGLang command line."""
-    for name in node.env:
+    """The per-launch script (the engine's template): provision's environment, the plan's
+    env, then the engine's preflight and command lines."""
+    for name in [*node.env, *node.server_env]:
         if not _ENV_NAME.match(name):
             raise PlanError(f"not an environment variable name: {name!r}", key="ccl_env")
-    template = _environment().get_template("launch.sh.j2")
+    template = _environment().get_template(get_engine(plan.engine).template)
     run_dir = RunPaths(node.state_dir, run_id).dir
     return template.render(plan=plan, node=node, run_id=run_id, env_file=env_path, run_dir=run_dir)
 
 
 def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]:
-    """`run.json`: what the node's supervisor and preflight need to know."""
+    """`run.json`: what the node's supervisor and preflight need to know, the engine's
+    process patterns included (the supervisor is a standalone script)."""
+    engine = get_engine(plan.engine)
     hub_address = plan.rendezvous_address
-    ports = [{"address": node.http_address, "port": node.http_port, "what": "SGLang HTTP"}]
+    ports = engine.ports(plan, node)
     if node.node_rank == 0:
-        ports += [
-            {"address": hub_address, "port": plan.rendezvous_port, "what": "rendezvous"},
-            {"address": hub_address, "port": plan.supervisor_port, "what": "supervisor hub"},
-        ]
+        ports += [{"address": hub_address, "port": plan.supervisor_port, "what": "supervisor hub"}]
     return {
         "run_id": run_id,
         "host": node.host,
@@ -119,9 +113,15 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
         "hosts": [n.host for n in plan.nodes],
         "ranks": [r.rank for r in node.ranks],
         "hub": {"address": hub_address, "port": plan.supervisor_port},
+        "engine": {
+            "name": engine.name,
+            "patterns": engine.patterns.to_json(),
+            "stop_argv": engine.stop_argv(node),
+        },
         "server": {
             "script": SCRIPT,
-            "log": SERVER_LOG,
+            "log": engine.log_file,
+            "name": engine.server_name(node.node_rank),
             "http_host": node.http_host,
             "http_port": node.http_port,
         },
@@ -131,27 +131,7 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
         "heartbeat_s": HEARTBEAT_S,
         "peer_timeout_s": PEER_TIMEOUT_S,
         "hub_connect_timeout_s": HUB_CONNECT_TIMEOUT_S,
-        "preflight": {
-            "host": node.host,
-            "node_rank": node.node_rank,
-            "world_size": plan.tp,
-            "device": plan.device,
-            "ranks": [
-                {
-                    "rank": r.rank,
-                    "local_rank": r.local_rank,
-                    "device": r.device,
-                    "physical_device": r.physical_device,
-                    "env": r.env,
-                }
-                for r in node.ranks
-            ],
-            "env": node.env,
-            "rendezvous": {"address": plan.rendezvous_address, "port": plan.rendezvous_port},
-            "backend": plan.backend,
-            "timeout": plan.preflight_timeout,
-            "sizes": PREFLIGHT_SIZES.get(plan.backend, PREFLIGHT_SIZES["gloo"]),
-        },
+        "preflight": engine.preflight_config(plan, node),
     }
 
 
@@ -171,6 +151,6 @@ def bundle(plan: LaunchPlan, node: NodePlan, run_id: str, env_path: str) -> byte
         _add(tar, "run.json", config)
         _add(tar, "plan.json", json.dumps(plan.to_json(), indent=1).encode())
         _add(tar, SCRIPT, render_launch_script(plan, node, run_id, env_path).encode(), 0o755)
-        for name in ("supervisor.py", "preflight.py"):
+        for name in ("supervisor.py", *get_engine(plan.engine).node_scripts):
             _add(tar, name, (REMOTE / name).read_bytes(), 0o755)
     return out.getvalue()

@@ -1,5 +1,6 @@
-"""The edge of launching: SSH to every node of a plan, start, wait, and the status /
-stop / logs of a run. Judgement is in judge.py, rendering in render.py.
+"""The edge of launching: SSH to every node of a plan, start, wait. Judgement is in
+judge.py, rendering in render.py, the engine's own parts in engines/, status / stop /
+logs of a run in control.py.
 
 A launch, per node and in parallel, takes one round trip per step:
 1. prepare: write the run directory (tar), drop a lock whose supervisor is gone, report
@@ -22,10 +23,7 @@ after this command has returned.
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,19 +34,26 @@ from ..errors import ProtocolError
 from ..executor import Outcome, SessionPool
 from ..host import Host
 from ..provision.lock import NodeLock, acquire_lock, release_lock
-from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
+from ..results import FAIL, FAILED, OK, PASS, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
-from ..variables import var, venv_python
 from . import judge, slurm_step
+from .engines import get_engine
 from .plan import LaunchPlan, NodePlan, url_host
-from .remote.supervisor import tag_lines
-from .render import SERVER_LOG, RunPaths, bundle, env_file, new_run_id
+from .render import RunPaths, bundle, env_file, new_run_id
 
 Progress = Callable[[str], None]
 POLL_S = 0.25
 #: how long the control node waits for every node to finish a fail-fast teardown
 SETTLE_S = 15.0
-LOG_FILES = (SERVER_LOG, "preflight.log", "supervisor.log", "state.json", "preflight.json")
+#: what a run leaves on a node besides the engine's log (`Engine.log_file`)
+RUN_FILES = ("preflight.log", "supervisor.log", "state.json", "preflight.json")
+
+
+def log_files(engine: str) -> tuple[str, ...]:
+    """The files of a run worth copying to the control node."""
+    return (get_engine(engine).log_file, *RUN_FILES)
+
+
 LOG_TAIL_BYTES = 20_000_000
 
 
@@ -73,26 +78,6 @@ class NodeRun:
     status: dict[str, Any] | None = None
 
 
-def http_status(url: str, timeout: float) -> int:
-    """HTTP status of a GET, 0 when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, ValueError):
-        return 0
-
-
-def health_path(node_rank: object) -> str:
-    """Node 0 proves it generates; the other nodes only that their server is up."""
-    return "/health_generate" if node_rank == 0 else "/health"
-
-
-def health_url(node: NodePlan) -> str:
-    return f"http://{url_host(node.http_address)}:{node.http_port}{health_path(node.node_rank)}"
-
-
 class Launcher:
     """One `invoke launch`: the plan, the sessions, the report being built."""
 
@@ -108,6 +93,7 @@ class Launcher:
         progress: Progress | None = None,
     ) -> None:
         self.plan = plan
+        self.engine = get_engine(plan.engine)
         self.hosts = [hosts[n.host] for n in plan.nodes]
         self.pool = SessionPool(self.hosts, options, forks)
         self.run_id = run_id or new_run_id()
@@ -328,8 +314,8 @@ class Launcher:
         self.on_all(work)
 
     def judge_preflight(self) -> judge.PreflightVerdict:
-        verdict = judge.judge_preflight(
-            self.plan, {n: r.preflight for n, r in self.runs.items()}, {}
+        verdict = self.engine.judge_preflight(
+            self.plan, {n: r.preflight for n, r in self.runs.items()}
         )
         for name, result in verdict.hosts.items():
             self.add(name, result)
@@ -349,14 +335,18 @@ class Launcher:
             if any(s in ("failed", "stopping", "stopped") for s in states.values()):
                 self.on_failure()
                 return
-            passed = sum(bool(r.preflight and r.preflight.get("ok")) for r in self.runs.values())
-            if not self.preflight_judged and passed == plan.nnodes:
+            reporters = self.engine.preflight_reporters(plan)
+            passed = sum(
+                bool(self.runs[n].preflight and self.runs[n].preflight.get("ok"))  # type: ignore[union-attr]
+                for n in reporters
+            )
+            if not self.preflight_judged and passed == len(reporters):
                 self.judge_preflight()
                 self.timings["preflight_s"] = round(time.monotonic() - started, 3)
             if not self.preflight_judged:
                 self.progress(
                     f"preflight: {plan.backend} all_reduce over {plan.tp} ranks, "
-                    f"{passed}/{plan.nnodes} node(s) passed ({time.monotonic() - started:.0f} s)"
+                    f"{passed}/{len(reporters)} node(s) passed ({time.monotonic() - started:.0f} s)"
                 )
                 if time.monotonic() > deadline:
                     self.on_timeout(answers)
@@ -365,7 +355,7 @@ class Launcher:
                 continue
             for node in plan.nodes:
                 if node.host not in answers or answers[node.host] != 200:
-                    answers[node.host] = http_status(health_url(node), timeout=5.0)
+                    answers[node.host] = self.engine.ready(plan, node, timeout=5.0)
             up = sum(len(r.state.get("ranks", {})) for r in self.runs.values())
             if all(a == 200 for a in answers.values()) and all(
                 s == "running" for s in states.values()
@@ -374,7 +364,8 @@ class Launcher:
                 return
             elapsed = time.monotonic() - started
             self.progress(
-                f"waiting for {plan.node0.host} /health_generate: {elapsed:.0f} s, "
+                f"waiting for {plan.node0.host} "
+                f"{self.engine.health_path(0)}{self.engine.ready_note}: {elapsed:.0f} s, "
                 f"ranks up {up}/{plan.tp}, nodes answering "
                 f"{sum(a == 200 for a in answers.values())}/{plan.nnodes}"
             )
@@ -386,15 +377,16 @@ class Launcher:
     def on_ready(self, seconds: float) -> None:
         plan = self.plan
         for node in plan.nodes:
-            what = health_path(node.node_rank)
+            what = self.engine.health_path(node.node_rank)
+            where = (
+                f"{what} answers 200{self.engine.ready_note} on "
+                f"{url_host(node.http_address)}:{node.http_port}"
+                if node.serves_http
+                else "no HTTP server on this node"
+            )
             self.add(
                 node.host,
-                Result(
-                    "launch.ready",
-                    PASS,
-                    f"ranks {node.rank_span} running; {what} answers 200 on "
-                    f"{url_host(node.http_address)}:{node.http_port}",
-                ),
+                Result("launch.ready", PASS, f"ranks {node.rank_span} running; {where}"),
             )
         self.report.cluster.append(
             Result(
@@ -459,7 +451,7 @@ class Launcher:
         self.stop_everywhere()
         self.collect_logs()
         tail = ""
-        log = self.local / plan.node0.host / SERVER_LOG
+        log = self.local / plan.node0.host / self.engine.log_file
         if log.exists():
             lines = log.read_text(errors="replace").splitlines()
             tail = f"; last log line on {plan.node0.host}: {lines[-1].strip()}" if lines else ""
@@ -499,10 +491,10 @@ class Launcher:
 
         self.on_all(work)
 
-    def collect_logs(self, names: Iterable[str] = LOG_FILES) -> None:
+    def collect_logs(self, names: Iterable[str] | None = None) -> None:
         collect_run_logs(self.pool, self.hosts, self.local, {
             n: r.paths.dir for n, r in self.runs.items()
-        }, names)  # fmt: skip
+        }, names or log_files(self.plan.engine))  # fmt: skip
 
 
 def collect_run_logs(
@@ -510,7 +502,7 @@ def collect_run_logs(
     hosts: list[Host],
     local: Path,
     run_dirs: dict[str, str],
-    names: Iterable[str] = LOG_FILES,
+    names: Iterable[str],
 ) -> None:
     """Copy a run's logs from every node into runs/<id>/<host>/ on the control node."""
     wanted = list(names)
@@ -532,283 +524,6 @@ def collect_run_logs(
                 (target / name).write_text(result.stdout)
 
     pool.map(work, [h for h in hosts if h.name in run_dirs])
-
-
-# -- status / stop / logs of an existing run ---------------------------------------------
-def _run_dir(host: Host, run_id: str | None) -> str:
-    """A run's directory on a node (no run id: its `current` link)."""
-    return RunPaths(str(var(host, "state_dir")), run_id or "current").dir
-
-
-def _node_command(host: Host, action: str, run_id: str | None) -> str:
-    directory = shell.quote(_run_dir(host, run_id))
-    python = node_python(venv_python(var(host, "venv")))
-    return (
-        f"if [ -f {directory}/run.json ] && [ -f {directory}/supervisor.py ]; then "
-        f"{python} {directory}/supervisor.py {action} {directory}; else echo '{{}}'; fi"
-    )
-
-
-def _http_address(host: Host, status: dict[str, Any]) -> tuple[str, int] | None:
-    server = status.get("http") or {}
-    if not server.get("http_port"):
-        return None
-    bind = str(server.get("http_host") or "")
-    address = host.address if bind in ("", "0.0.0.0", "::") else bind
-    return address, int(server["http_port"])
-
-
-def node_ready(host: Host, status: dict[str, Any]) -> bool | None:
-    where = _http_address(host, status)
-    if where is None or status.get("state") != "running":
-        return None
-    path = health_path(status.get("node_rank"))
-    return http_status(f"http://{url_host(where[0])}:{where[1]}{path}", timeout=10) == 200
-
-
-def run_status(
-    hosts: list[Host], options: SSHOptions, *, forks: int, run_id: str | None = None
-) -> TaskReport:
-    """`invoke status`: every node's run, per rank: running or not, pid, uptime, ready."""
-    report = TaskReport("status")
-    with SessionPool(hosts, options, forks) as pool:
-        outcomes = pool.map(lambda s: s.run_json(_node_command(s.host, "status", run_id)))
-    statuses: dict[str, dict[str, Any]] = {}
-    by_name = {h.name: h for h in hosts}
-    found = {n: o.value for n, o in outcomes.items() if o.value}
-    latest = max((str(s.get("run_id") or "") for s in found.values()), default="")
-    for name, out in outcomes.items():
-        host_report = report.hosts.setdefault(name, HostReport())
-        if out.error is not None:
-            host_report.add_error(out.error, "status.node", FAIL)
-            continue
-        status = out.value or {}
-        if not status:
-            host_report.results.append(Result("status.node", SKIP, "no launch on this node"))
-            continue
-        ended = status.get("state") in ("stopped", "failed") and not status.get("leftovers")
-        if status.get("run_id") != latest and ended:
-            # an older run that has ended: not part of the run asked about
-            host_report.results.append(
-                Result(
-                    "status.node",
-                    SKIP,
-                    f"not in run {latest}; its last run {status.get('run_id')} "
-                    f"{status.get('state')}",
-                )
-            )
-            continue
-        statuses[name] = status
-        ready = node_ready(by_name[name], status)
-        host_report.results.extend(_node_status_results(status, ready))
-    death = judge.first_death({n: s for n, s in statuses.items() if s.get("run_id") == latest})
-    if death:
-        report.cluster.append(judge.death_result(death))
-        report.extra["first_death"] = death
-    for name, status in statuses.items():
-        if status.get("node_rank") == 0 and status.get("state") == "running":
-            where = _http_address(by_name[name], status)
-            if where:
-                report.extra["base_url"] = f"http://{url_host(where[0])}:{where[1]}/v1"
-    report.extra["runs"] = {n: s.get("run_id") for n, s in statuses.items()}
-    if slurm_step.over_slurm(hosts):
-        report.cluster.append(slurm_step.steps_result(hosts, latest))
-    return report
-
-
-def _node_status_results(status: dict[str, Any], ready: bool | None) -> list[Result]:
-    state = status.get("state")
-    run = status.get("run_id")
-    rank_count = len(status.get("ranks", []))
-    node_rank = status.get("node_rank")
-    results: list[Result] = []
-    if state == "running":
-        level = PASS if ready else WARN
-        ready_text = "ready" if ready else "not ready yet"
-        results.append(
-            Result(
-                "status.node",
-                level,
-                f"run {run}: running, node rank {node_rank}, {rank_count} rank(s), {ready_text}",
-            )
-        )
-    elif state in ("starting", "stopping"):
-        results.append(Result("status.node", WARN, f"run {run}: {state}"))
-    elif state == "stopped":
-        results.append(Result("status.node", SKIP, f"run {run}: stopped ({status.get('reason')})"))
-    else:
-        results.append(
-            Result(
-                "status.node",
-                FAIL,
-                f"run {run}: {state} ({status.get('reason')})",
-                judge.RUNBOOK_RANK_CRASH,
-            )
-        )
-    if state in ("running", "starting", "failed", "orphaned"):
-        results.extend(judge.rank_results(status, ready))
-    leftovers = status.get("leftovers") or []
-    if state in ("stopped", "failed", "orphaned") and leftovers:
-        results.append(
-            Result(
-                "status.leftovers",
-                FAIL,
-                f"processes of this run still alive: {leftovers} (`invoke stop` ends them)",
-                judge.RUNBOOK_LEFTOVERS,
-            )
-        )
-    return results
-
-
-def run_stop(
-    hosts: list[Host],
-    options: SSHOptions,
-    *,
-    forks: int,
-    runs_dir: Path,
-    run_id: str | None = None,
-) -> TaskReport:
-    """`invoke stop`: every rank of the run on every node, idempotently; logs collected."""
-    report = TaskReport("stop")
-    with SessionPool(hosts, options, forks) as pool:
-        outcomes = pool.map(lambda s: s.run_json(_node_command(s.host, "stop", run_id), timeout=90))
-        run_dirs: dict[str, str] = {}
-        ids = set()
-        for name, out in outcomes.items():
-            if out.value and out.value.get("run_id"):
-                ids.add(out.value["run_id"])
-                host = next(h for h in hosts if h.name == name)
-                run_dirs[name] = _run_dir(host, out.value["run_id"])
-        for run in ids:
-            collect_run_logs(
-                pool, hosts, runs_dir / run, {n: d for n, d in run_dirs.items() if run in d}
-            )
-    for name, out in outcomes.items():
-        host_report = report.hosts.setdefault(name, HostReport())
-        if out.error is not None:
-            host_report.add_error(out.error, "stop.node")
-            continue
-        status = out.value or {}
-        if not status:
-            host_report.results.append(Result("stop.node", OK, "nothing to stop (no launch)"))
-            continue
-        busy = judge.describe_ports(status.get("ports", []))
-        leftovers = status.get("leftovers") or []
-        alive = [r["rank"] for r in status.get("ranks", []) if r.get("alive")]
-        if busy or leftovers or alive:
-            problems = busy + [f"still alive: pids {leftovers}"] * bool(leftovers)
-            problems += [f"ranks {judge.spans(alive)} still running"] * bool(alive)
-            host_report.results.append(
-                Result("stop.node", FAILED, "; ".join(problems), judge.RUNBOOK_LEFTOVERS)
-            )
-            continue
-        what = (
-            "stopped"
-            if status.get("asked_supervisor") or status.get("killed_leftovers")
-            else "was not running"
-        )
-        host_report.results.append(
-            Result(
-                "stop.node",
-                OK,
-                f"run {status.get('run_id')} {what}: {len(status.get('ranks', []))} rank(s) "
-                f"down, no process left, ports free",
-            )
-        )
-    report.extra["runs"] = sorted(ids)
-    if slurm_step.over_slurm(hosts):
-        report.cluster.append(slurm_step.cancel_leftover_steps(hosts))
-    return report
-
-
-def run_logs(
-    hosts: list[Host],
-    options: SSHOptions,
-    *,
-    forks: int,
-    emit_line: Callable[[str, str, str], None],
-    run_id: str | None = None,
-    follow: bool = False,
-    lines: int = 0,
-    runs_dir: Path | None = None,
-) -> TaskReport:
-    """`invoke logs`: the run's SGLang log from every node of it, each line tagged
-    host:rank (--follow streams). Default run: the latest one on any selected node."""
-    report = TaskReport("logs")
-    tail = f"-n {int(lines)}" if lines else "-n +1"
-
-    def log_of(host: Host, run: str) -> str:
-        return shell.quote(f"{_run_dir(host, run)}/{SERVER_LOG}")
-
-    with SessionPool(hosts, options, forks) as pool:
-        if run_id is None:
-            current = pool.map(
-                lambda s: s.run(
-                    f'basename "$(readlink {shell.quote(_run_dir(s.host, None))})" '
-                    "2>/dev/null || true"
-                ).stdout.strip()
-            )
-            run_id = max((o.value or "" for o in current.values()), default="") or "current"
-        run = run_id
-        report.extra["run_id"] = run
-
-        if follow:
-            outcomes = pool.map(
-                lambda s: _follow(
-                    s,
-                    f"tail {tail} -F {log_of(s.host, run)} 2>/dev/null",
-                    emit_line,
-                    pool.cancelled,
-                )
-            )
-        else:
-
-            def work(session: Session) -> int:
-                text = session.run(
-                    f"tail {tail} {log_of(session.host, run)} 2>/dev/null || true", timeout=120
-                ).stdout
-                if runs_dir is not None and text:
-                    target = runs_dir / run / session.host.name
-                    target.mkdir(parents=True, exist_ok=True)
-                    (target / SERVER_LOG).write_text(text)
-                for tag, line in tag_lines(text.splitlines()):
-                    emit_line(session.host.name, tag, line)
-                return len(text.splitlines())
-
-            outcomes = pool.map(work)
-    for name, out in outcomes.items():
-        host_report = report.hosts.setdefault(name, HostReport())
-        if out.error is not None:
-            host_report.add_error(out.error, "logs.node")
-        elif out.value:
-            host_report.results.append(Result("logs.node", OK, f"{out.value} line(s)"))
-        else:
-            host_report.results.append(Result("logs.node", SKIP, f"no log of run {run}"))
-    return report
-
-
-def _follow(
-    session: Session,
-    command: str,
-    emit_line: Callable[[str, str, str], None],
-    cancelled: threading.Event,
-) -> int:
-    """Stream a remote `tail -F`, each line tagged host:rank, until Ctrl-C (`cancelled`)
-    or the command ends: the session's `follow` (a channel over SSH, an srun step over
-    Slurm)."""
-    host = session.host.name
-    tag = "main"
-    count = 0
-
-    def on_line(raw: bytes) -> None:
-        nonlocal tag, count
-        for line_tag, tagged in tag_lines([raw.decode(errors="replace")], start_tag=tag):
-            tag = line_tag
-            emit_line(host, line_tag, tagged)
-            count += 1
-
-    session.follow(command, on_line, cancelled)
-    return count
 
 
 def launch(

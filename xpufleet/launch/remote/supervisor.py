@@ -36,26 +36,24 @@ from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 TERMINAL_STATES = ("failed", "stopped")
-#: a scheduler title WITH its rank, as upstream SGLang later sets it
-#: (`sglang::scheduler_TP3`, `sglang::scheduler_DP0_TP3`); the fork (0.4.3.post2,
-#: managers/scheduler.py) sets plain `sglang::scheduler`, without an index
-RANK_NAME = re.compile(r"sglang::scheduler(?:_DP\d+)?_TP(\d+)(?:\s|$)")
-#: what each child of the server process is, by its title (setproctitle rewrites the
-#: command line; comm keeps the first 15 characters) -- checked in this order
-ROLES = (
-    ("resource tracker", re.compile(r"multiprocessing\.resource_tracker")),
-    ("detokenizer", re.compile(r"^sglang::detoken")),
-    ("tokenizer manager", re.compile(r"^sglang::tokeniz")),
-    ("data parallel controller", re.compile(r"^sglang::data_pa")),
-    ("scheduler", re.compile(r"^sglang::schedul")),
-    ("preflight rank", re.compile(r"^preflight_r")),
-    # a spawn child that has not set its title yet (python -c "...spawn_main(...)")
-    ("starting", re.compile(r"multiprocessing\.spawn|multiprocessing\.forkserver")),
-)
-#: helper processes whose death breaks serving: watched like ranks
-WATCHED_HELPERS = ("detokenizer",)
-#: `[2025-02-06 21:35:19 TP5] msg` (rank lines) and `[2025-02-06 21:35:19] msg` (server lines)
-LOG_PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?: (?:TP|DP\d+ TP)(\d+))?\]")
+
+
+class Patterns:
+    """The engine's process and log patterns, from run.json's `engine.patterns` (written by
+    xpufleet/launch/engines/: SGLang's, vLLM's): what each process of the run is, which
+    are the ranks, which helpers are watched, how a log line names its rank."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.roles = [(str(role), re.compile(rx)) for role, rx in doc["roles"]]
+        self.rank_role = str(doc["rank_role"])
+        self.watched_helpers = tuple(doc.get("watched_helpers", ()))
+        self.log_prefix = re.compile(doc["log_prefix"])
+        self.server_name = str(doc.get("server_name", "the server"))
+        self.rank_title = re.compile(doc["rank_title"]) if doc.get("rank_title") else None
+        self.discovery = str(doc.get("discovery", "children"))
+        self.needs_log_tags = bool(doc.get("needs_log_tags", True))
+        self.pending_roles = tuple(doc.get("pending_roles", ()))
+        self.identified_by = str(doc.get("identified_by", ""))
 
 
 # -- /proc helpers ---------------------------------------------------------------------
@@ -151,39 +149,57 @@ def describe_status(status: int | None) -> dict[str, Any]:
     return {"code": code, "signal": None, "text": f"exited with code {code}"}
 
 
-def classify(names: list[str]) -> str:
-    """A child's role from its comm and command line (see ROLES); "other" if unknown."""
-    for role, pattern in ROLES:
+def descendants_of(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...)."""
+    found: list[int] = []
+    todo = children_of(pid)
+    while todo:
+        child = todo.pop()
+        if child not in found:
+            found.append(child)
+            todo += children_of(child)
+    return found
+
+
+def classify(names: list[str], patterns: Patterns) -> str:
+    """A process's role from its comm and command line (the engine's roles, in order);
+    "other" if unknown."""
+    for role, pattern in patterns.roles:
         if any(pattern.search(name) for name in names):
             return role
     return "other"
 
 
 def assign_ranks(
-    children: list[tuple[int, list[str], float]], ranks: list[int], log_tags: set[str]
+    children: list[tuple[int, list[str], float]],
+    ranks: list[int],
+    log_tags: set[str],
+    patterns: Patterns,
 ) -> tuple[dict[int, int], dict[int, str], str | None]:
-    """({rank: pid}, {pid: helper role}, why not yet) for the children of the server.
+    """({rank: pid}, {pid: helper role}, why not yet) for the processes of the server.
 
-    The fork titles every scheduler `sglang::scheduler` (no index), and spawns them one
-    after the other in rank order (entrypoints/engine.py: `for tp_rank in tp_rank_range:
-    ... proc.start()`), AFTER the resource tracker (the first spawn starts it) and BEFORE
-    the detokenizer. So: helpers are named by title, never counted as ranks; the k-th
-    scheduler created (start time, then pid) is the node's k-th rank; and the ranks are
-    only taken once every planned rank's `TP<n>` log prefix is in the log (the schedulers
-    configured their loggers), no child is still untitled, and the count matches. A title
-    that carries the index (later upstream) wins over all of that."""
+    SGLang: the fork titles every scheduler `sglang::scheduler` (no index), and spawns them
+    one after the other in rank order (entrypoints/engine.py: `for tp_rank in
+    tp_rank_range: ... proc.start()`), AFTER the resource tracker (the first spawn starts
+    it) and BEFORE the detokenizer. So: helpers are named by title, never counted as
+    ranks; the k-th rank process created (start time, then pid) is the node's k-th rank;
+    and, where the engine says so, the ranks are only taken once every planned rank's log
+    tag is in the log, no process is still untitled, and the count matches. A title that
+    carries the index (later upstream) wins over all of that. vLLM: the Ray actors
+    `ray::RayWorkerWrapper` of the node, in start order."""
     helpers: dict[int, str] = {}
     schedulers: list[tuple[float, int]] = []
     named: dict[int, int] = {}
     pending = 0
     for pid, names, started in children:
-        role = classify(names)
-        indexed = next((RANK_NAME.search(n) for n in names if RANK_NAME.search(n)), None)
+        role = classify(names, patterns)
+        title = patterns.rank_title
+        indexed = next((title.search(n) for n in names if title.search(n)), None) if title else None
         if indexed:
             named[int(indexed.group(1))] = pid
-        elif role == "scheduler":
+        elif role == patterns.rank_role:
             schedulers.append((started, pid))
-        elif role == "starting":
+        elif role in patterns.pending_roles:
             pending += 1
         elif role != "preflight rank":
             helpers[pid] = role
@@ -192,22 +208,22 @@ def assign_ranks(
     if pending:
         return {}, helpers, f"{pending} child process(es) not titled yet"
     if len(schedulers) != len(ranks):
-        return {}, helpers, f"{len(schedulers)} of {len(ranks)} schedulers started"
-    missing = [r for r in ranks if str(r) not in log_tags]
+        return {}, helpers, f"{len(schedulers)} of {len(ranks)} rank processes started"
+    missing = [r for r in ranks if str(r) not in log_tags] if patterns.needs_log_tags else []
     if missing:
         return {}, helpers, f"no TP{missing[0]} log lines yet"
     ordered = [pid for _, pid in sorted(schedulers)]
     return dict(zip(sorted(ranks), ordered, strict=True)), helpers, None
 
 
-def log_tags(log: Path) -> set[str]:
-    """Rank tags (`TP<n>` prefixes) seen in the first part of the node's log."""
+def log_tags(log: Path, prefix: re.Pattern[str]) -> set[str]:
+    """Rank tags (SGLang's `TP<n>` prefixes) seen in the first part of the node's log."""
     try:
         with log.open("rb") as fh:
             text = fh.read(4 << 20).decode(errors="replace")
     except OSError:
         return set()
-    return {tag for tag, _ in tag_lines(text.splitlines())} - {"main"}
+    return {tag for tag, _ in tag_lines(text.splitlines(), prefix)} - {"main"}
 
 
 # -- ports --------------------------------------------------------------------------
@@ -271,20 +287,30 @@ def check_ports(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # -- logs ---------------------------------------------------------------------------
-def tag_lines(lines: Iterable[str], start_tag: str = "main") -> list[tuple[str, str]]:
-    """(rank tag, line): `TP5` lines get "5", server lines "main"; a traceback or other
+def tag_lines(
+    lines: Iterable[str], prefix: re.Pattern[str], start_tag: str = "main"
+) -> list[tuple[str, str]]:
+    """(rank tag, line) by the engine's log prefix: SGLang's `TP5` lines get "5", server
+    lines "main"; a line naming a process (Ray's `(RayWorkerWrapper pid=N, ...)`) gets
+    "pid=N" for the control node to turn into its host and rank. A traceback or other
     continuation line belongs to the line before it."""
     tagged = []
     tag = start_tag
     for line in lines:
-        match = LOG_PREFIX.match(line)
+        match = prefix.match(line)
         if match:
-            tag = match.group(1) or "main"
+            found = match.groupdict()
+            if found.get("rank"):
+                tag = found["rank"]
+            elif found.get("pid"):
+                tag = f"pid={found['pid']}"
+            else:
+                tag = "main"
         tagged.append((tag, line))
     return tagged
 
 
-def tail_for(log: Path, rank: int | None, count: int = 12) -> list[str]:
+def tail_for(log: Path, rank: int | None, prefix: re.Pattern[str], count: int = 12) -> list[str]:
     try:
         with log.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -294,7 +320,7 @@ def tail_for(log: Path, rank: int | None, count: int = 12) -> list[str]:
         return []
     if rank is None:
         return lines[-count:]
-    mine = [line for tag, line in tag_lines(lines) if tag == str(rank)]
+    mine = [line for tag, line in tag_lines(lines, prefix) if tag == str(rank)]
     return (mine or lines)[-count:]
 
 
@@ -357,6 +383,7 @@ class Supervisor:
         self.node_rank = int(self.cfg["node_rank"])
         self.hosts: list[str] = self.cfg["hosts"]
         self.log = run_dir / self.cfg["server"]["log"]
+        self.patterns = Patterns(self.cfg["engine"]["patterns"])
         self.server: subprocess.Popen[bytes] | None = None
         self.rank_pids: dict[int, int] = {}
         self.pidfds: dict[int, tuple[str, int, int]] = {}  # fd -> (kind, rank, pid)
@@ -501,11 +528,16 @@ class Supervisor:
     def discover_ranks(self) -> None:
         if self.server is None or self.rank_pids:
             return
-        children = [
-            (pid, process_names(pid), start_time(pid) or 0.0)
-            for pid in children_of(self.server.pid)
-        ]
-        found, helpers, waiting = assign_ranks(children, self.cfg["ranks"], log_tags(self.log))
+        pids = (
+            descendants_of(self.server.pid)
+            if self.patterns.discovery == "descendants"
+            else children_of(self.server.pid)
+        )
+        children = [(pid, process_names(pid), start_time(pid) or 0.0) for pid in pids]
+        tags = (
+            log_tags(self.log, self.patterns.log_prefix) if self.patterns.needs_log_tags else set()
+        )
+        found, helpers, waiting = assign_ranks(children, self.cfg["ranks"], tags, self.patterns)
         if waiting or not found:
             return
         # helpers are recorded (and the detokenizer watched) once the ranks are known: a
@@ -514,7 +546,7 @@ class Supervisor:
             if role == "other" or str(pid) in self.state["helpers"]:
                 continue
             self.state["helpers"][str(pid)] = {"role": role, "started_at": start_time(pid)}
-            if role in WATCHED_HELPERS:
+            if role in self.patterns.watched_helpers:
                 self.watch("helper", -1, pid)
         for rank, pid in sorted(found.items()):
             self.rank_pids[rank] = pid
@@ -526,10 +558,11 @@ class Supervisor:
                 "cause": None,
             }
             self.watch("rank", rank, pid)
+        title = self.patterns.rank_title
         self.state["identified_by"] = (
             "process titles with the rank index"
-            if any(RANK_NAME.search(n) for _, names, _ in children for n in names)
-            else "title sglang::scheduler, the fork's spawn order, TP<n> log prefixes"
+            if title and any(title.search(n) for _, names, _ in children for n in names)
+            else self.patterns.identified_by
         )
         self.save()
         expected = len(self.cfg["ranks"])
@@ -573,7 +606,7 @@ class Supervisor:
             role = self.state["helpers"].get(str(pid), {}).get("role", "helper")
             who = f"{role} (helper process, not a rank)"
         else:
-            who = "sglang.launch_server"
+            who = str(self.cfg["server"].get("name") or self.patterns.server_name)
         death = {
             "host": self.host,
             "node_rank": self.node_rank,
@@ -582,7 +615,7 @@ class Supervisor:
             "what": who,
             "exit": status,
             "died_at": died_at,
-            "tail": tail_for(self.log, rank if kind == "rank" else None),
+            "tail": tail_for(self.log, rank if kind == "rank" else None, self.patterns.log_prefix),
         }
         self.state["first_death"] = death
         reason = f"{who} on {self.host} (pid {pid}) {status['text']}"
@@ -615,22 +648,27 @@ class Supervisor:
         self.state["ended_at"] = time.time()
         self.save()
 
+    def members(self) -> list[int]:
+        """Every process of the run: the session's, and any descendant that left it (the
+        supervisor is their subreaper)."""
+        mine = [p for p in descendants_of(os.getpid()) if is_running(p)]
+        return sorted(set(session_members(os.getsid(0))) | set(mine))
+
     def teardown(self) -> None:
         grace = float(self.cfg.get("grace_s", 3))
-        sid = os.getsid(0)
-        victims = session_members(sid)
+        victims = self.members()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while session_members(sid) and time.monotonic() < deadline:
+        while self.members() and time.monotonic() < deadline:
             self.collect_exits()
             time.sleep(0.05)
-        for pid in session_members(sid):
+        for pid in self.members():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while session_members(sid) and time.monotonic() < deadline:
+        while self.members() and time.monotonic() < deadline:
             self.collect_exits()
             time.sleep(0.05)
         # a multi-threaded rank shows as a zombie before its last thread is gone; its
@@ -769,6 +807,7 @@ def status(run_dir: Path) -> dict[str, Any]:
         "cause_elsewhere": state.get("cause_elsewhere"),
         "now": time.time(),
         "http": cfg.get("server"),
+        "engine": (cfg.get("engine") or {}).get("name", "sglang"),
     }
     if doc["state"] not in TERMINAL_STATES and state and not doc["supervisor"]["alive"]:
         doc["state"] = "orphaned"
@@ -821,14 +860,30 @@ def stop(run_dir: Path, wait_s: float = 15.0) -> dict[str, Any]:
         deadline = time.monotonic() + 5
         while session_members(int(sid)) and time.monotonic() < deadline:
             time.sleep(0.05)
+    engine_stop = run_engine_stop(read_json(run_dir / "run.json"))
     lock = read_json(run_dir / "lock.json")
     lock_path = Path(lock.get("path") or "/nonexistent")
     if lock and read_json(lock_path).get("token") == lock.get("token"):
         with contextlib.suppress(OSError):
             lock_path.unlink()
     final = status(run_dir)
-    final.update(asked_supervisor=asked, killed_leftovers=killed)
+    final.update(asked_supervisor=asked, killed_leftovers=killed, engine_stop=engine_stop)
     return final
+
+
+def run_engine_stop(cfg: dict[str, Any], timeout: float = 60.0) -> dict[str, Any] | None:
+    """The engine's own stop after the run's processes are gone (vLLM: `ray stop --force`,
+    which also ends Ray processes that left the session); None when it has none."""
+    argv = list((cfg.get("engine") or {}).get("stop_argv") or [])
+    if not argv or not Path(argv[0]).exists():
+        return None
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"argv": argv, "code": None, "output": str(exc)[-500:]}
+    return {"argv": argv, "code": done.returncode, "output": (done.stdout + done.stderr)[-500:]}
 
 
 def prepare(run_dir: Path) -> dict[str, Any]:
