@@ -40,7 +40,8 @@ from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port
 from xpufleet.lab.vllmenv import SERVE_ENV, SERVE_FLAGS, VllmEnv, ensure_vllm_env
 from xpufleet.transport import CommandResult, Session
 
-pytestmark = pytest.mark.lab
+#: the module's one launch (set-up of its first test) plus a reference vLLM, under load
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1800)]
 
 import openai  # noqa: E402
 

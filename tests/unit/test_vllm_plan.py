@@ -160,15 +160,22 @@ def test_ray_workers_are_the_ranks_and_their_lines_name_their_pid() -> None:
         (11, ["ray::IDLE", "ray::IDLE"], 2.0),
         (13, ["ray::RayWorkerW", "ray::RayWorkerWrapper.execute_method"], 4.0),
         (12, ["ray::RayWorkerW", "ray::RayWorkerWrapper"], 3.0),
+        (14, ["VLLM::EngineCor", "VLLM::EngineCore"], 5.0),
     ]
     found, helpers, waiting = supervisor.assign_ranks(procs, [8, 9], set(), patterns)
     assert (found, waiting) == ({8: 12, 9: 13}, None)
-    assert helpers == {10: "raylet", 11: "idle ray worker"}
+    assert helpers == {10: "raylet", 11: "idle ray worker", 14: "engine core"}
+    # vLLM 0.32's actor class (ray_executor_v2.py) is a rank too
+    v032 = [(20, ["ray::RayWorkerP", "ray::RayWorkerProc"], 1.0)]
+    assert supervisor.assign_ranks(v032, [0], set(), patterns)[0] == {0: 20}
     lines = [
         "INFO 12-03 13:00:00 [api_server.py:1] vLLM API server version 0.32.0",
         "(RayWorkerWrapper pid=13, ip=10.0.0.2) INFO 12-03 [worker.py:2] rank=9",
         "Traceback (most recent call last):",
         "WARNING 12-03 13:00:01 [x.py:3] back on the server",
+        "\x1b[36m(RayWorkerProc pid=13, ip=10.0.0.2)\x1b[0m (Worker_TP1 pid=13) INFO 12-03",
+        "(APIServer pid=7) INFO 12-03 13:00:02 [api_server.py:9] Starting vLLM API server",
+        "INFO:     Application startup complete.",
     ]
     tags = [tag for tag, _ in supervisor.tag_lines(lines, patterns.log_prefix)]
-    assert tags == ["main", "pid=13", "pid=13", "main"]
+    assert tags == ["main", "pid=13", "pid=13", "main", "pid=13", "pid=7", "main"]

@@ -24,8 +24,10 @@ and from Ray 2.60:
 - ranks: the executor sorts its workers by (on the driver's node first, fewer workers on
   the node first, IP string) and numbers them in that order
   (`sort_by_driver_then_worker_ip`), so the plan numbers nodes the same way; the workers
-  are Ray actors titled `ray::RayWorkerWrapper`, children of the node's raylet, which is
-  a child of `ray start` (`ray/_private/services.py::start_ray_process`: no new session);
+  are Ray actors titled `ray::RayWorkerWrapper` (the fork, executor/ray_utils.py) or
+  `ray::RayWorkerProc` (vLLM 0.32, v1/executor/ray_executor_v2.py), children of the
+  node's raylet, which is a child of `ray start` (`ray/_private/services.py::
+  start_ray_process`: no new session);
   on the fork's V0 engine rank 0 runs inside the server and a dummy actor holds its GPU;
 - every `ray start` runs with `--block`: it exits (after killing the node's other Ray
   processes) when one of them dies unexpectedly (`ray/scripts/scripts.py::start`), so it
@@ -55,7 +57,9 @@ if TYPE_CHECKING:
 
 PATTERNS = ProcessPatterns(
     roles=(
-        ("ray worker", r"^ray::RayWorkerW"),
+        # the fork's actor class (executor/ray_utils.py) and vLLM 0.32's (ray_executor_v2.py);
+        # comm keeps 15 characters of the title
+        ("ray worker", r"^ray::RayWorker[WP]"),
         ("idle ray worker", r"^ray::IDLE"),
         ("raylet", r"^raylet$|/raylet/raylet(?:\s|$)"),
         ("gcs server", r"^gcs_server$|/gcs/gcs_server(?:\s|$)"),
@@ -64,13 +68,18 @@ PATTERNS = ProcessPatterns(
     ),
     rank_role="ray worker",
     watched_helpers=("raylet", "gcs server", "engine core", "ray start"),
-    # Ray forwards a worker's output to the driver as `(RayWorkerWrapper pid=N, ip=A) ...`;
-    # vLLM's own lines start with their level (`INFO 12-03 13:00:00 [file.py:12] ...`)
-    log_prefix=r"^(?:\((?:[\w.]+ )?pid=(?P<pid>\d+)[^)]*\)|(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) )",
+    # Ray forwards a worker's output to the driver as `(RayWorkerWrapper pid=N, ip=A) ...`
+    # (colored when the driver's output is a terminal or forced); vLLM's own lines start
+    # with their level (`INFO 12-03 13:00:00 [file.py:12] ...`, uvicorn's `INFO:     ...`)
+    # or, since vLLM 0.11, with their process (`(APIServer pid=N) INFO ...`)
+    log_prefix=(
+        r"^(?:\x1b\[[0-9;]*m)?(?:\((?:[\w.]+ )?pid=(?P<pid>\d+)[^)]*\)"
+        r"|(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)[: ])"
+    ),
     server_name="vLLM OpenAI server",
     discovery="descendants",
     needs_log_tags=False,
-    identified_by="title ray::RayWorkerWrapper (Ray actors), in start order",
+    identified_by="title ray::RayWorkerWrapper / ray::RayWorkerProc (Ray actors), start order",
 )
 
 
