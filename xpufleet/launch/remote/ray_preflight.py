@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     report["nodes"] = nodes
     report["seconds"] = round(time.monotonic() - started, 3)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
+    tmp.write_text(json.dumps(report))  # one line: the control node reads it as one
     tmp.replace(out)
     _log("ok" if report["ok"] else f"failed: {report['error']}")
     if connected:
