@@ -100,13 +100,9 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _inventory(lab: Lab, path: Path, user: str, **extra: Any) -> Path:
-    ports = {  # this lab's own ports: other labs on the machine may hold 29500/30000
-        "rendezvous_port": lab.port + 7000,
-        "supervisor_port": lab.port + 7010,
-        "sglang_port": lab.port + 8000,
-        "pip_packages": list(LAB_PIP_PACKAGES),
-    }
-    path.write_text(bastion.inventory(lab, user=user, extra={**ports, **extra}))
+    # the lab's inventory carries this lab's own launch ports (Lab.launch_ports)
+    extra = {"pip_packages": list(LAB_PIP_PACKAGES), **extra}
+    path.write_text(bastion.inventory(lab, user=user, extra=extra))
     return path
 
 

@@ -78,18 +78,14 @@ def launch_inventory(
     tmp_path_factory: pytest.TempPathFactory,
     inventory_with: Callable[..., Path],
 ) -> Path:
-    """The lab's inventory with this module's model name and a rendezvous port of this
-    lab's own (torch's TCPStore listens on every address, and the labs of a machine
-    share one network namespace)."""
+    """The lab's inventory (with this lab's own launch ports) and this module's model."""
     return inventory_with(
         provisioned_lab,
         tmp_path_factory.mktemp("bench-inventory"),
         # the lab's model directory: the real client loads its tokenizer
         model_path=f"/models/{LAB_MODEL}",
         model_name=MODEL,
-        sglang_port=30000,
         ready_timeout=240,
-        rendezvous_port=29500 + provisioned_lab.port % 1000,
     )
 
 

@@ -114,7 +114,7 @@ def _reaches(address: str, port: int) -> bool:
 
 
 def test_blocked_port(lab: Lab) -> None:
-    port = 29500
+    port = lab.launch_ports()["rendezvous_port"]  # the fault's default: this lab's own
     node1, node2 = lab.node_address(1), lab.node_address(2)
     with _listeners([node1, node2], port):
         with lab.fault(2, "blocked_port"):

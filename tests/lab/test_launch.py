@@ -28,7 +28,6 @@ from sglang.srt.model import apply_chat_template, reference_completion  # noqa: 
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 MODEL = "lab-tiny"
-HTTP_PORT = 30000
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,6 @@ def inventory(
         tmp_path_factory.mktemp("launch-inventory"),
         model_path=f"/models/{MODEL}",
         model_name=MODEL,
-        sglang_port=HTTP_PORT,
         ready_timeout=240,
     )
 
@@ -145,12 +143,15 @@ def follow_logs_then_interrupt(inventory: Path) -> None:
             proc.wait()
 
 
-def test_plan_prints_and_starts_nothing(inventory: Path) -> None:
+def test_plan_prints_and_starts_nothing(provisioned_lab: Lab, inventory: Path) -> None:
     code, doc = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2", "--plan")
     assert code == 0, doc["stderr"]
     plan = doc["plan"]
     assert [n["node_rank"] for n in plan["nodes"]] == [0, 1]
-    assert plan["dist_init_addr"].endswith(":29500")
+    # the lab's own ports: other labs on this machine may launch at the same time
+    ports = provisioned_lab.launch_ports()
+    assert plan["dist_init_addr"].endswith(f":{ports['rendezvous_port']}")
+    assert plan["base_url"].endswith(f":{ports['sglang_port']}/v1")
     assert "--node-rank" in plan["nodes"][1]["argv"]
     code, status = invoke(inventory, "status")
     assert code in (0, 1)  # an earlier, ended run may be on record
@@ -193,8 +194,9 @@ def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
     assert code == 0, messages(stopped)
     assert not any(pid_alive(pid) for pid in pids.values())
     addresses = [n["http_address"] for n in doc["plan"]["nodes"]]
-    assert all(not port_holders(address, HTTP_PORT) for address in addresses)
-    assert not port_holders(doc["plan"]["rendezvous_address"], 29500)
+    ports = provisioned_lab.launch_ports()
+    assert all(not port_holders(address, ports["sglang_port"]) for address in addresses)
+    assert not port_holders(doc["plan"]["rendezvous_address"], ports["rendezvous_port"])
     code, again = invoke(inventory, "stop")
     assert code == 0, messages(again)
     code, logs = invoke(inventory, "logs")
@@ -241,13 +243,13 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
 def test_blocked_rendezvous_port_fails_preflight_naming_the_node(
     provisioned_lab: Lab, inventory: Path, launched: Any
 ) -> None:
-    with provisioned_lab.fault(1, "blocked_port", 29500):
+    with provisioned_lab.fault(1, "blocked_port"):  # the lab's rendezvous_port
         code, doc = launched("--tp", "8", "--nnodes", "2")
     assert code == 1
     text = messages(doc)
     assert "launch.preflight fail preflight failed" in text
     assert "never joined" in text
-    assert "port 29500 on node1" in text
+    assert f"port {provisioned_lab.launch_ports()['rendezvous_port']} on node1" in text
     assert doc.get("ready") is False or "ready" not in doc
     code, status = invoke(inventory, "status")
     assert not [line for line in messages(status).splitlines() if " pass running" in line]

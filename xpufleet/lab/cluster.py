@@ -7,6 +7,10 @@
     lab.status().all_up
     lab.down()                      # no process, mount, namespace or firewall rule left
 
+The lab's launch ports (rendezvous, SGLang HTTP, supervisor hub) sit at fixed offsets
+from its SSH port (`launch_ports`): torch's TCPStore listens on every address and the labs
+of a machine share one network namespace, so labs must differ by port, not by address.
+
 Node i is `node<i>` at `<net>.<i>:<port>`: its own mount + UTS namespace (see
 nodeinit.py), bind mounts over /opt/intel, /opt/xpufleet, /var/lib/xpufleet, /models
 (its own), /opt/intel/oneapi and /etc/OpenCL/vendors (read-only, shared by the lab),
@@ -56,7 +60,14 @@ from .processes import (
     start_nodes,
     wait_for,
 )
-from .profile import Fault, LabError, NodeSpec, Profile, load_profile
+from .profile import (
+    LAUNCH_PORT_OFFSETS,
+    Fault,
+    LabError,
+    NodeSpec,
+    Profile,
+    load_profile,
+)
 from .slurm import LabSlurm, render_slurm_inventory
 
 DEFAULT_DIR = LabSettings.dir
@@ -174,6 +185,14 @@ class Lab:
     def node_address(self, index: int) -> str:
         return f"{self.net}.{index}"
 
+    def launch_ports(self) -> dict[str, int]:
+        """This lab's rendezvous, SGLang HTTP and supervisor ports (inventory variables)."""
+        return {name: self.port + offset for name, offset in LAUNCH_PORT_OFFSETS.items()}
+
+    def fault_port(self, param: int | str) -> int:
+        """A `blocked_port` parameter: a port number or one of `launch_ports()`'s names."""
+        return self.launch_ports()[param] if isinstance(param, str) else int(param)
+
     def private_address(self, index: int) -> str | None:
         """Node<index>'s address behind the bastion (None when NET leaves no room)."""
         try:
@@ -249,8 +268,13 @@ class Lab:
         match = _NET.match(self.net)
         if not match or max(int(match.group(1)), int(match.group(2))) > 255:
             raise InputError(f"lab network must look like 127.X.Y, got {self.net!r}", key="net")
-        if not 1024 <= self.port <= 65535:
-            raise InputError(f"lab SSH port must be 1024-65535, got {self.port}", key="port")
+        top = 65535 - max(LAUNCH_PORT_OFFSETS.values())
+        if not 1024 <= self.port <= top:
+            raise InputError(
+                f"lab SSH port must be 1024-{top} (its launch ports are port + "
+                f"{', '.join(map(str, LAUNCH_PORT_OFFSETS.values()))}), got {self.port}",
+                key="port",
+            )
         if not _SAFE_PATH.match(str(self.dir)):
             raise InputError(
                 f"lab directory may hold only letters, digits and ._/+- : {self.dir}",
@@ -662,6 +686,8 @@ def render_inventory(
                 # once per machine: upstream_sglang.py); the stand-in has no client
                 "bench_python": str(sglang_python),
                 **LAB_SIZED_VARS,
+                # this lab's own: other labs on the machine may be launching too
+                **lab.launch_ports(),
             },
             "children": {"gpu_nodes": {"hosts": hosts}},
         }

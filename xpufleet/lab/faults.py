@@ -143,10 +143,15 @@ def _clock_skew(node: FaultTarget) -> None:
         sshd.start(node.lab, node.index, node.holder)
 
 
-@fault("blocked_port", 29500, "TCP port dropped by iptables on the node's address")
+@fault(
+    "blocked_port",
+    "rendezvous_port",
+    "TCP port dropped by iptables on the node's addresses: a number or one of the lab's "
+    "launch ports (rendezvous_port, sglang_port, supervisor_port)",
+)
 def _blocked_port(node: FaultTarget) -> None:
     if node.on:
-        firewall.block_port(node.lab, node.index, int(node.param))
+        firewall.block_port(node.lab, node.index, node.lab.fault_port(node.param))
     else:
         firewall.remove_rules(node.lab, {node.index})
 

@@ -125,6 +125,17 @@ ONEAPI_RELEASES: dict[str, dict[str, str]] = {
 }
 
 
+#: the lab's launch ports: SSH port + offset. The offsets are 1000 apart, so labs whose SSH
+#: ports differ by less than 1000 never share one (the default lab: 29022, 30022, 31022);
+#: all stay below Linux's ephemeral range (32768) for SSH ports up to 23767. Labs share
+#: one network namespace and torch's TCPStore listens on every address.
+LAUNCH_PORT_OFFSETS: dict[str, int] = {
+    "rendezvous_port": 7000,
+    "sglang_port": 8000,
+    "supervisor_port": 9000,
+}
+LAUNCH_PORT_NAMES = tuple(LAUNCH_PORT_OFFSETS)
+
 _DRIVERS = ("i915", "xe")
 _HIERARCHIES = ("FLAT", "COMPOSITE")
 _NODE_NAME = re.compile(r"^node([1-9][0-9]*)$")
@@ -289,6 +300,13 @@ class _Parser:
             if not _SIZE.match(size):
                 raise self.error(node, where, "a tmpfs size such as 1M")
             return size
+        if name == "blocked_port" and not node.tag.endswith(":int"):
+            port_name = self.scalar(node, where, str)
+            if port_name not in LAUNCH_PORT_NAMES:
+                raise self.error(
+                    node, where, f"a TCP port or one of {', '.join(LAUNCH_PORT_NAMES)}"
+                )
+            return port_name
         value = self.scalar(node, where, int)
         if name == "blocked_port" and not 1 <= value <= 65535:
             raise self.error(node, where, "a TCP port between 1 and 65535")

@@ -417,6 +417,7 @@ def render_slurm_inventory(lab: Lab, env: pybase.BaseEnv) -> str:
             "python": str(env.python),
             "base_site_packages": [str(env.site_packages)],
             **LAB_SIZED_VARS,
+            **lab.launch_ports(),  # this lab's own, as in its SSH inventory
         },
     }
     header = (
