@@ -37,6 +37,7 @@ from test_launch import INVOKE, invoke, messages
 
 from xpufleet.lab import Lab
 from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port
+from xpufleet.lab.upstream_sglang import ensure_upstream_sglang
 from xpufleet.lab.vllmenv import (
     SERVE_ENV,
     VllmEnv,
@@ -202,11 +203,11 @@ def launched(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
 def test_launch_serves_the_same_answer_as_a_single_process_vllm(launched: dict) -> None:
     doc = launched["doc"]
     assert launched["code"] == 0, messages(doc) + launched["stderr"][-3000:]
-    assert doc["extra"]["ready"] is True
+    assert doc["ready"] is True
     assert launched["reference"], "the single-process vLLM answered nothing"
-    plan = doc["extra"]["plan"]
+    plan = doc["plan"]
     assert plan["engine"] == "vllm"
-    assert chat(doc["extra"]["base_url"], plan["model_name"]) == launched["reference"]
+    assert chat(doc["base_url"], plan["model_name"]) == launched["reference"]
     # the preflight saw both nodes in the Ray cluster with their GPU
     assert "Ray cluster at" in messages(doc) and "2 node(s) with 2 GPU(s)" in messages(doc)
 
@@ -221,18 +222,40 @@ def test_status_shows_one_ray_worker_per_node(launched: dict) -> None:
         for host, body in status["hosts"].items()
     }
     assert ranks == {"node1": [0], "node2": [1]}, messages(status)
-    assert status["extra"]["base_url"] == launched["doc"]["extra"]["base_url"]
+    assert status["base_url"] == launched["doc"]["base_url"]
 
 
 def test_logs_tag_forwarded_worker_lines_with_their_host_and_rank(launched: dict) -> None:
     code, logs = invoke(launched["inventory"], "logs", "--limit", "node1,node2")
     assert code == 0, messages(logs)
-    tags = {(line["host"], line["rank"]) for line in logs["extra"]["lines"]}
+    tags = {(line["host"], line["rank"]) for line in logs["lines"]}
     # the head's vLLM log holds both workers' output, forwarded by Ray
     # `(RayWorkerWrapper pid=N, ip=A) ...`: each line goes under its worker's host:rank
     assert {("node1", "main"), ("node1", "0"), ("node2", "1")} <= tags, sorted(tags)
-    node2 = [x["line"] for x in logs["extra"]["lines"] if (x["host"], x["rank"]) == ("node2", "1")]
+    node2 = [x["line"] for x in logs["lines"] if (x["host"], x["rank"]) == ("node2", "1")]
     assert all("pid=" in line for line in node2 if line.startswith("("))
+
+
+def test_the_real_bench_serving_client_measures_the_vllm_launch(
+    launched: dict, tmp_path: Path
+) -> None:
+    """`invoke bench --engine vllm`: SGLang's real `bench_serving --backend vllm` (the
+    lab's sglang 0.4.3.post2 env, `bench_python`) from node1 against the launch."""
+    ensure_upstream_sglang()
+    proc = subprocess.run(
+        [INVOKE, "bench", "--engine", "vllm", "--tp", "2", "--nnodes", "2",
+         "--batch-size", "2", "--input", "16", "--output", "4",
+         "--hosts", str(launched["inventory"]), "--limit", "node1,node2", "--json"],
+        capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[2],
+        env=dict(os.environ, INVOKE_XPUFLEET_RUNS_DIR=str(tmp_path), COLUMNS="200"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [r for r in json.loads(proc.stdout)["rows"] if r["kind"] == "serving"]
+    assert [(r["status"], r["metrics"].get("successful_requests")) for r in rows] == [("ok", 2)], (
+        rows
+    )
+    log = next(tmp_path.glob("bench-*/logs/*-serving.stdout")).read_text()
+    assert "Namespace(backend='vllm'" in log
 
 
 def test_a_killed_worker_on_node2_stops_every_node_and_is_named_then_stop_leaves_nothing(
@@ -254,8 +277,9 @@ def test_a_killed_worker_on_node2_stops_every_node_and_is_named_then_stop_leaves
 
     assert wait_until(all_down, 120), messages(seen["status"])
     after = seen["status"]
-    death = after["extra"]["first_death"]
-    assert (death["host"], death["rank"], death["exit"]["signal"]) == ("node2", 1, "SIGKILL")
+    death = after["first_death"]
+    # (its exit status is the raylet's to reap, its parent: not the supervisor's to read)
+    assert (death["host"], death["rank"], death["pid"]) == ("node2", 1, int(worker))
     assert "rank 1 on node2" in messages(after)
     code, stopped = invoke(inventory, "stop", "--limit", "node1,node2")
     assert code == 0, messages(stopped)
