@@ -69,6 +69,16 @@ def devices_per_node(host: Host) -> int:
     return int(var(host, "tiles"))
 
 
+def card_of(host: Host, physical_device: int) -> int:
+    """The card (xpu-smi's device id, what `xpu-smi ps` reports per process) holding a
+    device of the node: the device itself in COMPOSITE mode, tile // tiles-per-card in
+    FLAT mode (Level Zero lists the tiles card by card)."""
+    if str(var(host, "device_hierarchy")).upper() == "COMPOSITE":
+        return physical_device
+    per_card = max(1, int(var(host, "tiles")) // max(1, int(var(host, "cards"))))
+    return physical_device // per_card
+
+
 def usable_devices(host: Host) -> int:
     """Devices launch may use on the node: `device_ids` if set, else all of them."""
     return len(var(host, "device_ids") or []) or devices_per_node(host)

@@ -28,6 +28,7 @@ from sglang.srt.model import apply_chat_template, reference_completion  # noqa: 
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 MODEL = "lab-tiny"
+DEVICE_IDS = [6, 4, 2, 0]
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +37,16 @@ def inventory(
     tmp_path_factory: pytest.TempPathFactory,
     inventory_with: Callable[..., Path],
 ) -> Path:
-    """The lab's inventory with this module's model name and a patient ready timeout."""
+    """The lab's inventory with this module's model name, a patient ready timeout, and
+    the node's devices in reverse card order (ZE_AFFINITY_MASK 6,4,2,0 on FLAT Max 1550
+    nodes: local rank l on tile 6-2l, one card each), so neither start order nor device
+    order equals rank order."""
     return inventory_with(
         provisioned_lab,
         tmp_path_factory.mktemp("launch-inventory"),
         model_path=f"/models/{MODEL}",
         model_name=MODEL,
+        device_ids=DEVICE_IDS,
         ready_timeout=240,
     )
 
@@ -167,14 +172,14 @@ def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
     chat_matches_tp1(doc["base_url"])
     # split network: ranks met on node1's fabric NIC, not on the SSH address
     assert doc["plan"]["rendezvous_address"] == provisioned_lab.fabric_address(1)
-    # FLAT: every rank on its own tile, xpu:0..3 = tiles 0..3 of the node
+    # FLAT: every rank on its own tile, xpu:0..3 = tiles 6, 4, 2, 0 of the node (the mask)
     for host in ("node1", "node2"):
         devices = [
             r["data"]["devices"]
             for r in doc["hosts"][host]["results"]
             if r["id"] == "launch.preflight"
         ][0]
-        assert [(d["index"], d["physical"]) for d in devices] == [(i, i) for i in range(4)]
+        assert [(d["index"], d["physical"]) for d in devices] == list(enumerate(DEVICE_IDS))
         assert len({d["uuid"] for d in devices}) == 4
 
     code, status = invoke(inventory, "status")
@@ -215,6 +220,19 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     code, status = invoke(inventory, "status")
     pids = rank_pids(status)
     assert sorted(pids) == list(range(8))
+    # ranks by the card each scheduler works on (the lab's xpu-smi ps answers from the
+    # stand-in's set_device), helpers named per node and never counted as ranks
+    rows = {h: {r["id"]: r for r in status["hosts"][h]["results"]} for h in status["hosts"]}
+    for host in ("node1", "node2", "node3", "node4"):
+        assert rows[host]["status.ranks"]["message"] == (
+            "ranks by the device each scheduler works on (xpu-smi ps)"
+        ), messages(status)
+        assert "status.devices" not in rows[host]
+    helpers = {h: sorted(i for i in rows[h] if i.startswith("status.helper.")) for h in rows}
+    assert helpers["node1"] == ["status.helper.detokenizer", "status.helper.resource_tracker"]
+    assert helpers["node3"] == ["status.helper.resource_tracker"]
+    tracker = rows["node3"]["status.helper.resource_tracker"]["data"]["pid"]
+    assert tracker not in pids.values()
 
     # the fork's layout on node3 (ranks 4, 5), seen in /proc, not through the supervisor:
     # the server's children are the resource tracker (first), two untitled-index
@@ -227,7 +245,7 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     # what start order would call "rank 5" is the second child; the LAST scheduler
     # started is rank 5, the one a start-order launcher would leave unwatched
     victim = children[-1]
-    assert pids[5] == victim and children[0] not in pids.values()
+    assert pids[5] == victim and children[0] == tracker
     os.kill(victim, signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids.values()), 30), (
         "ranks still running after a rank died"

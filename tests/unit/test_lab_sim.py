@@ -228,3 +228,65 @@ def test_in_place_write_keeps_the_inode(tmp_path: Path) -> None:
 
 def test_committed_lab_inventory_is_the_generated_one() -> None:
     assert (PROJECT / "inventory" / "lab.yaml").read_text() == default_inventory()
+
+
+def test_xpu_smi_ps_shows_the_card_each_process_selected(node: Path) -> None:
+    """The lab's `xpu-smi ps` answers from what the simulated torch.xpu.set_device of each
+    process recorded: a rank that selected the wrong device shows there, and the
+    supervisor's device check names it (real processes, real /proc)."""
+    import subprocess
+    import sys
+
+    from xpufleet.launch.remote import supervisor
+
+    (node / "opt/intel/.lab-xpu-procs").mkdir()
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import labsim; "
+        "labsim.record_device({'index': int(sys.argv[3])}, 0, sys.argv[2]); "
+        "print('ok', flush=True); sys.stdin.read()"
+    )
+    sim_dir = str(Path(labsim.__file__).parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, sim_dir, str(node), str(card)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for card in (3, 1)  # spawned in this order; the plan: rank 0 on card 1, rank 1 on 3
+    ]
+    try:
+        assert all(p.stdout and p.stdout.readline() == "ok\n" for p in procs)
+        out = labsim.xpu_smi(["ps", "-j"], {}, str(node))[1]
+        rows = json.loads(out)["device_util_by_proc_list"]
+        assert list(rows[0]) == [  # the real key order (cmd_ps.cpp to_json)
+            "process_id",
+            "process_name",
+            "device_id",
+            "engines",
+            "shared_mem_size",
+            "mem_size",
+        ]
+        assert {r["device_id"] for r in rows if r["process_name"] == "xpu-smi"} == {0, 1, 2, 3}
+        usage = supervisor.parse_xpu_smi_ps(out)
+        pids = [p.pid for p in procs]
+        mapping, _, problem = supervisor.ranks_by_device(pids, usage, {0: 1, 1: 3})
+        assert (mapping, problem) == ({1: pids[0], 0: pids[1]}, None)
+        # a plan the processes did not follow: the card they are on is named
+        _, _, problem = supervisor.ranks_by_device(pids, usage, {0: 1, 1: 2})
+        assert (
+            problem
+            and f"device 3: the plan puts no rank there, xpu-smi ps shows "
+            f"scheduler pid(s) {pids[0]}"
+            in problem
+        )
+        table = labsim.xpu_smi(["ps", "-d", "3"], {}, str(node))[1]
+        assert table.splitlines()[0].split() == ["PID", "Command", "DeviceID", "SHR", "MEM"]
+        comm = Path(f"/proc/{pids[0]}/comm").read_text().strip()
+        assert table.splitlines()[1].split()[:3] == [str(pids[0]), comm, "3"]
+    finally:
+        for p in procs:
+            p.communicate("")
+    # processes that are gone are gone from xpu-smi ps too
+    rows = json.loads(labsim.xpu_smi(["ps", "-j"], {}, str(node))[1])["device_util_by_proc_list"]
+    assert {r["process_name"] for r in rows} == {"xpu-smi"}

@@ -300,3 +300,83 @@ def test_ranks_are_told_apart_by_title_spawn_order_and_log_prefix() -> None:
     # a title with the index (later upstream) names the rank directly
     indexed = [(60, ["sglang::scheduler_TP5"], 200.0), (61, ["sglang::scheduler_TP4"], 201.0)]
     assert supervisor.assign_ranks(indexed, [4, 5], set(), SG)[0] == {5: 60, 4: 61}
+
+
+# -- ranks by device (xpu-smi ps) ---------------------------------------------------------
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _fixture(prefix: str) -> str:
+    (path,) = [p for p in FIXTURES.glob(f"{prefix}_*") if not p.name.endswith(".source.txt")]
+    return path.read_text()
+
+
+def test_xpu_smi_ps_gives_each_process_its_devices_both_layouts() -> None:
+    new = supervisor.parse_xpu_smi_ps(_fixture("16a"))
+    # a scheduler mapping a little memory elsewhere still works on the card it fills
+    assert new[48213] == {0: 58212352, 1: 65536}
+    assert supervisor.device_of(new[48213]) == 0 and supervisor.device_of(new[48214]) == 1
+    assert set(new[48311]) == {0, 1, 2, 3}  # xpu-smi itself, on every card
+    old = supervisor.parse_xpu_smi_ps(_fixture("16b"))
+    assert old == {768707: {0: 5726404}, 5225: {0: 1507}, 4615: {0: 17238523}}
+    assert supervisor.device_of({}) is None and supervisor.device_of({0: 5, 1: 5}) is None
+    for bad in ('{"error": "device not found", "errno": 1}', "[]", '{"x": []}'):
+        with pytest.raises(ValueError):
+            supervisor.parse_xpu_smi_ps(bad)
+
+
+def test_ranks_follow_the_card_each_scheduler_works_on_not_the_spawn_order() -> None:
+    usage = supervisor.parse_xpu_smi_ps(_fixture("16a"))
+    # the plan puts rank 4 on card 1 and rank 5 on card 0: 48213 (spawned first) is rank 5
+    mapping, how, problem = supervisor.ranks_by_device([48213, 48214], usage, {4: 1, 5: 0})
+    assert (mapping, problem) == ({5: 48213, 4: 48214}, None)
+    assert how == "the device each scheduler works on (xpu-smi ps)"
+    # FLAT: two tiles of one card; xpu-smi ps tells cards apart, tiles by spawn order
+    shared = {10: {2: 100}, 11: {2: 100}, 12: {3: 100}}
+    mapping, how, _ = supervisor.ranks_by_device([10, 11, 12], shared, {0: 2, 1: 2, 2: 3})
+    assert mapping == {0: 10, 1: 11, 2: 12} and "tiles of one card in spawn order" in str(how)
+    # not decided while a scheduler shows on no device yet
+    assert supervisor.ranks_by_device([48213, 999], usage, {4: 0, 5: 1}) == (None, None, None)
+    # a scheduler on a card the plan gave no rank: named, with the card its rank lacks
+    mapping, _, problem = supervisor.ranks_by_device([48213, 48214], usage, {4: 0, 5: 3})
+    assert mapping is None
+    assert problem == (
+        "device 1: the plan puts no rank there, xpu-smi ps shows scheduler pid(s) 48214; "
+        "device 3: the plan puts rank(s) 5 there, xpu-smi ps shows scheduler pid(s) none"
+    )
+
+
+def test_the_plan_gives_each_rank_its_card_after_the_device_mask() -> None:
+    flat = lab_plan(nodes=2, device_ids=[6, 4, 2, 0])
+    ranks = flat.nodes[1].ranks
+    assert [(r.device, r.physical_device, r.card) for r in ranks] == [
+        (0, 6, 3),
+        (1, 4, 2),
+        (2, 2, 1),
+        (3, 0, 0),
+    ]
+    cfg = node_config(flat, flat.nodes[1], "r1")
+    assert cfg["rank_devices"][0] == {"rank": 4, "device": 0, "card": 3}
+    composite = lab_plan(nodes=2, device_hierarchy="COMPOSITE", cards=4, tiles=8)
+    assert [r.card for r in composite.nodes[0].ranks] == [0, 1, 2, 3]
+
+
+def test_status_rows_name_helpers_and_how_ranks_were_identified() -> None:
+    status = {
+        "identified_by": "the device each scheduler works on (xpu-smi ps)",
+        "helpers": [
+            {"pid": 7, "role": "resource tracker", "alive": True, "uptime_s": 61},
+            {"pid": 9, "role": "detokenizer", "alive": False, "exit": {"text": "exited 0"}},
+        ],
+    }
+    rows = judge.helper_results(status) + judge.device_results(status)
+    assert [(r.id, r.status) for r in rows] == [
+        ("status.helper.resource_tracker", "ok"),
+        ("status.helper.detokenizer", SKIP),
+        ("status.ranks", "ok"),
+    ]
+    assert rows[0].message == "resource tracker (helper, not a rank): running, pid 7, up 1m01s"
+    assert rows[2].message == "ranks by the device each scheduler works on (xpu-smi ps)"
+    wrong = judge.device_results({"identified_by": "rank by spawn order", "device_problem": "x"})
+    assert [(r.id, r.status) for r in wrong] == [("status.devices", FAIL)]
+    assert wrong[0].runbook and wrong[0].runbook.endswith("#rank-on-the-wrong-device")

@@ -124,6 +124,11 @@ def render_node(lab: Lab, index: int, spec: NodeSpec, faults: dict[str, Any]) ->
         "torch.json": generate.file(json.dumps(torch_info, indent=2) + "\n"),
     }
     generate.write_tree(fs / "opt_intel" / ".lab", lab_files, prune=True)
+    # where the simulated torch.xpu.set_device notes each process's card (xpu-smi ps):
+    # ranks of any user write there; not under .lab, which this function prunes
+    procs = fs / "opt_intel" / ".lab-xpu-procs"
+    procs.mkdir(exist_ok=True)
+    procs.chmod(0o1777)
     tools = generate.bin_tree(with_xpu_smi="missing_xpu_smi" not in faults)
     generate.write_tree(node / "bin", tools, prune=True)
     config = generate.sshd_config(

@@ -144,6 +144,8 @@ def _node_status_results(status: dict[str, Any], ready: bool | None) -> list[Res
         )
     if state in ("running", "starting", "failed", "orphaned"):
         results.extend(judge.rank_results(status, ready))
+        results.extend(judge.device_results(status))
+        results.extend(judge.helper_results(status))
     leftovers = status.get("leftovers") or []
     if state in ("stopped", "failed", "orphaned") and leftovers:
         results.append(

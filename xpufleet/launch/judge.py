@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..nodeset import fold
-from ..results import FAIL, PASS, SKIP, Result
+from ..results import FAIL, OK, PASS, SKIP, Result
 from ..runbooks import link
 from .plan import LaunchPlan, url_host
 
@@ -21,6 +21,7 @@ RUNBOOK_OOM = link("launch", "Out of memory")
 RUNBOOK_WARMUP = link("launch", "Warm-up timeout")
 RUNBOOK_PORT = link("launch", "Port in use")
 RUNBOOK_LEFTOVERS = link("launch", "Leftover ranks")
+RUNBOOK_DEVICE = link("launch", "Rank on the wrong device")
 
 OOM_MARKERS = ("out of memory", "outofmemory", "out_of_device_memory", "oom")
 
@@ -275,6 +276,49 @@ def rank_results(status: Mapping[str, Any], ready: bool | None) -> list[Result]:
                     data=dict(entry),
                 )
             )
+    return rows
+
+
+def helper_results(status: Mapping[str, Any]) -> list[Result]:
+    """One row per helper process of the node's server (resource tracker, detokenizer,
+    tokenizer manager, ...): named as such, never counted as a rank."""
+    rows = []
+    for entry in status.get("helpers") or []:
+        role = str(entry.get("role") or "helper")
+        name = f"status.helper.{role.replace(' ', '_')}"
+        if entry.get("alive"):
+            text = f"{role} (helper, not a rank): running, pid {entry['pid']}, "
+            rows.append(Result(name, OK, text + f"up {uptime(entry.get('uptime_s'))}", data=entry))
+            continue
+        exit_text = (entry.get("exit") or {}).get("text", "not running")
+        rows.append(
+            Result(
+                name,
+                SKIP,
+                f"{role} (helper, not a rank): not running, pid {entry.get('pid')}: {exit_text}",
+                data=entry,
+            )
+        )
+    return rows
+
+
+def device_results(status: Mapping[str, Any]) -> list[Result]:
+    """How the node's schedulers were tied to their ranks; a FAIL when the device each
+    works on (xpu-smi ps) is not the one the plan gave its rank."""
+    how, problem = status.get("identified_by"), status.get("device_problem")
+    rows = []
+    if problem:
+        rows.append(
+            Result(
+                "status.devices",
+                FAIL,
+                f"a scheduler works on a device the plan did not give it: {problem}",
+                RUNBOOK_DEVICE,
+                data={"identified_by": how, "problem": problem},
+            )
+        )
+    elif how:
+        rows.append(Result("status.ranks", OK, f"ranks by {how}", data={"identified_by": how}))
     return rows
 
 

@@ -28,6 +28,7 @@ from ..errors import PlanError
 from ..host import Host
 from ..sizing import (  # the planner's arithmetic, shared with doctor (sizing.py)
     ModelFit,
+    card_of,
     default_nnodes,
     device_memory_gb,
     devices_per_node,
@@ -79,8 +80,10 @@ class RankPlan:
     rank: int
     local_rank: int
     device: int
-    #: the node's device number before ZE_AFFINITY_MASK (what xpu-smi / sycl-ls show)
+    #: the node's device number before ZE_AFFINITY_MASK (what sycl-ls shows)
     physical_device: int = -1
+    #: the card holding it: xpu-smi's device id, what `xpu-smi ps` reports per process
+    card: int = -1
     #: what this rank's process needs on top of the node's environment (preflight)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -425,6 +428,7 @@ def plan_launch(
                 local_rank=local,
                 device=base + local,
                 physical_device=physical[local],
+                card=card_of(host, physical[local]),
                 env={"CCL_LOCAL_RANK": str(local), "CCL_LOCAL_SIZE": str(per_node)},
             )
             for local in range(per_node)

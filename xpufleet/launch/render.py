@@ -112,6 +112,8 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
         "nnodes": plan.nnodes,
         "hosts": [n.host for n in plan.nodes],
         "ranks": [r.rank for r in node.ranks],
+        # what ties a scheduler process to its rank: the card `xpu-smi ps` shows it on
+        "rank_devices": [{"rank": r.rank, "device": r.device, "card": r.card} for r in node.ranks],
         "hub": {"address": hub_address, "port": plan.supervisor_port},
         "engine": {
             "name": engine.name,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -377,6 +377,9 @@ class Launcher:
     def on_ready(self, seconds: float) -> None:
         plan = self.plan
         for node in plan.nodes:
+            state = self.runs[node.host].state if node.host in self.runs else {}
+            for result in judge.device_results(state):
+                self.add(node.host, replace(result, id=result.id.replace("status.", "launch.")))
             what = self.engine.health_path(node.node_rank)
             where = (
                 f"{what} answers 200{self.engine.ready_note} on "

@@ -11,7 +11,9 @@ way they would on real hardware:
 - which cards the kernel exposes: /sys/class/drm/card<N>/device/uevent and
   /sys/module/<driver> (the no-driver fault removes them);
 - the oneAPI release: /opt/intel/oneapi/compiler/latest (decides the sycl-ls format);
-- ZE_FLAT_DEVICE_HIERARCHY and ZE_AFFINITY_MASK, like Level Zero.
+- ZE_FLAT_DEVICE_HIERARCHY and ZE_AFFINITY_MASK, like Level Zero;
+- which process works on which card: /opt/intel/.lab-xpu-procs/<pid>.json, written by
+  the simulated torch.xpu.set_device of that process (what `xpu-smi ps` lists).
 Output formats follow the real tools' samples in tests/fixtures (01, 03, 04, 05a, 07a, 07b,
 10a).
 """
@@ -27,6 +29,12 @@ from typing import Any
 LAB_DIR = "/opt/intel/.lab"
 NODE_JSON = "node.json"
 TORCH_JSON = "torch.json"
+#: one file per process that selected a device (world-writable, sticky: ranks of any user;
+#: beside LAB_DIR, which lab.up and the faults rewrite and prune)
+PROCS_DIR = "/opt/intel/.lab-xpu-procs"
+#: device memory (kB) a rank holds in the lab's `xpu-smi ps`; xpu-smi's own rows hold less
+RANK_MEM_KB = 1_048_576
+SELF_MEM_KB = 2_048
 VENDOR = "Intel(R) Corporation"
 
 #: (first column, second column) inner widths of xpu-smi's tables (fixtures 01, 05a)
@@ -297,6 +305,7 @@ Options:
 Subcommands:
   discovery                   Discover the GPU devices installed on this machine and provide the device info.
   diag                        Run some test suites to diagnose GPU.
+  ps                          List status of processes.
 """  # noqa: E501 - the real help's line length
 
 
@@ -328,6 +337,16 @@ def xpu_smi(argv: list[str], env: dict[str, str], root: str = "/") -> tuple[int,
         if as_json:
             return 0, json.dumps(fields, indent=4) + "\n", ""
         return 0, discovery_detail_table(fields), ""
+    if argv[0] == "ps":
+        device = _option(args, "-d", "--device")
+        if device is not None:
+            cards = [c for c in cards if str(c["index"]) == device or c["bdf"] == device]
+            if not cards:
+                return 1, "", f"Error: Device handle not found for device ID '{device}'.\n"
+        rows = ps_rows(cards, root)
+        if as_json:
+            return 0, json.dumps({"device_util_by_proc_list": rows}, indent=4) + "\n", ""
+        return 0, ps_table(rows), ""
     if argv[0] == "diag" and "--precheck" in args:
         if as_json:
             driver_ok = os.path.isdir(_path(root, "/sys/module", hw["driver"]))
@@ -339,6 +358,87 @@ def xpu_smi(argv: list[str], env: dict[str, str], root: str = "/") -> tuple[int,
         return 0, precheck_table(hw, cards, root), ""
     message = f"The following argument was not expected: {argv[0]}\n"
     return 1, "", message + "Run with --help for more information.\n"
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Start time of a live process (the machine's /proc: lab nodes share its pids)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def record_device(card: dict[str, Any], tile: int | None, root: str = "/") -> None:
+    """Note that this process works on `card` (torch.xpu.set_device): a real rank shows
+    in `xpu-smi ps` on the card it allocates on. Best effort: never breaks set_device."""
+    pid = os.getpid()
+    doc = {"pid": pid, "start": _start_ticks(pid), "card": card["index"], "tile": tile}
+    path = _path(root, PROCS_DIR, f"{pid}.json")
+    try:
+        with open(path + ".tmp", "w") as fh:
+            json.dump(doc, fh)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
+def device_processes(root: str = "/") -> list[dict[str, Any]]:
+    """Live processes that selected a device (a record whose pid was reused is stale)."""
+    found = []
+    directory = _path(root, PROCS_DIR)
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        try:
+            with open(os.path.join(directory, name)) as fh:
+                doc = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and _start_ticks(int(doc["pid"])) == doc.get("start"):
+            found.append(doc)
+    return found
+
+
+def ps_rows(cards: list[dict[str, Any]], root: str = "/") -> list[dict[str, Any]]:
+    """`xpu-smi ps -j` rows (intel/xpumanager ial/cmn/cmd_ps.cpp `to_json`, key order
+    kept): each device's processes, device by device, xpu-smi itself on every card it
+    opened (the self-observer rows real xpu-smi prints, fixture 16a)."""
+    me = os.getpid()
+    procs = device_processes(root)
+    rows = []
+    for card in cards:
+        users = [(p["pid"], RANK_MEM_KB) for p in procs if p["card"] == card["index"]]
+        for pid, mem in sorted(users) + [(me, SELF_MEM_KB)]:
+            rows.append(
+                {
+                    "process_id": pid,
+                    "process_name": "xpu-smi" if pid == me else _comm(pid),
+                    "device_id": card["index"],
+                    "engines": 0,
+                    "shared_mem_size": 0,
+                    "mem_size": mem,
+                }
+            )
+    return rows
+
+
+def ps_table(rows: list[dict[str, Any]]) -> str:
+    """`xpu-smi ps`: left-aligned columns PID 10, Command 20, DeviceID/SHR/MEM 15
+    (intel/xpumanager cli/src/comlet_ps.cpp `getTableResult`)."""
+    lines = [f"{'PID':<10}{'Command':<20}{'DeviceID':<15}{'SHR':<15}{'MEM':<15}"]
+    for r in rows:
+        lines.append(
+            f"{r['process_id']:<10}{r['process_name']:<20}{r['device_id']:<15}"
+            f"{r['shared_mem_size']:<15}{r['mem_size']:<15}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _option(args: list[str], short: str, long: str) -> str | None:
@@ -498,10 +598,11 @@ def _patch_torch() -> None:
         """torch.xpu.set_device: an index into the devices Level Zero shows this process
         (after ZE_FLAT_DEVICE_HIERARCHY and ZE_AFFINITY_MASK), refused when out of range."""
         index = _device_index(device)
-        count = len(visible())
-        if not 0 <= index < count:
-            raise RuntimeError(f"Invalid device index {index}: {count} XPU device(s)")
+        listed = visible()
+        if not 0 <= index < len(listed):
+            raise RuntimeError(f"Invalid device index {index}: {len(listed)} XPU device(s)")
         current["index"] = index
+        record_device(*listed[index])
 
     def get_device_properties(device: Any = None) -> XpuDeviceProperties:
         listed = visible()

@@ -54,6 +54,9 @@ class ProcessPatterns:
     pending_roles: tuple[str, ...] = ()
     #: how the ranks were told apart (status shows it)
     identified_by: str = ""
+    #: tie each rank process to its rank by the card `xpu-smi ps` shows it on (run.json
+    #: `rank_devices`), not by spawn order
+    by_device: bool = False
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -52,6 +52,7 @@ PATTERNS = ProcessPatterns(
     needs_log_tags=True,
     pending_roles=("starting",),
     identified_by="title sglang::scheduler, the fork's spawn order, TP<n> log prefixes",
+    by_device=True,
 )
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,6 +37,16 @@ from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 TERMINAL_STATES = ("failed", "stopped")
+#: `xpu-smi ps -j`: every process using a device, the device (a card: xpu-smi's device id)
+#: and the device memory it holds, in kB (intel/xpumanager ial/cmn/cmd_ps.cpp `to_json`:
+#: process_id, process_name, device_id, engines, shared_mem_size, mem_size; older
+#: releases cli/src/comlet_ps.cpp + core_stub: the same list key; fixtures 16a, 16b).
+#: xpu-smi lists itself on every device it opened.
+PS_LIST_KEYS = ("device_util_by_proc_list", "process_list")
+#: how often, and for how long after the schedulers are up, `xpu-smi ps` is asked
+PS_INTERVAL_S = 1.0
+DEVICE_WAIT_S = 120.0
+ORDER_ONLY = "rank by spawn order"
 
 
 class Patterns:
@@ -54,6 +65,7 @@ class Patterns:
         self.needs_log_tags = bool(doc.get("needs_log_tags", True))
         self.pending_roles = tuple(doc.get("pending_roles", ()))
         self.identified_by = str(doc.get("identified_by", ""))
+        self.by_device = bool(doc.get("by_device", False))
 
 
 # -- /proc helpers ---------------------------------------------------------------------
@@ -214,6 +226,72 @@ def assign_ranks(
         return {}, helpers, f"no TP{missing[0]} log lines yet"
     ordered = [pid for _, pid in sorted(schedulers)]
     return dict(zip(sorted(ranks), ordered, strict=True)), helpers, None
+
+
+def parse_xpu_smi_ps(text: str) -> dict[int, dict[int, int]]:
+    """{pid: {device id: device memory (kB)}} from `xpu-smi ps -j`; ValueError otherwise."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict):
+        raise ValueError("xpu-smi ps -j did not print a JSON object")
+    if "error" in doc:
+        raise ValueError(f"xpu-smi ps: {doc['error']}")
+    rows = next((doc[k] for k in PS_LIST_KEYS if isinstance(doc.get(k), list)), None)
+    if rows is None:
+        raise ValueError("xpu-smi ps -j printed no process list")
+    usage: dict[int, dict[int, int]] = {}
+    for row in rows:
+        pid, device = int(row["process_id"]), int(row["device_id"])
+        devices = usage.setdefault(pid, {})
+        devices[device] = devices.get(device, 0) + int(row.get("mem_size") or 0)
+    return usage
+
+
+def device_of(usage: dict[int, int]) -> int | None:
+    """The device a process works on: the one holding most of its device memory (None
+    when it shows on none, or on two alike)."""
+    if not usage:
+        return None
+    most = max(usage.values())
+    top = [device for device, mem in usage.items() if mem == most]
+    return top[0] if len(top) == 1 else None
+
+
+def ranks_by_device(
+    schedulers: list[int], usage: dict[int, dict[int, int]], planned: dict[int, int]
+) -> tuple[dict[int, int] | None, str | None, str | None]:
+    """({rank: pid}, how, problem): each scheduler (pids in spawn order) takes the rank the
+    plan puts on the card `xpu-smi ps` shows it working on. (None, None, None) while a
+    scheduler shows on no device yet; (None, None, problem) when the cards disagree with
+    the plan (a rank on a device the plan did not give it). xpu-smi ps reports cards, not
+    tiles: ranks on the tiles of one card (FLAT) share its schedulers in spawn order."""
+    cards = {pid: device_of(usage.get(pid, {})) for pid in schedulers}
+    if any(card is None for card in cards.values()):
+        return None, None, None
+    want: dict[int, list[int]] = {}
+    for rank, card in sorted(planned.items()):
+        want.setdefault(card, []).append(rank)
+    seen: dict[int, list[int]] = {}
+    for pid in schedulers:
+        seen.setdefault(int(cards[pid]), []).append(pid)  # type: ignore[arg-type]
+    problems = []
+    for card in sorted(set(want) | set(seen)):
+        ranks, pids = want.get(card, []), seen.get(card, [])
+        if len(ranks) != len(pids):
+            planned_text = f"rank(s) {', '.join(map(str, ranks))}" if ranks else "no rank"
+            shown = ", ".join(map(str, pids)) or "none"
+            problems.append(
+                f"device {card}: the plan puts {planned_text} there, xpu-smi ps shows "
+                f"scheduler pid(s) {shown}"
+            )
+    if problems:
+        return None, None, "; ".join(problems)
+    mapping: dict[int, int] = {}
+    for card, ranks in want.items():
+        mapping.update(zip(ranks, seen[card], strict=True))
+    how = "the device each scheduler works on (xpu-smi ps)"
+    if any(len(ranks) > 1 for ranks in want.values()):
+        how += "; tiles of one card in spawn order"
+    return mapping, how, None
 
 
 def log_tags(log: Path, prefix: re.Pattern[str]) -> set[str]:
@@ -393,6 +471,9 @@ class Supervisor:
         self.hub: Link | None = None
         self.hub_deadline = time.monotonic() + float(self.cfg["hub_connect_timeout_s"])
         self.stop_requested = False
+        self.device_wait_until: float | None = None
+        self.next_ps = 0.0
+        self.next_helpers = 0.0
         self.ending = False
         self.state: dict[str, Any] = {
             "run_id": self.cfg["run_id"],
@@ -525,29 +606,45 @@ class Supervisor:
             return
         self.pidfds[fd] = (kind, rank, pid)
 
-    def discover_ranks(self) -> None:
-        if self.server is None or self.rank_pids:
-            return
+    def server_children(self) -> list[tuple[int, list[str], float]]:
+        assert self.server is not None
         pids = (
             descendants_of(self.server.pid)
             if self.patterns.discovery == "descendants"
             else children_of(self.server.pid)
         )
-        children = [(pid, process_names(pid), start_time(pid) or 0.0) for pid in pids]
+        return [(pid, process_names(pid), start_time(pid) or 0.0) for pid in pids]
+
+    def discover_ranks(self) -> None:
+        if self.server is None:
+            return
+        if self.rank_pids:
+            if time.monotonic() >= self.next_helpers:  # e.g. the detokenizer, started last
+                self.next_helpers = time.monotonic() + PS_INTERVAL_S
+                _, helpers, _ = assign_ranks(self.server_children(), [], set(), self.patterns)
+                if self.record_helpers(helpers):
+                    self.save()
+            return
+        children = self.server_children()
         tags = (
             log_tags(self.log, self.patterns.log_prefix) if self.patterns.needs_log_tags else set()
         )
         found, helpers, waiting = assign_ranks(children, self.cfg["ranks"], tags, self.patterns)
         if waiting or not found:
             return
+        title = self.patterns.rank_title
+        if title and any(title.search(n) for _, names, _ in children for n in names):
+            how = "process titles with the rank index"
+        elif self.patterns.by_device:
+            by_device, how = self.ranks_by_device(found)
+            if by_device is None:
+                return
+            found = by_device
+        else:
+            how = self.patterns.identified_by
         # helpers are recorded (and the detokenizer watched) once the ranks are known: a
         # child seen between fork and exec still carries its parent's command line
-        for pid, role in helpers.items():
-            if role == "other" or str(pid) in self.state["helpers"]:
-                continue
-            self.state["helpers"][str(pid)] = {"role": role, "started_at": start_time(pid)}
-            if role in self.patterns.watched_helpers:
-                self.watch("helper", -1, pid)
+        self.record_helpers(helpers)
         for rank, pid in sorted(found.items()):
             self.rank_pids[rank] = pid
             self.state["ranks"][str(rank)] = {
@@ -558,12 +655,7 @@ class Supervisor:
                 "cause": None,
             }
             self.watch("rank", rank, pid)
-        title = self.patterns.rank_title
-        self.state["identified_by"] = (
-            "process titles with the rank index"
-            if title and any(title.search(n) for _, names, _ in children for n in names)
-            else self.patterns.identified_by
-        )
+        self.state["identified_by"] = how
         self.save()
         expected = len(self.cfg["ranks"])
         if self.state["state"] == "starting" and len(self.rank_pids) >= expected:
@@ -572,8 +664,62 @@ class Supervisor:
             roles = ", ".join(
                 f"{h['role']}=pid {p}" for p, h in sorted(self.state["helpers"].items())
             )
-            self.say(f"all {expected} local ranks are up: {shown}; helpers: {roles or 'none'}")
+            self.say(
+                f"all {expected} local ranks are up: {shown} (by {how}); helpers: {roles or 'none'}"
+            )
             self.save()
+
+    def record_helpers(self, helpers: dict[int, str]) -> bool:
+        """Note helper processes not seen before (and watch the ones serving needs)."""
+        added = False
+        for pid, role in helpers.items():
+            if role == "other" or str(pid) in self.state["helpers"]:
+                continue
+            self.state["helpers"][str(pid)] = {"role": role, "started_at": start_time(pid)}
+            if role in self.patterns.watched_helpers:
+                self.watch("helper", -1, pid)
+            added = True
+        return added
+
+    def ranks_by_device(self, by_order: dict[int, int]) -> tuple[dict[int, int] | None, str]:
+        """The schedulers' ranks from the card each works on (`xpu-smi ps`), asked about
+        once a second until every scheduler shows on one; the fork's spawn order only when
+        the node has no xpu-smi, it never shows them all, or it disagrees with the plan
+        (then `device_problem` says how). (None, "") means: not decided yet."""
+        planned = {int(d["rank"]): int(d["card"]) for d in self.cfg.get("rank_devices", [])}
+        if sorted(planned) != sorted(by_order) or min(planned.values(), default=-1) < 0:
+            return by_order, f"{ORDER_ONLY} (the plan names no device per rank)"
+        smi = shutil.which("xpu-smi")
+        if smi is None:
+            return by_order, f"{ORDER_ONLY} (no xpu-smi on this node)"
+        now = time.monotonic()
+        wait = float(self.cfg.get("device_wait_s", DEVICE_WAIT_S))
+        if self.device_wait_until is None:
+            self.device_wait_until = now + wait
+        if now < self.next_ps:
+            return None, ""
+        self.next_ps = now + PS_INTERVAL_S
+        schedulers = [by_order[rank] for rank in sorted(by_order)]  # spawn order
+        why = "not every scheduler shows on a device"
+        try:
+            out = subprocess.run(
+                [smi, "ps", "-j"], capture_output=True, text=True, timeout=30, check=False
+            )
+            mapping, how, problem = ranks_by_device(
+                schedulers, parse_xpu_smi_ps(out.stdout), planned
+            )
+        except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError) as exc:
+            mapping, how, problem = None, None, None
+            why = f"xpu-smi ps failed: {str(exc)[:200]}"
+        if mapping is not None and how:
+            return mapping, how
+        if problem:
+            self.state["device_problem"] = problem
+            self.say(f"xpu-smi ps disagrees with the plan: {problem}")
+            return by_order, f"{ORDER_ONLY} (xpu-smi ps disagrees with the plan)"
+        if now >= self.device_wait_until:
+            return by_order, f"{ORDER_ONLY} ({why} in xpu-smi ps after {wait:g} s)"
+        return None, ""
 
     def exit_status(self, pid: int) -> int | None:
         status = zombie_status(pid)
@@ -832,8 +978,23 @@ def status(run_dir: Path) -> dict[str, Any]:
         )
     doc["ranks"] = ranks
     doc["expected_ranks"] = cfg.get("ranks", [])
-    doc["helpers"] = state.get("helpers", {})
+    helpers = []
+    for pid, entry in sorted(state.get("helpers", {}).items(), key=lambda kv: int(kv[0])):
+        started = entry.get("started_at")
+        alive = is_running(int(pid)) and start_time(int(pid)) == started
+        helpers.append(
+            {
+                "pid": int(pid),
+                "role": entry.get("role"),
+                "alive": alive,
+                "uptime_s": round(time.time() - started, 1) if alive and started else None,
+                "exit": entry.get("exit"),
+                "cause": entry.get("cause"),
+            }
+        )
+    doc["helpers"] = helpers
     doc["identified_by"] = state.get("identified_by")
+    doc["device_problem"] = state.get("device_problem")
     doc["leftovers"] = session_members(int(state["session"])) if state.get("session") else []
     doc["ports"] = check_ports(cfg)
     return doc

@@ -150,7 +150,7 @@ def run_rank(
         signal.signal(sig, signal.SIG_DFL)
     kill_itself_when_parent_died()
     configure_logger(server_args.log_level, prefix=f" TP{tp_rank}")
-    model = init_rank(server_args, tp_rank, init_addr)
+    model = init_rank(server_args, tp_rank, None, init_addr)
     rank_print(tp_rank, f"max_total_num_tokens={65536}")
     if bench_args.correctness_test:
         for prompt in CORRECTNESS_PROMPTS:

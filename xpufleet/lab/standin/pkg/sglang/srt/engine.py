@@ -72,11 +72,15 @@ def _all_reduce(tensor: torch.Tensor) -> None:
     dist.all_reduce(tensor)
 
 
-def init_rank(args: ServerArgs, rank: int, init_addr: str) -> TinyTPModel:
+def init_rank(args: ServerArgs, rank: int, gpu_id: int | None, init_addr: str) -> TinyTPModel:
     """Join the group and load this rank's shard, logging like SGLang's scheduler."""
     torch.set_num_threads(1)
     tic = time.perf_counter()
+    # the fork's model_runner.py `init_torch_distributed`: this line, THEN set_device, so
+    # the TP<n> prefix is in the log before the rank works on (and shows on) its device
     logger.info("Init torch distributed begin.")
+    if gpu_id is not None:  # (the stand-in's bench_one_batch selects none)
+        select_device(args, gpu_id)
     dist.init_process_group(
         backend="gloo",
         init_method=f"tcp://{init_addr}",
@@ -198,8 +202,7 @@ def run_rank(
     set_process_name("sglang::scheduler")  # scheduler.py: no rank index in 0.4.3.post2
     configure_logger(args.log_level, prefix=f" TP{rank}")
     try:
-        select_device(args, gpu_id)
-        model = init_rank(args, rank, init_addr)
+        model = init_rank(args, rank, gpu_id, init_addr)
         ready.send({"status": "ready", "rank": rank, "pid": os.getpid()})
         ready.close()
         if rank == 0:
