@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +46,44 @@ def on(lab: Lab) -> RunOn:
 @pytest.fixture
 def invoke_bin() -> str:
     return INVOKE
+
+
+def _follow_then_interrupt(inventory: Path, env: dict[str, str] | None = None) -> dict[str, object]:
+    """`logs --follow --json` until its first tagged line, then ONE Ctrl-C: it must exit 130.
+    Its output is read while it exits, as a terminal would (a tool blocked on a full pipe
+    cannot exit). If it does not exit, SIGABRT makes faulthandler print every thread's
+    stack, and the failure shows where it hangs."""
+    proc = subprocess.Popen(
+        [INVOKE, "logs", "--follow", "--json", "--hosts", str(inventory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**(env if env is not None else os.environ), "PYTHONFAULTHANDLER": "1"},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert first["host"] in ("node1", "node2") and first["rank"]
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, stacks = proc.communicate(timeout=30)
+            raise AssertionError(f"logs --follow outlived one Ctrl-C by 60 s:\n{stacks}") from None
+        assert proc.returncode == 130
+        return first
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def follow_then_interrupt() -> Callable[..., dict[str, object]]:
+    """`follow_then_interrupt(inventory, env=None)`: see `_follow_then_interrupt`."""
+    return _follow_then_interrupt
 
 
 @pytest.fixture(scope="session")

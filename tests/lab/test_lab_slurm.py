@@ -282,7 +282,11 @@ def _wait_until(predicate: Any, timeout: float) -> bool:
 
 
 def test_launch_is_one_srun_step_that_dies_with_a_rank(
-    provisioned_lab: Lab, slurm_lab: Lab, allocation: str, tmp_path: Path
+    provisioned_lab: Lab,
+    slurm_lab: Lab,
+    allocation: str,
+    tmp_path: Path,
+    follow_then_interrupt: Any,
 ) -> None:
     """launch --tp 8 --nnodes 2 over Slurm: one `srun -K` step runs both supervisors, the
     OpenAI API answers; a killed rank ends the whole step (srun's -K) and the first death
@@ -332,21 +336,8 @@ def test_launch_is_one_srun_step_that_dies_with_a_rank(
             if r["id"].startswith("status.rank.")
         }
         assert sorted(pids) == list(range(8))
-        follow = subprocess.Popen(
-            [INVOKE, "logs", "--follow", "--json", "--hosts", str(inventory)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=slurm_lab.slurm.client_env(),
-        )  # fmt: skip
-        try:  # logs --follow streams through srun steps; one Ctrl-C ends it
-            assert follow.stdout is not None
-            first = json.loads(follow.stdout.readline())
-            assert first["host"] in ("node1", "node2") and first["rank"]
-            follow.send_signal(signal.SIGINT)
-            assert follow.wait(timeout=60) == 130
-        finally:
-            if follow.poll() is None:
-                follow.kill()
-                follow.wait()
+        # logs --follow streams through srun steps; one Ctrl-C ends it
+        follow_then_interrupt(inventory, env=slurm_lab.slurm.client_env())
         os.kill(pids[5], signal.SIGKILL)
         assert _wait_until(
             lambda: (

@@ -127,27 +127,6 @@ def chat_matches_tp1(base_url: str) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
 
 
-def follow_logs_then_interrupt(inventory: Path) -> None:
-    """`logs --follow` streams tagged lines until one Ctrl-C ends it with exit 130."""
-    proc = subprocess.Popen(
-        [INVOKE, "logs", "--follow", "--json", "--hosts", str(inventory)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    try:
-        assert proc.stdout is not None
-        first = json.loads(proc.stdout.readline())
-        assert first["host"] in ("node1", "node2") and first["rank"]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_plan_prints_and_starts_nothing(provisioned_lab: Lab, inventory: Path) -> None:
     code, doc = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2", "--plan")
     assert code == 0, doc["stderr"]
@@ -164,7 +143,7 @@ def test_plan_prints_and_starts_nothing(provisioned_lab: Lab, inventory: Path) -
 
 
 def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
-    provisioned_lab: Lab, inventory: Path, launched: Any
+    provisioned_lab: Lab, inventory: Path, launched: Any, follow_then_interrupt: Any
 ) -> None:
     code, doc = launched("--tp", "8", "--nnodes", "2")
     assert code == 0, messages(doc) + doc["stderr"]
@@ -193,7 +172,7 @@ def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
     assert "locked by launch" in messages(second)
     assert all(pid_alive(pid) for pid in pids.values()), "the refused launch touched the run"
 
-    follow_logs_then_interrupt(inventory)
+    follow_then_interrupt(inventory)
 
     code, stopped = invoke(inventory, "stop")
     assert code == 0, messages(stopped)
