@@ -137,15 +137,20 @@ def test_resume_after_a_cut_sends_only_files_not_yet_complete(
     sizes = {n: (big / n).stat().st_size for n in order}
     first = "model-00001-of-00003.safetensors"
     upto = sum(sizes[n] for n in order[: order.index(first) + 1])
-    last_has_first = threading.Event()
+    # nodes forward a block before they write it, so node4 may finish the first shard
+    # before node1 does: the cut waits until EVERY node has renamed it into place
+    have_first: set[str] = set()
+    all_have_first = threading.Event()
 
     def on_event(name: str, event: dict[str, Any]) -> None:
-        if name == "node4" and event.get("event") == "file" and event["name"] == first:
-            last_has_first.set()
+        if event.get("event") == "file" and event["name"] == first:
+            have_first.add(name)
+            if len(have_first) == 4:
+                all_have_first.set()
 
     def on_sent(sent: int) -> None:
         if sent >= upto + (1 << 20):
-            assert last_has_first.wait(120), "node4 never completed the first shard"
+            assert all_have_first.wait(120), f"only {sorted(have_first)} completed the first shard"
             raise Cut("the control node stops here")
 
     try:
