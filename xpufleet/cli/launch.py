@@ -23,6 +23,7 @@ from ..results import PASS, Result, TaskReport
 from ..slurm import node_order
 from . import common
 from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+from .linewriter import LineWriter
 
 RUN_HELP = "run id to act on (default: the node's current run)"
 
@@ -246,29 +247,37 @@ def logs(
     """The run's engine logs from every node, each line prefixed host:rank."""
     ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     collected: list[dict[str, str]] = []
-    write_lock = threading.Lock()
+    collect_lock = threading.Lock()
+    # lines stream from the pool's workers through one daemon writer (linewriter.py:
+    # why Ctrl-C must not wait on a reader that stopped reading)
+    writer = LineWriter(sys.stdout.fileno() if json else sys.stderr.fileno())
 
     def emit_line(host: str, rank: str, line: str) -> None:
-        with write_lock:
-            if json and not follow:
+        if json and not follow:
+            with collect_lock:
                 collected.append({"host": host, "rank": rank, "line": line})
-            elif json:
-                sys.stdout.write(jsonlib.dumps({"host": host, "rank": rank, "line": line}) + "\n")
-                sys.stdout.flush()
-            else:
-                prefix = Text(f"{host}:{rank} ", style="cyan")
-                console.print(prefix + Text(line), highlight=False, soft_wrap=True)
+        elif json:
+            writer.put(jsonlib.dumps({"host": host, "rank": rank, "line": line}) + "\n")
+        else:
+            with console.capture() as shown:
+                console.print(
+                    Text(f"{host}:{rank} ", style="cyan") + Text(line),
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            writer.put(shown.get())
 
-    report = run_logs(  # Ctrl-C ends --follow: exit 130 like every interrupted task
-        ctx.hosts,
-        ctx.options,
-        forks=ctx.settings.forks,
-        emit_line=emit_line,
-        run_id=run,
-        follow=follow,
-        lines=int(lines),
-        runs_dir=ctx.settings.path(ctx.settings.runs_dir),
-    )
+    with writer:  # Ctrl-C ends --follow: exit 130 like every interrupted task
+        report = run_logs(
+            ctx.hosts,
+            ctx.options,
+            forks=ctx.settings.forks,
+            emit_line=emit_line,
+            run_id=run,
+            follow=follow,
+            lines=int(lines),
+            runs_dir=ctx.settings.path(ctx.settings.runs_dir),
+        )
     if json:
         report.extra["lines"] = collected
         return emit(report, as_json=True)
