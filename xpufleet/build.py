@@ -36,17 +36,15 @@ from .provision.manifest import (
     parse_wheel_filename,
 )
 from .provision.roles import (
-    ROLE_ORDER,
     ROLES_DIR,
     RoleContext,
     load_role,
-    merged_vars,
-    render_value,
 )
 from .provision.transfer import fetch_file
 from .requirements import parse_requirement
 from .results import CHANGED, FAILED, HostReport, Result, TaskReport
 from .transport import Session, SSHOptions
+from .variables import render_value
 
 BUILD_ROLE = "build"
 RUNBOOK = "docs/runbooks/provision.md#build-failed"
@@ -103,7 +101,7 @@ def plan_build(
     """Render the recipes for `host` (pure, no SSH). `local_source`: build that tree instead."""
     role = load_role(BUILD_ROLE, roles_dir)
     # recipes use the provision roles' variables too (oneapi_env_file, venv ...)
-    merged = merged_vars(host, [load_role(n, roles_dir) for n in ROLE_ORDER] + [role])
+    merged = dict(host.var.values)
     specs = load_recipe_specs(roles_dir)
     ctx = RoleContext(role, host, merged, load_manifest(Path("/nonexistent")))
     build_dir = str(merged["build_dir"]).rstrip("/")
@@ -390,20 +388,15 @@ def run_build(
     return report
 
 
-def lock_host_vars(host: Host, roles_dir: Path = ROLES_DIR) -> dict[str, Any]:
+def lock_host_vars(host: Host) -> dict[str, Any]:
     """The build host's variables the lock reads (its nodes' python, base, pins, engine)."""
-    merged = merged_vars(host, [load_role(n, roles_dir) for n in ROLE_ORDER])
-    engine = str(merged.get("engine") or "sglang")
+    v = host.var
     return {
-        "pip_packages": engine_requirements(
-            [str(p) for p in merged["pip_packages"] or []],
-            engine,
-            str(merged.get("ray_requirement") or ""),
-        ),
-        "python": str(merged["python"]),
-        "base_site_packages": [str(d) for d in merged["base_site_packages"] or []],
-        "lock_constraints": [str(c) for c in merged["lock_constraints"] or []],
-        "engine": engine,
+        "pip_packages": engine_requirements(v.pip_packages, v.engine, v.ray_requirement),
+        "python": v.python,
+        "base_site_packages": v.base_site_packages,
+        "lock_constraints": v.lock_constraints,
+        "engine": v.engine,
     }
 
 

@@ -16,7 +16,6 @@ from typing import Generic, TypeVar
 from .errors import HostError, UnreachableError
 from .host import Host
 from .transport import Session, SSHOptions
-from .variables import var
 
 T = TypeVar("T")
 #: after Ctrl-C, how long running work gets to see `cancelled` and end before the
@@ -45,7 +44,7 @@ class Outcome(Generic[T]):
 def connect(host: Host, options: SSHOptions, cancelled: threading.Event | None = None) -> Session:
     """The host's session over its connector (`connector` variable: ssh or slurm);
     `cancelled` ends an SSH session's running command (see Session)."""
-    if var(host, "connector") == "slurm":
+    if host.var.connector == "slurm":
         from .slurm import SlurmSession  # a transport.Connector, as Session is
 
         return SlurmSession(host, options)  # type: ignore[return-value]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .variables import HostVars
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,14 @@ class Host:
     var_sources: dict[str, tuple[str, int | None]] = field(
         default_factory=dict, hash=False, compare=False
     )
+
+    @functools.cached_property
+    def var(self) -> HostVars:
+        """The variables resolved once and typed (`vars` holds them as the inventory wrote
+        them): registry < roles' defaults < inventory, Jinja rendered (variables.resolve)."""
+        from .variables import resolve
+
+        return resolve(self)
 
     @property
     def login(self) -> str:

@@ -334,6 +334,8 @@ def check_variable(name: Any, value: Any, where: Source) -> None:
             if spec.default is None:
                 return
             raise refuse(f"needs a value: {_type_words(spec.type)} (default {spec.default!r})")
+        if isinstance(value, str) and "{{" in value:
+            return  # Jinja2: typed and checked once rendered (variables.resolve)
         types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
         if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             hint = ""

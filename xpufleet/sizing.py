@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from .errors import PlanError
 from .host import Host
-from .variables import var
 
 #: share of a device's memory the weights may take when mem_fraction_static is unset
 #: (SGLang keeps the rest for the KV cache and activations)
@@ -64,42 +63,42 @@ def model_fit(
 
 def devices_per_node(host: Host) -> int:
     """Devices the node exposes: tiles in FLAT mode, cards in COMPOSITE mode."""
-    if str(var(host, "device_hierarchy")).upper() == "COMPOSITE":
-        return int(var(host, "cards"))
-    return int(var(host, "tiles"))
+    if host.var.device_hierarchy == "COMPOSITE":
+        return host.var.cards
+    return host.var.tiles
 
 
 def card_of(host: Host, physical_device: int) -> int:
     """The card (xpu-smi's device id, what `xpu-smi ps` reports per process) holding a
     device of the node: the device itself in COMPOSITE mode, tile // tiles-per-card in
     FLAT mode (Level Zero lists the tiles card by card)."""
-    if str(var(host, "device_hierarchy")).upper() == "COMPOSITE":
+    if host.var.device_hierarchy == "COMPOSITE":
         return physical_device
-    per_card = max(1, int(var(host, "tiles")) // max(1, int(var(host, "cards"))))
+    per_card = max(1, host.var.tiles // max(1, host.var.cards))
     return physical_device // per_card
 
 
 def usable_devices(host: Host) -> int:
     """Devices launch may use on the node: `device_ids` if set, else all of them."""
-    return len(var(host, "device_ids") or []) or devices_per_node(host)
+    return len(host.var.device_ids) or devices_per_node(host)
 
 
 def rendezvous_address(node0: Host) -> str:
     """Where ranks rendezvous: node 0's `rendezvous_address`, else its inventory address."""
-    return str(var(node0, "rendezvous_address") or node0.address)
+    return node0.var.rendezvous_address or node0.address
 
 
 def device_memory_gb(host: Host) -> float:
     """Memory of one device: a tile, or in COMPOSITE mode a card (all its tiles)."""
-    tile = float(var(host, "tile_memory_gb"))
-    if str(var(host, "device_hierarchy")).upper() == "COMPOSITE":
-        cards = max(1, int(var(host, "cards")))
-        return tile * max(1, int(var(host, "tiles")) // cards)
+    tile = host.var.tile_memory_gb
+    if host.var.device_hierarchy == "COMPOSITE":
+        cards = max(1, host.var.cards)
+        return tile * max(1, host.var.tiles // cards)
     return tile
 
 
 def usable_fraction(host: Host) -> float:
-    fraction = var(host, "mem_fraction_static")
+    fraction = host.var.mem_fraction_static
     return float(fraction) if fraction else DEFAULT_USABLE_FRACTION
 
 

@@ -32,7 +32,6 @@ from typing import IO, Any, BinaryIO
 from .errors import CommandFailed, CommandTimeout, ConnectionLost, HostError, UnreachableError
 from .host import Host
 from .transport import CHUNK, CommandResult, Connector, Prepared, SSHOptions
-from .variables import var
 
 COMMAND_VAR = "XPUFLEET_COMMAND"
 NODE_VAR = "XPUFLEET_NODE"
@@ -48,14 +47,14 @@ _MARK = "@xpufleet"
 
 
 def is_slurm(host: Host) -> bool:
-    return var(host, "connector") == "slurm"
+    return host.var.connector == "slurm"
 
 
 def srun_env(host: Host, command: str) -> dict[str, str]:
     """srun's environment: the control node's, SLURM_CONF if the inventory names one,
     and the command itself (exported to the task, nothing else is)."""
     env = dict(os.environ)
-    conf = var(host, "slurm_conf")
+    conf = host.var.slurm_conf
     if conf:
         env["SLURM_CONF"] = str(conf)
     env[COMMAND_VAR] = command
@@ -86,7 +85,7 @@ def srun_argv(
         "--ntasks-per-node=1",
         f"--nodelist={','.join(names)}",
     ]
-    job = var(hosts[0], "slurm_job")
+    job = hosts[0].var.slurm_job
     if job:
         argv.append(f"--jobid={job}")
     if label:
@@ -470,7 +469,7 @@ def group_by_allocation(hosts: Iterable[Host]) -> list[list[Host]]:
     """Hosts that share one srun: same job and same SLURM_CONF, inventory order kept."""
     groups: dict[tuple[Any, Any], list[Host]] = {}
     for host in hosts:
-        groups.setdefault((var(host, "slurm_job"), var(host, "slurm_conf")), []).append(host)
+        groups.setdefault((host.var.slurm_job, host.var.slurm_conf), []).append(host)
     return list(groups.values())
 
 

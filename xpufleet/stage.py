@@ -41,7 +41,6 @@ from .relay import (
 )
 from .results import CHANGED, FAILED, OK, HostReport, Result, TaskReport
 from .transport import Session, SSHOptions
-from .variables import var
 
 STEP = "model.stage"
 RUNBOOK = "docs/runbooks/stage.md"
@@ -177,9 +176,7 @@ def stage_model(
         pending = list(hosts)
         shared_with: dict[str, str] = {}
         for _round in range(MAX_ROUNDS):
-            checks = pool.map(
-                lambda s: _check(s, str(var(s.host, "model_path")), files, verify), pending
-            )
+            checks = pool.map(lambda s: _check(s, s.host.var.model_path, files, verify), pending)
             needs: dict[str, list[str]] = {}
             owners: dict[tuple[Any, ...], str] = {}
             for host in pending:
@@ -235,7 +232,7 @@ def stage_model(
                 break
         for host in hosts:
             name = host.name
-            path = str(var(host, "model_path"))
+            path = host.var.model_path
             got = received.get(name, [])
             size = sum(int(files[f]["size"]) for f in got if f in files)
             data: dict[str, Any] = {"received": got, "bytes": size}
@@ -326,7 +323,7 @@ def _relay_round(
         members.append(
             Member(
                 session,
-                str(var(source.host, "model_path")) if in_chain else source.path,
+                source.host.var.model_path if in_chain else source.path,
                 needs.get(source.host.name, []),
                 "disk",
                 source.path,
@@ -343,7 +340,7 @@ def _relay_round(
                 continue
             upstream = "stdin" if not members else "socket"
             members.append(
-                Member(pool.session(host), str(var(host, "model_path")), needs[host.name], upstream)
+                Member(pool.session(host), host.var.model_path, needs[host.name], upstream)
             )
         result = run_relay(
             members,

@@ -613,7 +613,7 @@ def _scan(host: Host, sock: socket.socket | paramiko.Channel, timeout: float) ->
 
 def known_hosts_for(host: Host, options: SSHOptions) -> Path:
     """The inventory's per-host `known_hosts` (already absolute) beats the setting."""
-    return Path(host.vars.get("known_hosts") or options.known_hosts).expanduser()
+    return Path(host.var.known_hosts or options.known_hosts).expanduser()
 
 
 def known_hosts_name(host: Host) -> str:

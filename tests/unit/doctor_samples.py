@@ -14,7 +14,7 @@ from typing import Any
 from xpufleet.checks.node import Expect
 from xpufleet.facts.node import NodeFacts, parse_facts
 from xpufleet.host import Host
-from xpufleet.variables import default
+from xpufleet.variables import VARIABLES
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -227,7 +227,7 @@ def healthy_raw() -> dict[str, Any]:
                     "xccl": True,
                 },
                 "sqlite": "3.40.1",
-                "imports": {"ok": list(default("python_imports")), "failed": None},
+                "imports": {"ok": list(VARIABLES["python_imports"].default), "failed": None},
                 "triton": {"version": "3.2.0+git6fa2562b", "intel_backend": True},
             },
         },

@@ -10,7 +10,7 @@ import pytest
 from xpufleet.errors import InputError
 from xpufleet.host import Host
 from xpufleet.provision import plan
-from xpufleet.provision.roles import ROLE_ORDER, ROLES_DIR, load_roles, merged_vars
+from xpufleet.provision.roles import ROLE_ORDER, ROLES_DIR
 from xpufleet.provision.steps import File, Skip
 from xpufleet.variables import VARIABLES
 
@@ -36,14 +36,13 @@ def test_role_order_and_ids(tmp_path: Path) -> None:
 
 
 def test_precedence_registry_then_role_defaults_then_inventory() -> None:
-    roles = load_roles()
-    plain = merged_vars(host(), roles)
+    plain = host().var.values
     assert plain["oneapi_env_file"] == "/opt/xpufleet/env/oneapi.sh"  # role default, rendered
     assert plain["pip_packages"] == VARIABLES["pip_packages"].default
-    moved = merged_vars(host(install_dir="/srv/x", pip_packages=["gguf"]), roles)
+    moved = host(install_dir="/srv/x", pip_packages=["gguf"]).var.values
     assert moved["oneapi_env_file"] == "/srv/x/env/oneapi.sh"
     assert moved["pip_packages"] == ["gguf"]
-    assert merged_vars(host(oneapi_env_file="/etc/o.sh"), roles)["oneapi_env_file"] == "/etc/o.sh"
+    assert host(oneapi_env_file="/etc/o.sh").var.values["oneapi_env_file"] == "/etc/o.sh"
 
 
 def test_every_role_default_is_documented_in_its_file() -> None:

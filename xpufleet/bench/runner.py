@@ -20,7 +20,7 @@ from ..host import Host
 from ..launch.plan import url_host
 from ..results import FAILED, OK, SKIP, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
-from ..variables import var, venv_python
+from ..variables import venv_python
 from .configs import (
     BACKENDS,
     ONE_BATCH,
@@ -157,8 +157,8 @@ def _json_or_none(text: Any) -> Any:
 
 def gather_environment(session: Session, engine: str = "sglang") -> NodeEnvironment:
     host = session.host
-    python = venv_python(var(host, "venv"))
-    state = f"{var(host, 'state_dir').rstrip('/')}/wheels.json"
+    python = venv_python(host.var.venv)
+    state = f"{host.var.state_dir.rstrip('/')}/wheels.json"
     command = f"{shell.quote(python)} - {shell.quote(state)}"
     client = bench_python(host)
     if client != python:
@@ -170,17 +170,17 @@ def gather_environment(session: Session, engine: str = "sglang") -> NodeEnvironm
 def bench_python(host: Host) -> str:
     """The interpreter that runs bench_serving on node 0: `bench_python`, or the node
     env's own (on a cluster its sglang install provides the client)."""
-    return str(var(host, "bench_python") or venv_python(var(host, "venv")))
+    return host.var.bench_python or venv_python(host.var.venv)
 
 
 def remote_workdir(host: Host, run_id: str, index: int) -> str:
-    return f"{var(host, 'state_dir').rstrip('/')}/runs/{run_id}/bench/{index}"
+    return f"{host.var.state_dir.rstrip('/')}/runs/{run_id}/bench/{index}"
 
 
 def remote_command(host: Host, argv: Sequence[str], workdir: str) -> str:
     """cd into the run's directory on the node (bench_one_batch appends result.jsonl to
     its cwd), source oneAPI when the node has it, run the argv (each value quoted)."""
-    setvars = f"{var(host, 'oneapi_root').rstrip('/')}/setvars.sh"
+    setvars = f"{host.var.oneapi_root.rstrip('/')}/setvars.sh"
     return (
         f"mkdir -p {shell.quote(workdir)} && cd {shell.quote(workdir)} && "
         f"{{ if [ -f {shell.quote(setvars)} ]; then . {shell.quote(setvars)} >/dev/null 2>&1; "
@@ -321,14 +321,14 @@ def _run_one_batch(
 ) -> list[BenchRow]:
     host = session.host
     workdir = remote_workdir(host, run_id, index)
-    python = venv_python(var(host, "venv"))
+    python = venv_python(host.var.venv)
     argv = one_batch_argv(
         invocation.configs,
-        model=var(host, "model_path"),
+        model=host.var.model_path,
         python=python,
-        device=var(host, "device"),
+        device=host.var.device,
     )
-    env = {"ZE_FLAT_DEVICE_HIERARCHY": var(host, "device_hierarchy")}
+    env = {"ZE_FLAT_DEVICE_HIERARCHY": host.var.device_hierarchy}
     if invocation.configs[0].profile:
         env["SGLANG_TORCH_PROFILER_DIR"] = workdir
     result = session.run(remote_command(host, argv, workdir), env=env, timeout=timeout)
@@ -374,7 +374,7 @@ def _run_serving(
     config = invocation.configs[0]
     port, address = serving_port(host, engine), serving_address(host, engine)
     info = server_info(
-        session, venv_python(var(host, "venv")), address, port, SERVER_INFO_PATHS[engine]
+        session, venv_python(host.var.venv), address, port, SERVER_INFO_PATHS[engine]
     )
     problem = serving_problem(
         info, tp=config.tp, nnodes=invocation.nnodes, node=host.name, port=port, engine=engine
@@ -393,7 +393,7 @@ def _run_serving(
         host=address,
         port=port,
         dataset_path=dataset,
-        tokenizer=str(var(host, "model_path")),
+        tokenizer=host.var.model_path,
         output_file=output_file,
         python=bench_python(host),
         backend=BACKENDS[engine],
@@ -414,13 +414,13 @@ SERVER_VARS = {"sglang": ("sglang_port", "sglang_host"), "vllm": ("vllm_port", "
 
 
 def serving_port(host: Host, engine: str = "sglang") -> int:
-    return int(var(host, SERVER_VARS[engine][0]))
+    return int(host.var.values[SERVER_VARS[engine][0]])
 
 
 def serving_address(host: Host, engine: str = "sglang") -> str:
     """Where node 0 itself reaches its server: the bind address, or loopback when the
     server binds every address."""
-    bind = str(var(host, SERVER_VARS[engine][1]) or "")
+    bind = str(host.var.values[SERVER_VARS[engine][1]] or "")
     return "127.0.0.1" if bind in ("", "0.0.0.0", "::", "[::]") else bind
 
 

@@ -25,7 +25,6 @@ from ..sizing import (
     rendezvous_address,
     usable_fraction,
 )
-from ..variables import var
 from . import FAIL, PASS, SKIP, WARN, check, result
 from .weights import check_model_same, model_bytes
 
@@ -165,7 +164,7 @@ def check_rendezvous(
     firewall drops it); a node that cannot reach a port the others reach has the fault
     itself (its way out is blocked). Node 0 is the first selected host."""
     names = [h.name for h in hosts]
-    targets = {h.name: f"{rendezvous_address(h)}:{int(var(h, 'rendezvous_port'))}" for h in hosts}
+    targets = {h.name: f"{rendezvous_address(h)}:{h.var.rendezvous_port}" for h in hosts}
     tested = {s: f.rendezvous for s, f in nodes.items() if f.rendezvous is not None}
     matrix = {(s, t): _reached(r.get(t)) for s, r in tested.items() for t in names}
     dropped: dict[str, list[str]] = {}
@@ -258,7 +257,7 @@ def check_plan(hosts: Sequence[Host], tp: int | None = None, on_disk: int | None
     if not hosts:
         return result(CLUSTER_PLAN, SKIP, "no host selected")
     head = hosts[0]
-    size = on_disk / 1e9 if on_disk is not None else float(var(head, "model_size_gb"))
+    size = on_disk / 1e9 if on_disk is not None else head.var.model_size_gb
     per_node = devices_per_node(head)
     memory = device_memory_gb(head)
     fraction = usable_fraction(head)

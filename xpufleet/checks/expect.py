@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from ..facts.devices import MODELS_BY_KEY, GpuModel
 from ..host import Host
-from ..variables import var
 
 
 @dataclass(frozen=True)
@@ -47,33 +46,31 @@ class Expect:
         return cls(
             host=host.name,
             address=host.address,
-            gpu_model=str(var(host, "gpu_model")),
-            cards=int(var(host, "cards")),
-            tiles=int(var(host, "tiles")),
-            device_hierarchy=str(var(host, "device_hierarchy")).upper(),
-            nic=var(host, "nic"),
-            oneapi_min_version=str(var(host, "oneapi_min_version")),
-            ccl_min_version=str(var(host, "ccl_min_version")),
-            torch_min_version=str(var(host, "torch_min_version")),
-            pip_packages=tuple(str(p) for p in var(host, "pip_packages")),
-            conda_packages=tuple(str(p) for p in var(host, "conda_packages")),
-            python_env=str(var(host, "python_env")),
-            venv=str(var(host, "venv")),
+            gpu_model=host.var.gpu_model,
+            cards=host.var.cards,
+            tiles=host.var.tiles,
+            device_hierarchy=host.var.device_hierarchy,
+            nic=host.var.nic,
+            oneapi_min_version=host.var.oneapi_min_version,
+            ccl_min_version=host.var.ccl_min_version,
+            torch_min_version=host.var.torch_min_version,
+            pip_packages=tuple(host.var.pip_packages),
+            conda_packages=tuple(host.var.conda_packages),
+            python_env=host.var.python_env,
+            venv=host.var.venv,
             stack=stack_of(host),
-            min_free_disk_gb=float(var(host, "min_free_disk_gb")),
-            min_free_mem_gb=float(var(host, "min_free_mem_gb")),
-            max_clock_offset_s=float(var(host, "max_clock_offset_s")),
+            min_free_disk_gb=host.var.min_free_disk_gb,
+            min_free_mem_gb=host.var.min_free_mem_gb,
+            max_clock_offset_s=host.var.max_clock_offset_s,
             ports=ports_of(host),
-            tile_memory_gb=float(var(host, "tile_memory_gb")),
+            tile_memory_gb=host.var.tile_memory_gb,
             node0=node0.name if node0 else None,
-            ccl_ze_ipc_exchange=str(var(host, "ccl_ze_ipc_exchange")),
-            fi_provider=str(var(host, "fi_provider")),
-            rendezvous_address=(
-                str(var(node0, "rendezvous_address") or node0.address) if node0 else None
-            ),
-            python_imports=tuple(str(m) for m in var(host, "python_imports") or ()),
-            engine=str(var(host, "engine")),
-            ray_requirement=str(var(host, "ray_requirement")),
+            ccl_ze_ipc_exchange=host.var.ccl_ze_ipc_exchange,
+            fi_provider=host.var.fi_provider,
+            rendezvous_address=((node0.var.rendezvous_address or node0.address) if node0 else None),
+            python_imports=tuple(host.var.python_imports),
+            engine=host.var.engine,
+            ray_requirement=host.var.ray_requirement,
         )
 
     @property
@@ -92,8 +89,8 @@ class Expect:
 
 def stack_of(host: Host) -> tuple[str, ...]:
     """The components doctor requires: `stack`, plus vLLM when it is the engine."""
-    stack = tuple(str(c) for c in var(host, "stack"))
-    if var(host, "engine") == "vllm" and "vllm" not in stack:
+    stack = tuple(host.var.stack)
+    if host.var.engine == "vllm" and "vllm" not in stack:
         stack += ("vllm",)
     return stack
 
@@ -103,8 +100,8 @@ def ports_of(host: Host) -> tuple[int, ...]:
     with engine vllm vLLM's HTTP port and Ray's fixed ones (GCS `ray_port` and
     `ray_ports`: a stale Ray there makes `ray start` fail or join the wrong cluster;
     vLLM's workers meet through Ray, not on `rendezvous_port`)."""
-    ports = {int(var(host, "sglang_port")), int(var(host, "rendezvous_port"))}
-    if var(host, "engine") == "vllm":
-        ports = {int(var(host, "vllm_port")), int(var(host, "ray_port"))}
-        ports |= {int(p) for p in var(host, "ray_ports") or ()}
+    ports = {host.var.sglang_port, host.var.rendezvous_port}
+    if host.var.engine == "vllm":
+        ports = {host.var.vllm_port, host.var.ray_port}
+        ports |= set(host.var.ray_ports)
     return tuple(sorted(ports))

@@ -20,7 +20,6 @@ from ..bench.runs import (
 from ..errors import InputError
 from ..launch.plan import devices_per_node
 from ..results import TaskReport
-from ..variables import var
 from .common import HOST_FLAGS_HELP, console, emit, exits, open_context, relative, settings_from
 
 LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
@@ -80,9 +79,9 @@ def bench(
         configs,
         tiles_per_node=devices_per_node(node0) if node0 else 0,
         nodes=[h.name for h in ctx.hosts],
-        model_path=str(var(node0, "model_path")) if node0 else "",
+        model_path=node0.var.model_path if node0 else "",
         nnodes=optional_int(nnodes, "nnodes"),
-        engine=engine or (str(var(node0, "engine")) if node0 else "sglang"),
+        engine=engine or (node0.var.engine if node0 else "sglang"),
     )
     runs_dir = ctx.settings.path(ctx.settings.runs_dir)
     run_id = new_run_id(runs_dir)

@@ -75,6 +75,8 @@ def open_context(
     for warning in inventory.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     selected = sshconfig.apply_all(inventory.select(limit), ssh_config_path(settings))
+    for host in selected:
+        host.var  # noqa: B018 -- resolve (render, type) now: a bad value exits 2 here
     options = ssh_options(settings)
     if any(h.become for h in selected):
         options = dataclasses.replace(options, become_password=become_password(selected))

@@ -26,7 +26,6 @@ from ..host import Host
 from ..nodestate import node_lock_path, node_state_path
 from ..sizing import rendezvous_address
 from ..transport import Session
-from ..variables import var
 from .batch import new_boundary, probe_script, split_probe
 from .node import FACTS
 from .packages import RUNTIME_PACKAGES
@@ -57,7 +56,7 @@ def rendezvous_target(host: Host) -> dict[str, Any]:
     return {
         "host": host.name,
         "address": rendezvous_address(host),
-        "port": int(var(host, "rendezvous_port")),
+        "port": host.var.rendezvous_port,
     }
 
 
@@ -69,25 +68,27 @@ def probe_params(host: Host, peers: Sequence[Host] = ()) -> dict[str, Any]:
     node's port is dropped (everyone times out on it) from which node cannot get out."""
     params: dict[str, Any] = {
         "address": host.address,
-        "nic": var(host, "nic"),
-        "venv": var(host, "venv"),
-        "oneapi_root": var(host, "oneapi_root"),
-        "wheels_manifest": node_state_path(var(host, "state_dir")),
-        "model_path": var(host, "model_path"),
+        "nic": host.var.nic,
+        "venv": host.var.venv,
+        "oneapi_root": host.var.oneapi_root,
+        "wheels_manifest": node_state_path(host.var.state_dir),
+        "model_path": host.var.model_path,
         "model_manifest": MANIFEST_NAME,
-        "device_hierarchy": var(host, "device_hierarchy"),
-        "ports": sorted({int(var(host, n)) for n in ("sglang_port", "rendezvous_port")}),
+        "device_hierarchy": host.var.device_hierarchy,
+        "ports": sorted({host.var.sglang_port, host.var.rendezvous_port}),
         "packages": list(RUNTIME_PACKAGES),
         "imports": {
-            "modules": [str(m) for m in var(host, "python_imports") or []],
-            "lock": node_lock_path(var(host, "state_dir")),
+            "modules": list(host.var.python_imports),
+            "lock": node_lock_path(host.var.state_dir),
         },
         "connect_timeout": CONNECT_TIMEOUT_S,
         "budget": PROBE_TIMEOUT_S - 30,
         # what a non-root login must be able to write (checks/access.py)
-        "paths": {n: str(var(host, n)) for n in ("install_dir", "state_dir", "venv", "build_dir")},
+        "paths": {
+            n: str(host.var.values[n]) for n in ("install_dir", "state_dir", "venv", "build_dir")
+        },
         "become": host.become is not None,
-        "fi_provider": str(var(host, "fi_provider")),
+        "fi_provider": host.var.fi_provider,
     }
     params["rendezvous"] = [rendezvous_target(peer) for peer in peers]
     return params

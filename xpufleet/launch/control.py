@@ -20,7 +20,7 @@ from ..executor import SessionPool
 from ..host import Host
 from ..results import FAIL, FAILED, OK, PASS, SKIP, WARN, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
-from ..variables import var, venv_python
+from ..variables import venv_python
 from . import judge, slurm_step
 from .engines import get_engine
 from .http import http_status
@@ -32,12 +32,12 @@ from .runner import collect_run_logs, log_files, node_python
 
 def _run_dir(host: Host, run_id: str | None) -> str:
     """A run's directory on a node (no run id: its `current` link)."""
-    return RunPaths(str(var(host, "state_dir")), run_id or "current").dir
+    return RunPaths(host.var.state_dir, run_id or "current").dir
 
 
 def _node_command(host: Host, action: str, run_id: str | None) -> str:
     directory = shell.quote(_run_dir(host, run_id))
-    python = node_python(venv_python(var(host, "venv")))
+    python = node_python(venv_python(host.var.venv))
     return (
         f"if [ -f {directory}/run.json ] && [ -f {directory}/supervisor.py ]; then "
         f"{python} {directory}/supervisor.py {action} {directory}; else echo '{{}}'; fi"

@@ -36,7 +36,7 @@ from ..sizing import (  # the planner's arithmetic, shared with doctor (sizing.p
     rendezvous_address,
     usable_fraction,
 )
-from ..variables import var, venv_python
+from ..variables import venv_python
 from .engines import Engine, NodeContext, get_engine
 
 #: variables every node of one launch must agree on (plus each engine's `uniform_vars`)
@@ -199,8 +199,8 @@ def assign_devices(host: Host, per_node: int, base: int = 0) -> tuple[list[int],
     `torch.xpu.set_device(gpu_id)`). Two ranks on one device make oneCCL silently leave
     its Level Zero IPC algorithms (REFERENCE §3): refused here, with the reason."""
     have = devices_per_node(host)
-    ids = [int(d) for d in var(host, "device_ids") or []] or list(range(have))
-    where = f"{host.name} ({var(host, 'device_hierarchy')}, {have} device(s))"
+    ids = list(host.var.device_ids) or list(range(have))
+    where = f"{host.name} ({host.var.device_hierarchy}, {have} device(s))"
     wrong = [d for d in ids if not 0 <= d < have]
     if wrong:
         raise PlanError(f"device_ids {wrong} do not exist on {where}", key="device_ids")
@@ -224,25 +224,25 @@ def assign_devices(host: Host, per_node: int, base: int = 0) -> tuple[list[int],
 def node_env(host: Host, mask: Sequence[int]) -> dict[str, str]:
     """Node-wide environment of every rank: devices, NIC, oneCCL/libfabric. Only variables
     something reads (ENV_REASONS says what)."""
-    provider = str(var(host, "fi_provider"))
+    provider = host.var.fi_provider
     env: dict[str, str] = {
-        "ZE_FLAT_DEVICE_HIERARCHY": str(var(host, "device_hierarchy")).upper(),
+        "ZE_FLAT_DEVICE_HIERARCHY": host.var.device_hierarchy,
         "ZE_AFFINITY_MASK": ",".join(str(d) for d in mask),
         "ONEAPI_DEVICE_SELECTOR": "level_zero:gpu",
         "CCL_PROCESS_LAUNCHER": "none",
-        "CCL_ATL_TRANSPORT": str(var(host, "ccl_atl_transport")),
+        "CCL_ATL_TRANSPORT": host.var.ccl_atl_transport,
         "FI_PROVIDER": provider,
-        "CCL_ZE_IPC_EXCHANGE": str(var(host, "ccl_ze_ipc_exchange")),
+        "CCL_ZE_IPC_EXCHANGE": host.var.ccl_ze_ipc_exchange,
     }
-    nic = var(host, "nic")
+    nic = host.var.nic
     if nic:
-        env.update(GLOO_SOCKET_IFNAME=str(nic), CCL_KVS_IFACE=str(nic))
+        env.update(GLOO_SOCKET_IFNAME=nic, CCL_KVS_IFACE=nic)
         if provider == "tcp":
-            env["FI_TCP_IFACE"] = str(nic)
-    allreduce = var(host, "ccl_allreduce")
+            env["FI_TCP_IFACE"] = nic
+    allreduce = host.var.ccl_allreduce
     if allreduce:
-        env["CCL_ALLREDUCE"] = str(allreduce)
-    for name, value in dict(var(host, "ccl_env") or {}).items():
+        env["CCL_ALLREDUCE"] = allreduce
+    for name, value in host.var.ccl_env.items():
         if str(name) in PLANNED_ONLY:
             raise PlanError(
                 f"ccl_env may not set {name}: the planner sets it per node/rank "
@@ -273,7 +273,7 @@ def explain_env(plan: LaunchPlan) -> list[tuple[str, str, str, str]]:
 
 def _check_uniform(hosts: Sequence[Host], engine: Engine) -> None:
     for name in UNIFORM_VARS + engine.uniform_vars:
-        values = {h.name: var(h, name) for h in hosts}
+        values = {h.name: h.var.values[name] for h in hosts}
         if len(set(map(str, values.values()))) > 1:
             shown = ", ".join(f"{h}={v}" for h, v in values.items())
             raise PlanError(f"nodes of one launch must agree on '{name}': {shown}", key=name)
@@ -284,7 +284,7 @@ def check_one_connector(hosts: Sequence[Host]) -> None:
     supervisors, not both (a step cannot kill an SSH node's ranks, nor the reverse)."""
     by_connector: dict[str, list[Host]] = {}
     for host in hosts:
-        by_connector.setdefault(str(var(host, "connector")), []).append(host)
+        by_connector.setdefault(host.var.connector, []).append(host)
     if len(by_connector) < 2:
         return
     parts, where = [], None
@@ -342,7 +342,7 @@ def plan_launch(
         raise PlanError(f"--pp must be at least 1, got {pp}", key="--pp")
     if not hosts:
         raise PlanError("no hosts selected (check --hosts and --limit)", key="--limit")
-    chosen_engine = get_engine(engine or str(var(hosts[0], "engine")))
+    chosen_engine = get_engine(engine or hosts[0].var.engine)
     if pp > 1 and chosen_engine.name != "vllm":
         raise PlanError(f"--pp is for vLLM; {chosen_engine.title} takes --tp only", key="--pp")
     world = tp * pp
@@ -365,7 +365,7 @@ def plan_launch(
         )
     chosen = list(hosts[:nnodes])
     check_one_connector(chosen)
-    if node_order is not None and var(chosen[0], "connector") == "slurm":
+    if node_order is not None and chosen[0].var.connector == "slurm":
         chosen = in_slurm_order(chosen, node_order(chosen))
     per_node = world // nnodes
     for host in chosen:
@@ -374,24 +374,24 @@ def plan_launch(
             raise PlanError(
                 f"oversubscribed: more ranks per node than devices: {per_node} ranks per node but "
                 f"{host.name} exposes {have} device(s) "
-                f"({var(host, 'device_hierarchy')}, tiles={var(host, 'tiles')}, "
-                f"cards={var(host, 'cards')}); use more nodes (--nnodes)",
+                f"({host.var.device_hierarchy}, tiles={host.var.tiles}, "
+                f"cards={host.var.cards}); use more nodes (--nnodes)",
                 key="--tp",
             )
     _check_uniform(chosen, chosen_engine)
     head = chosen[0]
-    device = str(var(head, "device"))
-    if str(var(head, "dist_backend")) == "xccl" and device != "xpu":
+    device = head.var.device
+    if head.var.dist_backend == "xccl" and device != "xpu":
         raise PlanError(
             f"dist_backend xccl needs device xpu (inventory says device {device}); "
             "use dist_backend gloo for CPU",
             key="dist_backend",
         )
     backend = chosen_engine.backend(head)
-    model_path = model_path or str(var(head, "model_path"))
-    model_name = model_name or str(var(head, "model_name"))
+    model_path = model_path or head.var.model_path
+    model_name = model_name or head.var.model_name
     fit = model_fit(
-        float(var(head, "model_size_gb")),
+        head.var.model_size_gb,
         world,
         min(device_memory_gb(h) for h in chosen),
         min(usable_fraction(h) for h in chosen),
@@ -400,7 +400,7 @@ def plan_launch(
         raise PlanError(f"model does not fit: {fit.message} (--tp {tp})", key="model_size_gb")
 
     rendezvous_host = rendezvous_address(head)
-    rendezvous_port = int(var(head, "rendezvous_port"))
+    rendezvous_port = head.var.rendezvous_port
     dist_init_addr = chosen_engine.dist_init_addr(head, rendezvous_host)
     warnings: list[str] = []
     if not _is_ip(rendezvous_host):
@@ -409,8 +409,8 @@ def plan_launch(
             "127.0.1.1 or another NIC the ranks cannot meet; set rendezvous_address to "
             "node 0's IP on the rendezvous NIC"
         )
-    if nnodes > 1 and not all(var(h, "nic") for h in chosen):
-        missing = ", ".join(h.name for h in chosen if not var(h, "nic"))
+    if nnodes > 1 and not all(h.var.nic for h in chosen):
+        missing = ", ".join(h.name for h in chosen if not h.var.nic)
         warnings.append(
             f"nic is not set on {missing}: GLOO_SOCKET_IFNAME/CCL_KVS_IFACE/FI_TCP_IFACE "
             "stay unset and oneCCL picks the first non-lo interface"
@@ -433,7 +433,7 @@ def plan_launch(
             )
             for local in range(per_node)
         )
-        python = venv_python(var(host, "venv"))
+        python = venv_python(host.var.venv)
         http_host, http_port = chosen_engine.http(host)
         ctx = NodeContext(
             host=host, node_rank=node_rank, nnodes=nnodes, tp=tp, pp=pp, per_node=per_node,
@@ -456,8 +456,8 @@ def plan_launch(
                 python=python,
                 http_host=http_host if serves else "",
                 http_port=http_port if serves else 0,
-                state_dir=str(var(host, "state_dir")),
-                install_dir=str(var(host, "install_dir")),
+                state_dir=host.var.state_dir,
+                install_dir=host.var.install_dir,
                 serves_http=serves,
                 server_argv=chosen_engine.server_argv(ctx),
                 server_env=chosen_engine.server_env(ctx),
@@ -469,15 +469,15 @@ def plan_launch(
         ranks_per_node=per_node,
         rendezvous_address=rendezvous_host,
         rendezvous_port=rendezvous_port,
-        supervisor_port=int(var(head, "supervisor_port")),
+        supervisor_port=head.var.supervisor_port,
         dist_init_addr=dist_init_addr,
         device=device,
         backend=backend,
         model_path=str(model_path),
         model_name=str(model_name),
         fit=fit,
-        preflight_timeout=float(var(head, "preflight_timeout")),
-        ready_timeout=float(var(head, "ready_timeout")),
+        preflight_timeout=head.var.preflight_timeout,
+        ready_timeout=head.var.ready_timeout,
         nodes=tuple(nodes),
         warnings=tuple(warnings),
         engine=chosen_engine.name,

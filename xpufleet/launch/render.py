@@ -21,6 +21,7 @@ import jinja2
 
 from .. import shell
 from ..errors import PlanError
+from ..host import Host
 from ..provision.lock import lock_path
 from .engines import get_engine
 from .plan import LaunchPlan, NodePlan
@@ -64,12 +65,9 @@ def new_run_id(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(2)}"
 
 
-def env_file(node: NodePlan, host_vars: dict[str, Any] | None = None) -> str:
-    """The environment file `invoke provision` (role sglang) writes on the node."""
-    explicit = (host_vars or {}).get("sglang_env_file")
-    if explicit and "{{" not in str(explicit):
-        return str(explicit)
-    return f"{node.install_dir.rstrip('/')}/env/sglang.sh"
+def env_file(host: Host) -> str:
+    """The environment file `invoke provision` (role sglang's `sglang_env_file`) writes."""
+    return str(host.var.values["sglang_env_file"])
 
 
 def _environment() -> jinja2.Environment:

@@ -185,7 +185,7 @@ class Launcher:
     def prepare(self) -> bool:
         def work(session: Session, run: NodeRun) -> dict[str, Any]:
             node = run.node
-            data = bundle(self.plan, node, self.run_id, env_file(node, session.host.vars))
+            data = bundle(self.plan, node, self.run_id, env_file(session.host))
             directory = shell.quote(run.paths.dir)
             command = (
                 f"set -e; mkdir -p {directory}; tar -xf - -C {directory}; "

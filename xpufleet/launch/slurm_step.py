@@ -36,7 +36,6 @@ from ..errors import PlanError
 from ..host import Host
 from ..results import FAIL, OK, Result
 from ..slurm import COMMAND_VAR, STEP_ARGV, is_slurm, srun_argv, srun_env
-from ..variables import var
 from .plan import LaunchPlan
 from .render import RunPaths, bundle, env_file
 
@@ -139,7 +138,7 @@ def start(launcher: Launcher) -> bool:
             start_new_session=True,  # outlives `invoke launch`, as long as the allocation
         )
     launcher.report.extra["slurm"] = {
-        "job": var(launcher.hosts[0], "slurm_job"),
+        "job": launcher.hosts[0].var.slurm_job,
         "step_name": step_name(run_id),
         "srun_pid": proc.pid,
         "srun_log": str(log_path),
@@ -196,7 +195,7 @@ def parse_steps(text: str) -> dict[str, str]:
 
 def running_steps(hosts: Sequence[Host]) -> dict[str, Any]:
     """The launch steps Slurm still runs in the hosts' job: {step name: step id}."""
-    job = var(hosts[0], "slurm_job")
+    job = hosts[0].var.slurm_job
     argv = ["squeue", "-h", "-s", "-o", "%i %j"] + ([f"--jobs={job}"] if job else [])
     proc = subprocess.run(
         argv, capture_output=True, text=True, env=srun_env(hosts[0], ""), timeout=60
@@ -243,7 +242,7 @@ def sbatch_script(plan: LaunchPlan, hosts: dict[str, Host], run_id: str) -> str:
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w:gz") as tar:
         for node in plan.nodes:
-            data = bundle(plan, node, run_id, env_file(node, hosts[node.host].vars))
+            data = bundle(plan, node, run_id, env_file(hosts[node.host]))
             with tarfile.open(fileobj=io.BytesIO(data)) as one:
                 for member in one.getmembers():
                     content = one.extractfile(member)

@@ -21,7 +21,6 @@ from .roles import (
     ROLES_DIR,
     known_tags,
     load_roles,
-    merged_vars,
     parse_tags,
     plan_host,
     read_secrets,
@@ -43,7 +42,7 @@ def plan(
     """Every host's selected steps (no SSH); raises InputError on any bad input."""
     manifest = load_manifest(wheels_dir / MANIFEST_NAME)
     roles = load_roles(ROLE_ORDER, roles_dir)
-    wanted = {str(n) for h in hosts for n in (merged_vars(h, roles).get("secret_env") or [])}
+    wanted = {n for h in hosts for n in h.var.secret_env}
     secrets = read_secrets(sorted(wanted), environ)
     want_tags, skip = parse_tags(tags), parse_tags(skip_tags)
     plans: dict[str, tuple[Host, list[Step]]] = {}

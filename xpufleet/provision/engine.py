@@ -22,7 +22,6 @@ from ..host import Host
 from ..relay.batch import FileRelay
 from ..results import CHANGED, FAILED, OK, SKIP, HostReport, Result, TaskReport
 from ..transport import Session, SSHOptions
-from ..variables import var
 from .context import ApplyContext, TransferFactory, no_progress
 from .lock import NodeLock, acquire_lock, release_lock
 from .steps import Decision, Step
@@ -155,7 +154,7 @@ def provision_host(
 def hand_over_state_dir(session: Session) -> None:
     """After a provision under become: the login user owns `<state_dir>` and its runs/,
     so launch and stop (which run as the login user) can take the lock and write runs."""
-    state = str(var(session.host, "state_dir")).rstrip("/")
+    state = session.host.var.state_dir.rstrip("/")
     user = shell.quote(session.host.user)
     runs = shell.quote(f"{state}/runs")
     session.run(f"mkdir -p {runs} && chown {user} {shell.quote(state)} {runs}")

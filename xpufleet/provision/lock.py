@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from .. import shell
 from ..errors import CommandFailed, LockHeld
 from ..transport import Session
-from ..variables import var
 
 LOCK_NAME = "lock"
 RUNBOOK = "docs/runbooks/provision.md#lock-held"
@@ -80,7 +79,7 @@ def describe(holder: dict[str, object]) -> str:
 
 def acquire_lock(session: Session, owner: str, *, state_dir: str | None = None) -> NodeLock:
     """Take the node's lock for `owner` (e.g. "provision", "launch") or raise LockHeld."""
-    state_dir = state_dir or var(session.host, "state_dir")
+    state_dir = state_dir or session.host.var.state_dir
     path = lock_path(state_dir)
     lock = NodeLock(
         path=path,

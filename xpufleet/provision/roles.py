@@ -6,10 +6,9 @@ manifest, per secret) and computed paths; in YAML that would mean inventing a
 `when:`/`loop:` mini-language. Data stays declarative where it is data
 (defaults.yaml, templates).
 
-Variables, lowest precedence first (Ansible's order for role defaults):
-xpufleet's registry defaults (variables.py) < the role's defaults.yaml < the
-inventory (all < parent group < child group < host). String values may use Jinja2
-(`"{{ install_dir }}/env"`), rendered against the merged variables.
+Variables: a role reads the host's resolved variables (`Host.var.values`,
+variables.resolve): registry defaults < every shipped role's defaults.yaml < the
+inventory, Jinja2 in strings rendered, registered ones typed.
 
 Everything here runs on the control node before any host is touched: a template
 error or a missing secret is bad input (exit 2) naming the file and line.
@@ -26,15 +25,13 @@ from types import ModuleType
 from typing import Any
 
 import jinja2
-import yaml
 
 from ..errors import InputError
 from ..host import Host
-from ..variables import VARIABLES
+from ..variables import ROLES_DIR
 from .manifest import Manifest
 from .steps import Directory, File, Step
 
-ROLES_DIR = Path(__file__).resolve().parent.parent / "roles"
 #: provision applies these roles, in this order
 ROLE_ORDER = ("oneapi", "python_env", "wheels", "sglang")
 
@@ -43,7 +40,6 @@ ROLE_ORDER = ("oneapi", "python_env", "wheels", "sglang")
 class Role:
     name: str
     path: Path
-    defaults: dict[str, Any]
     build_steps: Callable[[RoleContext], list[Step]]
     env: jinja2.Environment
 
@@ -61,21 +57,6 @@ def load_role(name: str, roles_dir: Path = ROLES_DIR) -> Role:
     path = roles_dir / name
     if not path.is_dir():
         raise InputError(f"no role '{name}' in {roles_dir}", key="roles")
-    defaults_file = path / "defaults.yaml"
-    defaults: dict[str, Any] = {}
-    if defaults_file.exists():
-        try:
-            loaded = yaml.safe_load(defaults_file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputError(
-                f"YAML error: {exc}",
-                file=str(defaults_file),
-                line=mark.line + 1 if mark else None,
-            ) from exc
-        if not isinstance(loaded, dict):
-            raise InputError("defaults must be a mapping", file=str(defaults_file))
-        defaults = loaded
     steps_file = path / "steps.py"
     build_steps: Callable[[RoleContext], list[Step]] = lambda _ctx: []  # noqa: E731
     if steps_file.exists():
@@ -89,7 +70,7 @@ def load_role(name: str, roles_dir: Path = ROLES_DIR) -> Role:
         autoescape=False,
     )
     env.filters["shquote"] = _shquote
-    return Role(name, path, defaults, build_steps, env)
+    return Role(name, path, build_steps, env)
 
 
 def _shquote(value: Any) -> str:
@@ -100,43 +81,6 @@ def _shquote(value: Any) -> str:
 
 def load_roles(names: Iterable[str] = ROLE_ORDER, roles_dir: Path = ROLES_DIR) -> list[Role]:
     return [load_role(n, roles_dir) for n in names]
-
-
-# -- variables -----------------------------------------------------------------------
-
-
-def render_value(value: Any, context: dict[str, Any], where: str, file: str | None = None) -> Any:
-    """Jinja2 in a variable's strings (lists, dicts) rendered; an error is bad input."""
-    if isinstance(value, str) and "{{" in value:
-        try:
-            return (
-                jinja2.Environment(undefined=jinja2.StrictUndefined)
-                .from_string(value)
-                .render(context)
-            )
-        except jinja2.TemplateError as exc:
-            raise InputError(f"cannot render {value!r}: {exc}", file=file, key=where) from exc
-    if isinstance(value, list):
-        return [render_value(v, context, where, file) for v in value]
-    if isinstance(value, dict):
-        return {k: render_value(v, context, where, file) for k, v in value.items()}
-    return value
-
-
-def merged_vars(host: Host, roles: Iterable[Role] = ()) -> dict[str, Any]:
-    """Registry defaults < role defaults < inventory, with Jinja2 in strings rendered."""
-    merged: dict[str, Any] = {name: spec.default for name, spec in VARIABLES.items()}
-    for role in roles:
-        merged.update(role.defaults)
-    merged.update(host.vars)
-    merged["inventory_hostname"] = host.name
-    merged["ansible_host"] = host.address
-    for _round in range(4):  # values may refer to values that refer to values
-        rendered = {k: render_value(v, merged, k) for k, v in merged.items()}
-        if rendered == merged:
-            break
-        merged = rendered
-    return merged
 
 
 # -- what a role's steps module sees -------------------------------------------------
@@ -240,10 +184,9 @@ def plan_host(
     secrets: dict[str, str] | None = None,
 ) -> list[Step]:
     """Every step of every role for one host, in order (pure: no SSH)."""
-    merged = merged_vars(host, roles)
     steps: list[Step] = []
     for role in roles:
-        ctx = RoleContext(role, host, merged, manifest, dict(secrets or {}))
+        ctx = RoleContext(role, host, dict(host.var.values), manifest, dict(secrets or {}))
         steps.extend(role.build_steps(ctx))
     ids = [s.id for s in steps]
     dupes = sorted({i for i in ids if ids.count(i) > 1})

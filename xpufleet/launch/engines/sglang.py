@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import PlanError
 from ...host import Host
-from ...variables import var
 from ..http import http_status
 from . import NodeContext, ProcessPatterns
 
@@ -69,7 +68,7 @@ class SGLang:
     node_scripts = ("preflight.py",)
 
     def http(self, host: Host) -> tuple[str, int]:
-        return str(var(host, "sglang_host")), int(var(host, "sglang_port"))
+        return host.var.sglang_host, host.var.sglang_port
 
     def serves_http(self, node_rank: int) -> bool:
         return True
@@ -83,7 +82,7 @@ class SGLang:
 
     def base_gpu_id(self, host: Host) -> int:
         """SGLang's `--base-gpu-id` when the inventory passes one in sglang_extra_args."""
-        args = [str(a) for a in var(host, "sglang_extra_args") or []]
+        args = list(host.var.sglang_extra_args)
         for index, arg in enumerate(args):
             value = None
             if arg == "--base-gpu-id" and index + 1 < len(args):
@@ -105,12 +104,12 @@ class SGLang:
         return [k * per_node for k in range(len(addresses))]
 
     def backend(self, host: Host) -> str:
-        return str(var(host, "dist_backend"))
+        return host.var.dist_backend
 
     def dist_init_addr(self, head: Host, address: str) -> str:
         from ..plan import url_host
 
-        return f"{url_host(address)}:{int(var(head, 'rendezvous_port'))}"
+        return f"{url_host(address)}:{head.var.rendezvous_port}"
 
     def node_env(self, ctx: NodeContext) -> dict[str, str]:
         return {}
@@ -124,10 +123,10 @@ class SGLang:
             "--device", ctx.device, "--host", ctx.http_host, "--port", str(ctx.http_port),
             "--trust-remote-code",
         ]  # fmt: skip
-        fraction = var(ctx.host, "mem_fraction_static")
+        fraction = ctx.host.var.mem_fraction_static
         if fraction:
             argv += ["--mem-fraction-static", str(fraction)]
-        argv += [str(a) for a in var(ctx.host, "sglang_extra_args") or []]
+        argv += list(ctx.host.var.sglang_extra_args)
         return tuple(argv)
 
     def server_argv(self, ctx: NodeContext) -> tuple[str, ...]:

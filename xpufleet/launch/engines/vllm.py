@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any
 
 from ...host import Host
 from ...results import FAIL, PASS, Result
-from ...variables import var
 from ..http import completion_status, http_status
 from . import NodeContext, ProcessPatterns
 
@@ -96,7 +95,7 @@ class Vllm:
     node_scripts = ("ray_preflight.py",)
 
     def http(self, host: Host) -> tuple[str, int]:
-        return str(var(host, "vllm_host")), int(var(host, "vllm_port"))
+        return host.var.vllm_host, host.var.vllm_port
 
     def serves_http(self, node_rank: int) -> bool:
         return node_rank == 0
@@ -121,19 +120,19 @@ class Vllm:
 
     def backend(self, host: Host) -> str:
         """The fork's xpu_worker initialises torch.distributed with `ccl`; CPU vLLM gloo."""
-        return "ccl" if str(var(host, "device")) == "xpu" else "gloo"
+        return "ccl" if host.var.device == "xpu" else "gloo"
 
     def dist_init_addr(self, head: Host, address: str) -> str:
         from ..plan import url_host
 
-        return f"{url_host(address)}:{int(var(head, 'ray_port'))}"
+        return f"{url_host(address)}:{head.var.ray_port}"
 
     def node_env(self, ctx: NodeContext) -> dict[str, str]:
         env = {
             "LOCAL_WORLD_SIZE": str(ctx.per_node),
             "VLLM_HOST_IP": ctx.address,
         }
-        env.update({str(k): str(v) for k, v in dict(var(ctx.host, "engine_env") or {}).items()})
+        env.update(ctx.host.var.engine_env)
         return env
 
     def ray(self, python: str) -> str:
@@ -148,12 +147,12 @@ class Vllm:
             argv = (ray, "start", "--address", ctx.dist_init_addr)
         argv += ("--node-ip-address", ctx.address, "--num-gpus", str(ctx.per_node),
                  "--disable-usage-stats", "--block")  # fmt: skip
-        return argv + tuple(str(a) for a in var(ctx.host, "ray_extra_args") or ())
+        return argv + tuple(ctx.host.var.ray_extra_args)
 
     def server_argv(self, ctx: NodeContext) -> tuple[str, ...]:
         if ctx.node_rank != 0:
             return ()
-        if str(var(ctx.host, "vllm_server")) == "module":
+        if ctx.host.var.vllm_server == "module":
             argv: tuple[str, ...] = (ctx.python, "-m", "vllm.entrypoints.openai.api_server",
                                      "--model", ctx.model_path)  # fmt: skip
         else:
@@ -166,7 +165,7 @@ class Vllm:
         if ctx.pp > 1:
             argv += ("--pipeline-parallel-size", str(ctx.pp))
         argv += ("--distributed-executor-backend", "ray", "--trust-remote-code")
-        return argv + tuple(str(a) for a in var(ctx.host, "vllm_extra_args") or ())
+        return argv + tuple(ctx.host.var.vllm_extra_args)
 
     def server_env(self, ctx: NodeContext) -> dict[str, str]:
         return {"RAY_ADDRESS": ctx.dist_init_addr} if ctx.node_rank == 0 else {}
