@@ -170,6 +170,8 @@ def node_task(
         signature = inspect.signature(func)
         hints = typing.get_type_hints(func)
         slot = "ctx" if "ctx" in signature.parameters else "flags"
+        if slot not in signature.parameters:
+            raise TypeError(f"node task {func.__name__} takes neither ctx nor flags")
         params: list[inspect.Parameter] = []
         for param in signature.parameters.values():
             if param.name == slot:
@@ -189,7 +191,7 @@ def node_task(
         hinted = {p.name: p.annotation for p in params if p.annotation is not p.empty}
         body.__annotations__ = hinted | {"return": int}  # resolved: program.py reads them
         shared_help = {name: HOST_FLAGS_HELP[name] for name in flags}
-        return task(help={**shared_help, **(help or {})}, **options)(exits(body))  # type: ignore[no-any-return]
+        return task(help={**shared_help, **(help or {})}, **options)(exits(body))
 
     return decorate
 
