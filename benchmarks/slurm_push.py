@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from push import make_file  # benchmarks/push.py: this folder is sys.path[0]
 
 from xpufleet.inventory import load_inventory
 from xpufleet.lab import Lab
@@ -50,15 +51,6 @@ from xpufleet.slurm import SlurmSession
 
 DEST = "/var/lib/xpufleet/bench-slurm-push"
 NAME = "push.bin"
-
-
-def make_file(size_mb: int) -> Path:
-    path = Path(tempfile.gettempdir()) / f"xpufleet-push-{size_mb}MB.bin"
-    if not path.exists() or path.stat().st_size != size_mb << 20:
-        with path.open("wb") as fh:
-            for _ in range(size_mb):
-                fh.write(os.urandom(1 << 20))
-    return path
 
 
 def in_threads(work: Any, hosts: list[Any]) -> list[Any]:

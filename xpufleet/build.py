@@ -217,24 +217,25 @@ def add_prebuilt(recipe: Recipe, wheels_dir: Path) -> Result:
         features=recipe.features,
         extras=recipe.extras,
     )
-    _record(wheels_dir, entry)
-    return Result(
-        f"build.{recipe.name}",
-        CHANGED,
+    return _record(
+        wheels_dir,
+        recipe,
+        entry,
         f"{dest.name} (prebuilt {recipe.prebuilt}, {entry.size / 1e6:.1f} MB, sha256 "
         f"{entry.sha256[:12]})",
-        data={"wheel": entry.to_json()},
     )
 
 
-def _record(wheels_dir: Path, entry: WheelEntry) -> None:
-    """Put `entry` in the manifest (replacing the same distribution's older file)."""
+def _record(wheels_dir: Path, recipe: Recipe, entry: WheelEntry, message: str) -> Result:
+    """Put `entry` in the manifest (replacing the same distribution's older file); the
+    recipe's `changed` result saying `message`."""
     manifest = load_manifest(wheels_dir / MANIFEST_NAME)
     old = next((w for w in manifest.wheels if w.key == entry.key), None)
     manifest.upsert(entry)
     manifest.save()
     if old and old.filename != entry.filename:
         (wheels_dir / old.filename).unlink(missing_ok=True)
+    return Result(f"build.{recipe.name}", CHANGED, message, data={"wheel": entry.to_json()})
 
 
 def _shown(path: Path | None) -> str:
@@ -338,14 +339,13 @@ def build_one(
             ln.strip() for ln in requires.splitlines() if ln.strip() and not ln.startswith("#")
         ),
     )
-    _record(wheels_dir, entry)
     took = time.monotonic() - started
-    return Result(
-        f"build.{recipe.name}",
-        CHANGED,
+    return _record(
+        wheels_dir,
+        recipe,
+        entry,
         f"{filename} ({entry.size / 1e6:.1f} MB, sha256 {sha[:12]}, commit {commit}) "
         f"in {took:.0f}s; log {local_log}",
-        data={"wheel": entry.to_json()},
     )
 
 

@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 from .errors import CommandFailed, CommandTimeout, ConnectionLost, HostError, UnreachableError
 from .host import Host
-from .transport import CHUNK, CommandResult, Connector, Prepared, SSHOptions
+from .transport import CHUNK, CommandResult, Connector, Feed, Prepared, SSHOptions
 
 COMMAND_VAR = "XPUFLEET_COMMAND"
 NODE_VAR = "XPUFLEET_NODE"
@@ -118,7 +118,7 @@ def run_step(
     argv: Sequence[str],
     env: Mapping[str, str],
     *,
-    feed: Callable[[Callable[[bytes], None]], None] | None,
+    feed: Feed | None,
     timeout: float | None,
     stdout_to: Callable[[bytes], None] | None = None,
     on_line: Callable[[bytes], None] | None = None,
@@ -127,14 +127,7 @@ def run_step(
     """Run srun: `feed(write)` writes its stdin (in a thread), stdout and stderr drained
     as they come; past `timeout` (or once `cancel` is set) srun gets SIGTERM (it ends
     the step), then SIGKILL."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env),
-        start_new_session=True,
-    )
+    proc = spawn(argv, env)
     assert proc.stdin and proc.stdout and proc.stderr
 
     def write_stdin() -> None:
@@ -185,6 +178,18 @@ def run_step(
     return StepResult(None if timed_out else status, b"".join(out), b"".join(err))
 
 
+def spawn(argv: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """srun with stdin, stdout and stderr piped, in its own session."""
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        start_new_session=True,
+    )
+
+
 def _end(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM srun (it cancels its step and tasks), SIGKILL if it lingers."""
     with contextlib.suppress(ProcessLookupError):
@@ -204,14 +209,7 @@ class ProcessChannel:
     def __init__(self, host: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
         self.host = host
         self.stderr = b""
-        self._proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-        )
+        self._proc = spawn(argv, env)
         self._err: list[bytes] = []
         self._drain = threading.Thread(target=self._read_stderr, daemon=True)
         self._drain.start()
@@ -287,7 +285,7 @@ class SlurmSession(Connector):
     def _step(
         self,
         command: str,
-        feed: Callable[[Callable[[bytes], None]], None] | None,
+        feed: Feed | None,
         timeout: float | None,
         stdout_to: Callable[[bytes], None] | None = None,
     ) -> tuple[str, str, int]:
@@ -339,22 +337,8 @@ class SlurmSession(Connector):
 
         return self._step(cmd.full, feed, cmd.timeout, cmd.stdout_to)
 
-    def stream_to(
-        self,
-        source: BinaryIO,
-        command: str,
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        """Stream bytes from `source` into the command's stdin (srun forwards it)."""
-
-        def feed(write: Callable[[bytes], None]) -> None:
-            while block := source.read(CHUNK):
-                write(block)
-                if progress:
-                    progress(len(block))
-
+    def _stream(self, command: str, feed: Feed, timeout: float | None) -> CommandResult:
+        """srun forwards the fed bytes to the task's stdin."""
         out, err, status = self._step(command, feed, timeout)
         if status != 0:
             raise CommandFailed(self.host.name, command, status, err)

@@ -46,6 +46,8 @@ from .host import Host
 from .jump import JumpHub
 
 CHUNK = 1 << 20
+#: writes a command's stdin through the `write` it is given
+Feed = Callable[[Callable[[bytes], None]], None]
 BULK_WINDOW = 64 << 20
 BULK_PACKET = 32768
 
@@ -160,8 +162,8 @@ class Connector(JsonAnswers, abc.ABC):
     (`Session`) or as Slurm job steps (`slurm.SlurmSession`); `executor.connect` picks
     one by the host's `connector` variable. `run` (and `run_json`) are shared: a
     connector supplies `_execute` (one command, CommandTimeout on a timeout) and, as
-    tasks need them, `stream_to(source, command, progress=, timeout=)` (bulk bytes into
-    a command's stdin), `follow(command, on_line, cancelled)` (`tail -F`) and
+    tasks need them, `_stream(command, feed, timeout)` (behind `stream_to`: bulk bytes
+    into a command's stdin), `follow(command, on_line, cancelled)` (`tail -F`) and
     `open_channel(command, bulk=)` (a command talked to while it runs: the relay)."""
 
     host: Host
@@ -191,6 +193,28 @@ class Connector(JsonAnswers, abc.ABC):
     @abc.abstractmethod
     def _execute(self, cmd: Prepared) -> tuple[str, str, int]:
         """Run `cmd.full` once: (stdout, stderr, exit status)."""
+
+    def stream_to(
+        self,
+        source: BinaryIO,
+        command: str,
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Stream bytes from `source` into a command's stdin (e.g. `cat > tmp`)."""
+
+        def feed(write: Callable[[bytes], None]) -> None:
+            while block := source.read(CHUNK):
+                write(block)
+                if progress:
+                    progress(len(block))
+
+        return self._stream(command, feed, timeout)
+
+    def _stream(self, command: str, feed: Feed, timeout: float | None) -> CommandResult:
+        """Run `command` once, its stdin written by `feed`; CommandFailed unless it exits 0."""
+        raise NotImplementedError(f"{type(self).__name__} streams no bytes")
 
 
 @contextlib.contextmanager
@@ -313,27 +337,21 @@ class Session(Connector):
             self._check_sudo(status, err)
         return out, err, status
 
-    def stream_to(
-        self,
-        source: BinaryIO,
-        command: str,
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult:
-        """Stream bytes from `source` into a remote command's stdin (e.g. `cat > tmp`)."""
+    def _stream(self, command: str, feed: Feed, timeout: float | None) -> CommandResult:
+        """The sudo password goes first; a cancelled session stops between blocks."""
         timeout = self.options.command_timeout if timeout is None else timeout
         command, secret = self._sudo(command)
 
         def send_source(channel: paramiko.Channel) -> None:
             if secret:
                 channel.sendall(secret)
-            while block := source.read(CHUNK):
+
+            def write(block: bytes) -> None:
                 if self.cancelled.is_set():
                     raise Interrupted(self.host.name, "interrupted: transfer abandoned")
                 channel.sendall(block)
-                if progress:
-                    progress(len(block))
+
+            feed(write)
 
         stdout, stderr, status = self._exec(
             command, send_source, timeout, lost="transfer cut off", bulk=True

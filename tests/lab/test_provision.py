@@ -80,6 +80,16 @@ def add_wheel(wheels: Path, path: Path, **meta: Any) -> None:
     manifest.save()
 
 
+def wheels_plus(wheels: Path, dest: Path, name: str, payload: int) -> Path:
+    """A copy of `wheels` in `dest` with one more wheel, `payload` random bytes big."""
+    dest.mkdir()
+    for item in wheels.iterdir():
+        (dest / item.name).write_bytes(item.read_bytes())
+    path = make_wheel(dest, name, "1.0", payload=payload)
+    add_wheel(dest, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def cluster(lab: Any) -> Any:
     """The session's lab (tests/lab/conftest.py), with this module's directories wiped."""
@@ -278,11 +288,7 @@ def test_transfer_cut_off_half_way_leaves_nothing_broken_and_rerun_converges(
     cluster: Any, wheels: Path, tmp_path: Path
 ) -> None:
     big_dir = tmp_path / "wheels"
-    big_dir.mkdir()
-    for item in wheels.iterdir():
-        (big_dir / item.name).write_bytes(item.read_bytes())
-    big = make_wheel(big_dir, "xpufleet-big", "1.0", payload=12_000_000)
-    add_wheel(big_dir, big)
+    big = wheels_plus(wheels, big_dir, "xpufleet-big", payload=12_000_000)
     killed: list[int] = []
 
     @contextlib.contextmanager
@@ -339,11 +345,7 @@ def test_wheels_travel_through_the_relay_one_copy_for_every_node(
     cluster: Any, wheels: Path, tmp_path: Path
 ) -> None:
     relay_dir = tmp_path / "wheels"
-    relay_dir.mkdir()
-    for item in wheels.iterdir():
-        (relay_dir / item.name).write_bytes(item.read_bytes())
-    wheel = make_wheel(relay_dir, "xpufleet-relayed", "1.0", payload=4_000_000)
-    add_wheel(relay_dir, wheel)
+    wheel = wheels_plus(wheels, relay_dir, "xpufleet-relayed", payload=4_000_000)
     report = provision(cluster, relay_dir, tags="wheels")
     assert report.exit_code() == 0
     steps = {

@@ -14,10 +14,11 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-from xpufleet.bench.configs import plan_bench, select_configs
+from xpufleet.bench.configs import BenchPlan, plan_bench, select_configs
 from xpufleet.bench.runner import execute_plan
-from xpufleet.bench.runs import BenchRun, read_run, write_run
+from xpufleet.bench.runs import BenchRow, BenchRun, read_run, write_run
 from xpufleet.host import Host
 from xpufleet.transport import Connector, Prepared
 
@@ -167,13 +168,13 @@ if record.exists():  # the real tool appends its record to --output-file
 """
 
 
-def serve_server_info(tp_size: int) -> tuple[ThreadingHTTPServer, int]:
-    """A local HTTP server answering /get_server_info like SGLang's node 0."""
+def serve_json(path: str, doc: Any) -> tuple[ThreadingHTTPServer, int]:
+    """A local HTTP server answering GET `path` with `doc` as node 0's server would."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.dumps({"tp_size": tp_size}).encode()
-            self.send_response(200 if self.path == "/get_server_info" else 404)
+            body = json.dumps(doc).encode()
+            self.send_response(200 if self.path == path else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body)
@@ -186,24 +187,35 @@ def serve_server_info(tp_size: int) -> tuple[ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
-def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> None:
+def fixture_text(prefix: str) -> str:
+    return next(
+        p for p in FIXTURES.glob(f"{prefix}_*") if not p.name.endswith(".source.txt")
+    ).read_text()
+
+
+def serving_node(tmp_path: Path, block: str) -> tuple[Host, Path]:
+    """A node whose bench_serving prints the fixture `block`'s result block."""
     host, pythonpath = make_node(tmp_path)
     (pythonpath / "sglang" / "bench_serving.py").write_text(FAKE_SERVING)
-    block = next(p for p in FIXTURES.glob("13b_*") if not p.name.endswith(".source.txt"))
-    (pythonpath / "sglang" / "block.txt").write_text(block.read_text())
+    (pythonpath / "sglang" / "block.txt").write_text(fixture_text(block))
+    return host, pythonpath
+
+
+def run_plan(node: Host, pythonpath: Path, plan: BenchPlan, logs_dir: Path) -> list[BenchRow]:
+    session = LocalShellSession(node, pythonpath)
+    rows, _, _ = execute_plan(session, plan, run_id=logs_dir.name, logs_dir=logs_dir)  # type: ignore[arg-type]
+    return rows
+
+
+def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> None:
+    host, pythonpath = serving_node(tmp_path, "13b")
     configs = select_configs(batch_sizes=[10], input_lens=[1024], tps=[16])
     plan = plan_bench(configs, tiles_per_node=8, nodes=["node1", "node2"], model_path="/m")
 
-    server, port = serve_server_info(tp_size=16)
+    server, port = serve_json("/get_server_info", {"tp_size": 16})
     try:
         node = Host(host.name, host.address, vars={**host.vars, "sglang_port": port})
-        rows, _, _ = execute_plan(
-            LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
-            plan,
-            run_id="r1",
-            logs_dir=tmp_path / "logs1",
-        )
-        (row,) = rows
+        (row,) = run_plan(node, pythonpath, plan, tmp_path / "r1")
         assert row.status == "ok", row.message
         assert row.kind == "serving"
         assert row.metrics["total_throughput"] == 361.01
@@ -211,12 +223,7 @@ def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> Non
         # a server of another tp is not measured
         wrong = select_configs(batch_sizes=[10], input_lens=[1024], tps=[24])
         wrong_plan = plan_bench(wrong, tiles_per_node=8, nodes=["a", "b", "c"], model_path="/m")
-        (row,) = execute_plan(
-            LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
-            wrong_plan,
-            run_id="r2",
-            logs_dir=tmp_path / "logs2",
-        )[0]
+        (row,) = run_plan(node, pythonpath, wrong_plan, tmp_path / "r2")
         assert row.status == "failed" and "runs tp 16, this config needs tp 24" in row.message
     finally:
         server.shutdown()
@@ -224,12 +231,7 @@ def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> Non
 
     # nothing listens any more on that port
     node = Host(host.name, host.address, vars={**host.vars, "sglang_port": port})
-    (row,) = execute_plan(
-        LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
-        plan,
-        run_id="r3",
-        logs_dir=tmp_path / "logs3",
-    )[0]
+    (row,) = run_plan(node, pythonpath, plan, tmp_path / "r3")
     assert row.status == "failed"
     assert f"no SGLang server answers on node1:{port}" in row.message
     assert "invoke launch --tp 16" in row.message
@@ -238,37 +240,15 @@ def test_serving_against_a_running_server_and_without_one(tmp_path: Path) -> Non
 def test_serving_against_vllm_asks_v1_models_and_keeps_the_jsonl_record(tmp_path: Path) -> None:
     """engine vllm: the server must list a model, the client runs `--backend vllm`
     against `vllm_port`, and the row takes the record the tool appended (13e)."""
-    host, pythonpath = make_node(tmp_path)
-    (pythonpath / "sglang" / "bench_serving.py").write_text(FAKE_SERVING)
-    block = next(p for p in FIXTURES.glob("13d_*") if not p.name.endswith(".source.txt"))
-    (pythonpath / "sglang" / "block.txt").write_text(block.read_text())
-    record = next(p for p in FIXTURES.glob("13e_*") if not p.name.endswith(".source.txt"))
-    (pythonpath / "sglang" / "record.jsonl").write_text(record.read_text())
+    host, pythonpath = serving_node(tmp_path, "13d")
+    (pythonpath / "sglang" / "record.jsonl").write_text(fixture_text("13e"))
     configs = select_configs(batch_sizes=[2], input_lens=[64], output_lens=[8], tps=[1])
     plan = plan_bench(configs, tiles_per_node=8, nodes=["node1"], model_path="/m", engine="vllm")
 
-    class Models(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            body = json.dumps({"object": "list", "data": [{"id": "m"}]}).encode()
-            self.send_response(200 if self.path == "/v1/models" else 404)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Models)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, port = serve_json("/v1/models", {"object": "list", "data": [{"id": "m"}]})
     try:
-        port = server.server_address[1]
         node = Host(host.name, host.address, vars={**host.vars, "vllm_port": port})
-        (row,), _, _ = execute_plan(
-            LocalShellSession(node, pythonpath),  # type: ignore[arg-type]
-            plan,
-            run_id="v1",
-            logs_dir=tmp_path / "logs",
-        )
+        (row,) = run_plan(node, pythonpath, plan, tmp_path / "logs")
     finally:
         server.shutdown()
         server.server_close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,26 @@ def test_every_task_is_typed() -> None:
 
     loose = [t.name for t in walk(build()) if not isinstance(t, program.Task)]
     assert loose == []
+
+
+def test_node_tasks_take_the_shared_flags_where_ctx_stands() -> None:
+    """Short flags follow the order of the signature: the shared flags keep theirs."""
+    tasks = dict(build().tasks)
+
+    def flags(name: str) -> list[tuple[str, ...]]:
+        return [tuple(a.names) for a in tasks[name].get_arguments()]
+
+    shared = [("hosts", "h"), ("limit", "l"), ("forks", "f"), ("json", "j")]
+    assert flags("doctor")[:4] == shared
+    assert flags("launch")[-4:] == [("hosts", "h"), ("limit",), ("forks", "f"), ("json", "j")]
+    assert flags("build")[-3:] == [("hosts", "o"), ("forks", "f"), ("json", "j")]  # no --limit
+
+
+def test_a_node_task_gets_the_context_its_flags_open(capsys: pytest.CaptureFixture[str]) -> None:
+    from invoke import Config, Context
+
+    task = dict(build().tasks)["inventory"]
+    hosts = str(ROOT / "inventory" / "lab.yaml")
+    task(Context(Config(overrides={"xpufleet": {}})), hosts=hosts, limit="node2", json=True)
+    document = json.loads(capsys.readouterr().out)
+    assert sorted(document["_meta"]["hostvars"]) == ["node2"]

@@ -16,7 +16,15 @@ from relay_local import LocalSession
 from xpufleet.errors import InputError, TransferFailed
 from xpufleet.host import Host
 from xpufleet.lab.model import break_model, write_model
-from xpufleet.relay import NODE_SCRIPT, Member, StreamFile, parents_of, plan_tree, run_relay
+from xpufleet.relay import (
+    NODE_SCRIPT,
+    Member,
+    RelayResult,
+    StreamFile,
+    parents_of,
+    plan_tree,
+    run_relay,
+)
 from xpufleet.relay.batch import FileRelay, blake2b_of
 from xpufleet.stage import local_manifest, parse_source, place_of
 
@@ -97,24 +105,27 @@ def test_a_node_that_cannot_write_says_why_and_keeps_forwarding(tmp_path: Path, 
     assert result.control_bytes == item.size
 
 
-def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
-    """Nobody can adopt the head's children: the control node stops them (no waiting on
-    `parent_timeout`), marked `stopped`, so the caller can run them again."""
+def relay_killing(
+    tmp_path: Path, victim: int, after: int, **options: Any
+) -> tuple[RelayResult, list[LocalSession], Path, StreamFile]:
+    """n1 -> n2 -> n3 relay an 8 MiB file; `victim` (an index) is killed once the control
+    node has sent `after` bytes."""
     path, item = blob(tmp_path, 8 << 20)
     sessions = [LocalSession(n) for n in ("n1", "n2", "n3")]
 
     def on_sent(sent: int) -> None:
-        if sent >= 2 << 20:
-            sessions[0].kill()
+        if sent >= after:
+            sessions[victim].kill()
 
-    result = run_relay(
-        members(tmp_path, sessions, item.name),
-        [item],
-        {},
-        source={item.name: path},
-        on_sent=on_sent,
-        parent_timeout=30,
-    )
+    chain = members(tmp_path, sessions, item.name)
+    result = run_relay(chain, [item], {}, source={item.name: path}, on_sent=on_sent, **options)
+    return result, sessions, path, item
+
+
+def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
+    """Nobody can adopt the head's children: the control node stops them (no waiting on
+    `parent_timeout`), marked `stopped`, so the caller can run them again."""
+    result, sessions, _, _ = relay_killing(tmp_path, 0, 2 << 20, parent_timeout=30)
     assert not result.nodes["n1"].stopped and not result.nodes["n1"].done
     assert result.stopped == ["n2", "n3"]
     assert "the relay's head n1 failed" in str(result.nodes["n3"].error)
@@ -125,17 +136,7 @@ def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
 def test_a_node_killed_mid_stream_is_gone_around_and_its_child_gets_every_byte(
     tmp_path: Path,
 ) -> None:
-    path, item = blob(tmp_path, 8 << 20)
-    sessions = [LocalSession(n) for n in ("n1", "n2", "n3")]
-
-    def on_sent(sent: int) -> None:
-        if sent >= 3 << 20:
-            sessions[1].kill()
-
-    result = run_relay(
-        members(tmp_path, sessions, item.name), [item], {}, source={item.name: path},
-        on_sent=on_sent,
-    )  # fmt: skip
+    result, _, path, item = relay_killing(tmp_path, 1, 3 << 20)
     assert result.nodes["n1"].lost == ["n2"] and not result.nodes["n2"].done
     assert result.nodes["n3"].fed_by == "n1" and result.nodes["n3"].received == [item.name]
     assert (tmp_path / "n3" / item.name).read_bytes() == path.read_bytes()

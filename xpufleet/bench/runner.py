@@ -8,7 +8,7 @@ sibling modules; this is the edge that talks to the node.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from ..executor import SessionPool
 from ..host import Host
 from ..launch.plan import url_host
 from ..results import FAILED, OK, SKIP, WARN, HostReport, Result, TaskReport
-from ..transport import Session, SSHOptions
+from ..transport import CommandResult, Session, SSHOptions
 from ..variables import venv_python
 from .configs import (
     BACKENDS,
@@ -269,7 +269,7 @@ def execute_plan(
     for index, invocation in enumerate(invocations(plan)):
         names = ", ".join(c.name for c in invocation.configs)
         say(f"{host.name}: {invocation.kind} {names}")
-        rows += _run_invocation(session, invocation, run_id, index, logs_dir, timeout, plan.engine)
+        rows += _Job(session, invocation, run_id, index, logs_dir, timeout, plan.engine).rows()
     return rows, environment, warnings
 
 
@@ -288,57 +288,70 @@ def row_result(row: BenchRow, simulated: str | None) -> Result:
     return Result(f"bench.{row.config.name}", status, message, data={"metrics": row.metrics})
 
 
-def _run_invocation(
-    session: Session,
-    invocation: Invocation,
-    run_id: str,
-    index: int,
-    logs_dir: Path,
-    timeout: float,
-    engine: str = "sglang",
-) -> list[BenchRow]:
-    host = session.host
-    node = host.name
-    try:
-        if invocation.kind == SERVING:
-            return [_run_serving(session, invocation, run_id, index, logs_dir, timeout, engine)]
-        return _run_one_batch(session, invocation, run_id, index, logs_dir, timeout)
-    except CommandFailed as exc:
-        _save(logs_dir, index, invocation.kind, exc.stderr, suffix="stderr")
-        return failed_rows(invocation.configs, invocation.kind, node, exc.message)
-    except (BenchOutputError, HostError) as exc:
-        message = exc.message if isinstance(exc, HostError) else str(exc)
-        return failed_rows(invocation.configs, invocation.kind, node, message)
+@dataclass(frozen=True)
+class _Job:
+    """One invocation of a bench tool on node 0, and where its output is kept."""
+
+    session: Session
+    invocation: Invocation
+    run_id: str
+    index: int
+    logs_dir: Path
+    timeout: float
+    engine: str = "sglang"
+
+    @property
+    def workdir(self) -> str:
+        return remote_workdir(self.session.host, self.run_id, self.index)
+
+    def rows(self) -> list[BenchRow]:
+        """The invocation's rows; a failure is a failed row for each of its configs."""
+        configs, kind, node = self.invocation.configs, self.invocation.kind, self.session.host.name
+        try:
+            if kind == SERVING:
+                return [_run_serving(self)]
+            return _run_one_batch(self)
+        except CommandFailed as exc:
+            self.save(exc.stderr, suffix="stderr")
+            return failed_rows(configs, kind, node, exc.message)
+        except (BenchOutputError, HostError) as exc:
+            message = exc.message if isinstance(exc, HostError) else str(exc)
+            return failed_rows(configs, kind, node, message)
+
+    def run_tool(self, argv: Sequence[str], env: Mapping[str, object]) -> CommandResult:
+        """Run the tool in the workdir; its stdout and stderr kept in the logs."""
+        command = remote_command(self.session.host, argv, self.workdir)
+        result = self.session.run(command, env=env, timeout=self.timeout)
+        self.save(result.stdout, suffix="stdout")
+        self.save(result.stderr, suffix="stderr")
+        return result
+
+    def save(self, text: str, *, suffix: str) -> None:
+        if text:
+            name = f"{self.index:02d}-{self.invocation.kind}.{suffix}"
+            (self.logs_dir / name).write_text(text, encoding="utf-8")
 
 
-def _run_one_batch(
-    session: Session,
-    invocation: Invocation,
-    run_id: str,
-    index: int,
-    logs_dir: Path,
-    timeout: float,
-) -> list[BenchRow]:
+def _run_one_batch(job: _Job) -> list[BenchRow]:
+    session, configs = job.session, job.invocation.configs
     host = session.host
-    workdir = remote_workdir(host, run_id, index)
+    workdir = job.workdir
     python = venv_python(host.var.venv)
     argv = one_batch_argv(
-        invocation.configs,
+        configs,
         model=host.var.model_path,
         python=python,
         device=host.var.device,
     )
     env = {"ZE_FLAT_DEVICE_HIERARCHY": host.var.device_hierarchy}
-    if invocation.configs[0].profile:
+    if configs[0].profile:
         env["SGLANG_TORCH_PROFILER_DIR"] = workdir
-    result = session.run(remote_command(host, argv, workdir), env=env, timeout=timeout)
-    _save(logs_dir, index, invocation.kind, result.stdout, suffix="stdout")
-    _save(logs_dir, index, invocation.kind, result.stderr, suffix="stderr")
+    result = job.run_tool(argv, env)
     jsonl = session.run(f"cat {shell.quote(workdir + '/result.jsonl')}", check=False)
     records = parse_one_batch_jsonl(jsonl.stdout) if jsonl.ok else []
     output = parse_one_batch(result.stdout)
-    rows = rows_from_one_batch(invocation.configs, output, node=host.name, records=records)
-    if invocation.configs[0].profile:
+    rows = rows_from_one_batch(configs, output, node=host.name, records=records)
+    if configs[0].profile:
         listing = session.run(f"ls -1 {shell.quote(workdir)}", check=False).stdout
         note = profile_note(listing.split(), node=host.name, workdir=workdir)
         for row in rows:
@@ -361,27 +374,20 @@ def profile_note(files: Sequence[str], *, node: str, workdir: str) -> str:
 CLIENT_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
-def _run_serving(
-    session: Session,
-    invocation: Invocation,
-    run_id: str,
-    index: int,
-    logs_dir: Path,
-    timeout: float,
-    engine: str = "sglang",
-) -> BenchRow:
+def _run_serving(job: _Job) -> BenchRow:
+    session, engine = job.session, job.engine
     host = session.host
-    config = invocation.configs[0]
+    config = job.invocation.configs[0]
     port, address = serving_port(host, engine), serving_address(host, engine)
     info = server_info(
         session, venv_python(host.var.venv), address, port, SERVER_INFO_PATHS[engine]
     )
     problem = serving_problem(
-        info, tp=config.tp, nnodes=invocation.nnodes, node=host.name, port=port, engine=engine
+        info, tp=config.tp, nnodes=job.invocation.nnodes, node=host.name, port=port, engine=engine
     )
     if problem:
         return BenchRow(config, SERVING, host.name, ROW_FAILED, message=problem)
-    workdir = remote_workdir(host, run_id, index)
+    workdir = job.workdir
     dataset = f"{workdir}/{SERVING_DATASET_NAME}"
     output_file = f"{workdir}/{SERVING_RESULT_NAME}"
     session.run(
@@ -398,14 +404,12 @@ def _run_serving(
         python=bench_python(host),
         backend=BACKENDS[engine],
     )
-    result = session.run(remote_command(host, argv, workdir), env=CLIENT_ENV, timeout=timeout)
-    _save(logs_dir, index, invocation.kind, result.stdout, suffix="stdout")
-    _save(logs_dir, index, invocation.kind, result.stderr, suffix="stderr")
+    result = job.run_tool(argv, CLIENT_ENV)
     block = parse_serving(result.stdout)
     # the JSONL record the tool appended (full precision); this run's is the last line
     jsonl = session.run(f"tail -n 1 {shell.quote(output_file)}", check=False)
     records = parse_serving_jsonl(jsonl.stdout) if jsonl.ok else []
-    _save(logs_dir, index, invocation.kind, jsonl.stdout if jsonl.ok else "", suffix="jsonl")
+    job.save(jsonl.stdout if jsonl.ok else "", suffix="jsonl")
     return row_from_serving(config, block, node=host.name, record=records[-1] if records else None)
 
 
@@ -483,8 +487,3 @@ def serving_problem(
             f"{nnodes}: `invoke stop` then `{launch}`"
         )
     return None
-
-
-def _save(logs_dir: Path, index: int, kind: str, text: str, *, suffix: str) -> None:
-    if text:
-        (logs_dir / f"{index:02d}-{kind}.{suffix}").write_text(text, encoding="utf-8")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import task
-
 from ..bench.configs import int_list, name_list, optional_int, plan_bench, select_configs
 from ..bench.runner import run_bench
 from ..bench.runs import (
@@ -20,12 +18,12 @@ from ..bench.runs import (
 from ..errors import InputError
 from ..launch.plan import devices_per_node
 from ..results import TaskReport
-from .common import HOST_FLAGS_HELP, console, emit, exits, open_context, relative, settings_from
+from .common import HostFlags, console, emit, node_task, relative, settings_from
 
 LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
 
 
-@task(
+@node_task(
     iterable=["config", "batch_size", "input", "output", "tp", "compare"],
     help={
         "config": "named config: single-tile (bs 1, in 32, out 32) or tp8 (bs 1, in 1024, "
@@ -41,10 +39,8 @@ LIST_HINT = "repeat the flag or give a comma list, e.g. --batch-size 1,8,32"
         "engine": "the launched server's engine: sglang or vllm (every config then runs "
         "bench_serving --backend vllm); default: the inventory's `engine`",
         "compare": "compare two runs instead: --compare A --compare B (run ids or dirs)",
-        **HOST_FLAGS_HELP,
     },
 )
-@exits
 def bench(
     c: Any,
     config: list[str] | None = None,
@@ -56,16 +52,14 @@ def bench(
     profile: bool = False,
     engine: str | None = None,
     compare: list[str] | None = None,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    *,
+    flags: HostFlags,
 ) -> int:
     """Benchmark SGLang (bench_one_batch on node 0, bench_serving for multi-node tp) or
     a vLLM launch (bench_serving); results in runs/<id>/bench.csv, .json and .png."""
     if compare:
-        return _compare(c, name_list(compare), as_json=json)
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
+        return _compare(c, name_list(compare), as_json=flags.json)
+    ctx = flags.open(c)
     configs = select_configs(
         name_list(config),
         batch_sizes=int_list(batch_size, "batch-size"),
@@ -96,13 +90,13 @@ def bench(
     title = "bench"
     if outcome.run.simulated:
         title += " — SIMULATED (lab stand-in, not Intel hardware)"
-    if not json and outcome.paths:
+    if not ctx.as_json and outcome.paths:
         console.print(results_table(outcome.run))
         for kind, path in outcome.paths.items():
             console.print(f"{kind}: {relative(path)}", highlight=False)
-    if not json and outcome.run.simulated:
+    if not ctx.as_json and outcome.run.simulated:
         console.print(f"SIMULATED: {outcome.run.simulated}", highlight=False, soft_wrap=True)
-    return emit(outcome.report, as_json=json, title=title)
+    return ctx.emit(outcome.report, title=title)
 
 
 def _compare(c: Any, refs: list[str], *, as_json: bool) -> int:

@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from invoke import task
-
 from ..build import plan_build, run_build, run_lock
 from ..errors import InputError
 from ..results import HostReport, TaskReport
-from .common import HOST_FLAGS_HELP, emit, exits, open_context
+from .common import HostFlags, node_task
 
 
-@task(
+@node_task(
+    flags=("hosts", "forks", "json"),
     help={
         "host": "the build host (an inventory host name)",
         "recipe": "recipe(s) to build, comma-separated (default: the host's build_recipes; "
@@ -23,10 +22,8 @@ from .common import HOST_FLAGS_HELP, emit, exits, open_context
         "source": "build this local Python source tree instead of a recipe (pip wheel)",
         "timeout": "seconds one recipe may take (default 14400)",
         "lock_only": "build nothing: only (re)lock files/wheels/ for BUILDHOST's nodes",
-        **{k: v for k, v in HOST_FLAGS_HELP.items() if k != "limit"},
-    }
+    },
 )
-@exits
 def build(
     c: Any,
     host: str | None = None,
@@ -34,14 +31,13 @@ def build(
     source: str | None = None,
     timeout: float = 14400.0,
     lock_only: bool = False,
-    hosts: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    *,
+    flags: HostFlags,
 ) -> int:
     """Build wheels from pinned sources on BUILDHOST; bring them into files/wheels/ + manifest."""
     if not host:
         raise InputError("--host BUILDHOST is required (a host of the inventory)", key="host")
-    ctx = open_context(c, hosts=hosts, limit=host, forks=forks, as_json=json)
+    ctx = flags.open(c, limit=host)
     if len(ctx.hosts) != 1:
         raise InputError(f"--host must name exactly one host, got {len(ctx.hosts)}", key="host")
     settings = ctx.settings
@@ -59,7 +55,7 @@ def build(
         report = run_build(plan, ctx.options, wheels, logs, timeout=float(timeout))
     if report.exit_code() == 0:
         report.hosts[build_host.name].results.append(run_lock(build_host, wheels))
-    return emit(report, as_json=json, title=f"build on {build_host.name}")
+    return ctx.emit(report, title=f"build on {build_host.name}")
 
 
 TASKS = [build]

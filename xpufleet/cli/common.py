@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import getpass
+import inspect
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from invoke import Task, task
 from invoke.exceptions import Exit
 from rich.console import Console
 
@@ -33,6 +36,20 @@ HOST_FLAGS_HELP = {
     "json": "machine-readable result on stdout; human output goes to stderr",
 }
 
+#: the shared flags as a task's signature declares them (`node_task` puts them in)
+HOST_FLAG_PARAMS = [
+    inspect.Parameter(
+        name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=hint
+    )
+    for name, default, hint in (
+        ("hosts", None, str | None),
+        ("limit", None, str | None),
+        ("forks", None, int | None),
+        ("json", False, bool),
+    )
+]
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: wide enough for one-line messages when stderr is a file or pipe (CI logs, `2> log`)
@@ -46,6 +63,26 @@ class TaskContext:
     hosts: list[Host]
     options: SSHOptions
     as_json: bool
+
+    def emit(self, report: TaskReport, *, strict: bool = False, title: str | None = None) -> int:
+        """`emit` with this task's --json."""
+        return emit(report, as_json=self.as_json, strict=strict, title=title)
+
+
+@dataclass(frozen=True)
+class HostFlags:
+    """The shared flags as given, for a task that opens its context itself (or not at all)."""
+
+    hosts: str | None = None
+    limit: str | None = None
+    forks: int | None = None
+    json: bool = False
+
+    def open(self, c: Any, *, limit: str | None = None) -> TaskContext:
+        """The task's context; `limit` stands in for --limit (a task without that flag)."""
+        return open_context(
+            c, hosts=self.hosts, limit=limit or self.limit, forks=self.forks, as_json=self.json
+        )
 
 
 def settings_from(c: Any, **flags: Any) -> Settings:
@@ -118,6 +155,47 @@ def emit(
     else:
         render(report, console, title=title)
     return report.exit_code(strict=strict)
+
+
+def node_task(
+    *,
+    help: dict[str, str] | None = None,
+    flags: tuple[str, ...] = tuple(HOST_FLAGS_HELP),
+    **options: Any,
+) -> Callable[[Callable[..., int]], Task[Any]]:
+    """`@task` + `@exits` for a task that works on hosts. Where the function takes `ctx`
+    (a TaskContext, opened before the body runs) or `flags` (HostFlags), the command line
+    takes the shared `flags` (--hosts --limit --forks --json), their help from
+    HOST_FLAGS_HELP unless `help` gives another; `options` go to `@task`."""
+
+    def decorate(func: Callable[..., int]) -> Task[Any]:
+        signature = inspect.signature(func)
+        hints = typing.get_type_hints(func)
+        slot = "ctx" if "ctx" in signature.parameters else "flags"
+        if slot not in signature.parameters:
+            raise TypeError(f"node task {func.__name__} takes neither ctx nor flags")
+        params: list[inspect.Parameter] = []
+        for param in signature.parameters.values():
+            if param.name == slot:
+                params += [p.replace(kind=param.kind) for p in HOST_FLAG_PARAMS if p.name in flags]
+            else:
+                params.append(param.replace(annotation=hints.get(param.name, param.annotation)))
+        cli = signature.replace(parameters=params, return_annotation=int)
+
+        @functools.wraps(func)
+        def body(*args: Any, **kwargs: Any) -> int:
+            given = cli.bind(*args, **kwargs).arguments
+            shared = HostFlags(**{name: given.pop(name) for name in flags if name in given})
+            given[slot] = shared.open(args[0]) if slot == "ctx" else shared
+            return func(**given)
+
+        body.__signature__ = cli  # type: ignore[attr-defined]  # what invoke reads
+        hinted = {p.name: p.annotation for p in params if p.annotation is not p.empty}
+        body.__annotations__ = hinted | {"return": int}  # resolved: program.py reads them
+        shared_help = {name: HOST_FLAGS_HELP[name] for name in flags}
+        return task(help={**shared_help, **(help or {})}, **options)(exits(body))
+
+    return decorate
 
 
 def exits(func: F) -> F:

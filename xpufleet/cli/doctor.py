@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import task
-
 from ..doctor import run_doctor
 from ..errors import InputError
-from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+from .common import TaskContext, console, node_task
 
 
 def _tp(value: Any) -> int | None:
@@ -23,32 +21,21 @@ def _tp(value: Any) -> int | None:
     return tp
 
 
-@task(
+@node_task(
     help={
-        **HOST_FLAGS_HELP,
         "strict": "warnings fail too (exit 1)",
         "tp": "check that the model fits this total tensor-parallel size "
         "(default: all devices of the selected hosts)",
     }
 )
-@exits
-def doctor(
-    c: Any,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
-    strict: bool = False,
-    tp: str | None = None,
-) -> int:
+def doctor(c: Any, ctx: TaskContext, strict: bool = False, tp: str | None = None) -> int:
     """Check every node (GPU driver, runtimes, devices, oneAPI, Python stack, network,
     disk, memory, clock, leftovers) and the cluster (versions, wheels, rendezvous, plan)."""
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     tp_value = _tp(tp)
     report = run_doctor(ctx.hosts, ctx.options, forks=ctx.settings.forks, tp=tp_value)
-    code = emit(report, as_json=json, strict=strict, title="doctor")
+    code = ctx.emit(report, strict=strict, title="doctor")
     note = report.extra.get("doctor", {}).get("note")
-    if note and not json:
+    if note and not ctx.as_json:
         console.print(f"[dim]{note}[/]", highlight=False)
     return code
 

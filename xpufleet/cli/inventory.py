@@ -12,7 +12,6 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from invoke import task
 from rich.table import Table
 from rich.tree import Tree
 
@@ -20,7 +19,7 @@ from ..host import Host
 from ..inventory import Inventory
 from ..nodeset import fold
 from ..variables import VARIABLES
-from .common import HOST_FLAGS_HELP, console, exits, open_context, relative
+from .common import TaskContext, console, node_task, relative
 
 
 def _json_default(value: Any) -> str:
@@ -93,21 +92,14 @@ def variables_table(hosts: list[Host]) -> Table:
     return table
 
 
-@task(
-    help={
-        "hosts": HOST_FLAGS_HELP["hosts"],
-        "limit": HOST_FLAGS_HELP["limit"],
-        "json": "print `ansible-inventory --list`'s JSON document on stdout",
-    }
+@node_task(
+    flags=("hosts", "limit", "json"),
+    help={"json": "print `ansible-inventory --list`'s JSON document on stdout"},
 )
-@exits
-def inventory(
-    c: Any, hosts: str | None = None, limit: str | None = None, json: bool = False
-) -> int:
+def inventory(c: Any, ctx: TaskContext) -> int:
     """Show hosts, groups and every host's merged variables as xpufleet resolves them."""
-    ctx = open_context(c, hosts=hosts, limit=limit, as_json=json)
     names = [h.name for h in ctx.hosts]
-    if json:
+    if ctx.as_json:
         document = ctx.inventory.to_ansible_list(only=names)
         sys.stdout.write(
             jsonlib.dumps(document, sort_keys=True, indent=4, default=_json_default) + "\n"

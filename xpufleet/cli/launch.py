@@ -8,7 +8,6 @@ import sys
 import threading
 from typing import Any
 
-from invoke import task
 from rich.table import Table
 from rich.text import Text
 
@@ -21,8 +20,7 @@ from ..launch.runner import launch as run_launch
 from ..launch.slurm_step import sbatch_script
 from ..results import PASS, Result, TaskReport
 from ..slurm import node_order
-from . import common
-from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+from .common import TaskContext, console, node_task
 from .linewriter import LineWriter
 
 RUN_HELP = "run id to act on (default: the node's current run)"
@@ -100,7 +98,7 @@ def plan_report(plan: LaunchPlan, explain: bool = False) -> TaskReport:
     return report
 
 
-@task(
+@node_task(
     help={
         "tp": "total tensor-parallel size across all nodes (SGLang --tp-size, vLLM "
         "--tensor-parallel-size)",
@@ -112,10 +110,8 @@ def plan_report(plan: LaunchPlan, explain: bool = False) -> TaskReport:
         "emit": "`sbatch`: print a self-contained Slurm batch script of the plan (submit it "
         "with sbatch, stop it with scancel) and start nothing",
         "explain": "with --plan: say for every environment variable who reads it",
-        **HOST_FLAGS_HELP,
     }
 )
-@exits
 def launch(
     c: Any,
     tp: int,
@@ -126,10 +122,8 @@ def launch(
     plan: bool = False,
     emit: str | None = None,
     explain: bool = False,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    *,
+    ctx: TaskContext,
 ) -> int:
     """Plan, preflight and start SGLang (or vLLM on Ray) on the cluster; wait until node 0
     is ready.
@@ -137,24 +131,23 @@ def launch(
     If any rank dies (before or after ready), every rank on every node is stopped and
     the output names the first rank that died.
     """
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     the_plan = plan_launch(
         ctx.hosts, int(tp), int(nnodes) if nnodes else None, engine=engine, pp=int(pp),
         model_path=model,
         node_order=node_order,  # Slurm's node table: the order of SLURM_NODEID
     )  # fmt: skip
-    if emit is not None:  # the flag shadows common.emit in here
+    if emit is not None:
         if emit != "sbatch":
             raise InputError(f"--emit knows only sbatch, not {emit!r}", key="emit")
         sys.stdout.write(sbatch_script(the_plan, {h.name: h for h in ctx.hosts}, new_run_id()))
         return 0
     if plan or explain:
-        if not json:
+        if not ctx.as_json:
             print_plan(the_plan, explain=explain)
             return 0
-        return common.emit(plan_report(the_plan, explain=explain), as_json=True)
+        return ctx.emit(plan_report(the_plan, explain=explain))
     status = console.status("launching", spinner="dots")
-    if not json:
+    if not ctx.as_json:
         status.start()
     try:
         report = run_launch(
@@ -167,8 +160,8 @@ def launch(
         )
     finally:
         status.stop()
-    code = common.emit(report, as_json=json, title=f"launch {report.extra.get('run_id', '')}")
-    if not json:
+    code = ctx.emit(report, title=f"launch {report.extra.get('run_id', '')}")
+    if not ctx.as_json:
         death = report.extra.get("first_death")
         if death:
             console.print(f"[bold red]first rank to die:[/] {death.get('what')} on "
@@ -184,37 +177,19 @@ def launch(
     return code
 
 
-@task(help={**HOST_FLAGS_HELP, "run": RUN_HELP})
-@exits
-def status(
-    c: Any,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
-    run: str | None = None,
-) -> int:
+@node_task(help={"run": RUN_HELP})
+def status(c: Any, ctx: TaskContext, run: str | None = None) -> int:
     """Every node's launched ranks: running or not, pid, uptime, ready; the first death."""
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     report = run_status(ctx.hosts, ctx.options, forks=ctx.settings.forks, run_id=run)
-    code = emit(report, as_json=json, title="status")
-    if not json and report.extra.get("base_url"):
+    code = ctx.emit(report, title="status")
+    if not ctx.as_json and report.extra.get("base_url"):
         console.print(f"OpenAI base URL {report.extra['base_url']}", highlight=False)
     return code
 
 
-@task(help={**HOST_FLAGS_HELP, "run": RUN_HELP})
-@exits
-def stop(
-    c: Any,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
-    run: str | None = None,
-) -> int:
+@node_task(help={"run": RUN_HELP})
+def stop(c: Any, ctx: TaskContext, run: str | None = None) -> int:
     """Stop every rank on every node (idempotent): no process left, ports free."""
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     report = run_stop(
         ctx.hosts,
         ctx.options,
@@ -222,41 +197,35 @@ def stop(
         runs_dir=ctx.settings.path(ctx.settings.runs_dir),
         run_id=run,
     )
-    return emit(report, as_json=json, title="stop")
+    return ctx.emit(report, title="stop")
 
 
-@task(
+@node_task(
     help={
-        **HOST_FLAGS_HELP,
         "run": RUN_HELP,
         "follow": "keep streaming new lines (Ctrl-C to end)",
         "lines": "only the last N lines of each node (default: all)",
     }
 )
-@exits
 def logs(
     c: Any,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    ctx: TaskContext,
     run: str | None = None,
     follow: bool = False,
     lines: int = 0,
 ) -> int:
     """The run's engine logs from every node, each line prefixed host:rank."""
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     collected: list[dict[str, str]] = []
     collect_lock = threading.Lock()
     # lines stream from the pool's workers through one daemon writer (linewriter.py:
     # why Ctrl-C must not wait on a reader that stopped reading)
-    writer = LineWriter(sys.stdout.fileno() if json else sys.stderr.fileno())
+    writer = LineWriter(sys.stdout.fileno() if ctx.as_json else sys.stderr.fileno())
 
     def emit_line(host: str, rank: str, line: str) -> None:
-        if json and not follow:
+        if ctx.as_json and not follow:
             with collect_lock:
                 collected.append({"host": host, "rank": rank, "line": line})
-        elif json:
+        elif ctx.as_json:
             writer.put(jsonlib.dumps({"host": host, "rank": rank, "line": line}) + "\n")
         else:
             with console.capture() as shown:
@@ -278,9 +247,9 @@ def logs(
             lines=int(lines),
             runs_dir=ctx.settings.path(ctx.settings.runs_dir),
         )
-    if json:
+    if ctx.as_json:
         report.extra["lines"] = collected
-        return emit(report, as_json=True)
+        return ctx.emit(report)
     for name, host in report.hosts.items():
         problems = [r.message for r in host.results if r.status == "failed"]
         if host.error or problems:
@@ -288,27 +257,17 @@ def logs(
     return report.exit_code()
 
 
-@task(
+@node_task(
     help={
         "message": "the user message to send",
         "max_tokens": "longest answer, in tokens (default 32)",
         "url": "OpenAI base URL (default: node 0 of the running launch, from `status`)",
-        **HOST_FLAGS_HELP,
     }
 )
-@exits
 def chat(
-    c: Any,
-    message: str,
-    max_tokens: int = 32,
-    url: str | None = None,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    c: Any, message: str, max_tokens: int = 32, url: str | None = None, *, ctx: TaskContext
 ) -> int:
     """One chat request through the launched server's OpenAI-compatible API."""
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     if url is None:
         found = run_status(ctx.hosts, ctx.options, forks=ctx.settings.forks)
         url = found.extra.get("base_url")
@@ -325,8 +284,8 @@ def chat(
             data=answer,
         )
     )
-    if json:
-        return emit(report, as_json=True)
+    if ctx.as_json:
+        return ctx.emit(report)
     console.print(f"[bold]user[/]: {message}", highlight=False)
     console.print(f"[bold]{answer['model']}[/]: {answer['content']}", highlight=False)
     console.print(

@@ -4,40 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import task
-
 from ..errors import InputError
 from ..provision.progress import TransferBars
 from ..stage import parse_source, stage_model
-from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+from .common import TaskContext, console, node_task
 
 
-@task(
+@node_task(
     help={
-        **HOST_FLAGS_HELP,
         "source": "the model directory: a path on the control node, or HOST:PATH on a node",
         "fanout": "children per node in the relay (1 = a pipelined chain, default)",
         "verify": "re-hash every file on the nodes instead of trusting size+mtime records",
     }
 )
-@exits
 def stage(
-    c: Any,
-    source: str = "",
-    fanout: int = 1,
-    verify: bool = False,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    c: Any, source: str = "", fanout: int = 1, verify: bool = False, *, ctx: TaskContext
 ) -> int:
     """Copy a model directory to model_path on every selected node: each file is sent
     once and relayed node to node; files a node already holds are not sent."""
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     if int(fanout) < 1:
         raise InputError(f"--fanout must be at least 1, got {fanout}", key="--fanout")
     where = parse_source(source, ctx.inventory.select(None))
-    bars = TransferBars(console, enabled=not json)
+    bars = TransferBars(console, enabled=not ctx.as_json)
     advances: dict[str, Any] = {}
     seen: dict[str, int] = {}
     stack: list[Any] = []
@@ -67,9 +55,9 @@ def stage(
         )
     finally:
         bars.stop()
-    code = emit(report, as_json=json, title="model.stage")
+    code = ctx.emit(report, title="model.stage")
     info = report.extra.get("stage", {})
-    if not json:
+    if not ctx.as_json:
         console.print(
             f"source {info.get('source')}: {info.get('files')} files, "
             f"{info.get('bytes', 0) / 1e6:.1f} MB; control node sent "

@@ -102,7 +102,9 @@ class Task(invoke.Task):
         return cls(**made_like(invoke.Task, task, attributes={"default": "is_default"}))
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        hints = typing.get_type_hints(inspect.unwrap(self.body))
+        # the function whose signature invoke reads (a node_task's carries the shared flags)
+        signed = inspect.unwrap(self.body, stop=lambda f: hasattr(f, "__signature__"))
+        hints = typing.get_type_hints(signed)
         return typed_arguments(super().get_arguments(ignore_unknown_help), hints)
 
 

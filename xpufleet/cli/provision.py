@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from invoke import task
 from rich.syntax import Syntax
 
 from ..provision import ProvisionOptions, run_provision
 from ..provision.progress import TransferBars, render_recap
-from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
+from .common import TaskContext, console, node_task
 
 
-@task(
+@node_task(
     help={
-        **HOST_FLAGS_HELP,
         "check": "change nothing; list what would change",
         "diff": "show unified diffs of the templated files that change",
         "tags": "only steps of these roles/tags (comma-separated: oneapi,python_env,wheels,"
@@ -24,13 +22,9 @@ from .common import HOST_FLAGS_HELP, console, emit, exits, open_context
         "max_fail_percentage": "stop every host once more than this % of hosts failed",
     }
 )
-@exits
 def provision(
     c: Any,
-    hosts: str | None = None,
-    limit: str | None = None,
-    forks: int | None = None,
-    json: bool = False,
+    ctx: TaskContext,
     check: bool = False,
     diff: bool = False,
     tags: str | None = None,
@@ -42,7 +36,6 @@ def provision(
 
     Idempotent: a second run reports only `ok` and sends no wheel bytes.
     """
-    ctx = open_context(c, hosts=hosts, limit=limit, forks=forks, as_json=json)
     options = ProvisionOptions(
         check=check,
         diff=diff,
@@ -63,15 +56,15 @@ def provision(
         )
     finally:
         bars.stop()
-    if diff and not json:
+    if diff and not ctx.as_json:
         for name, host in report.hosts.items():
             for result in host.results:
                 if result.data.get("diff"):
                     console.print(f"[bold]{name}[/] {result.id}")
                     console.print(Syntax(result.data["diff"], "diff", theme="ansi_dark"))
     title = "provision --check (nothing changed)" if check else "provision"
-    code = emit(report, as_json=json, title=title)
-    if not json:
+    code = ctx.emit(report, title=title)
+    if not ctx.as_json:
         render_recap(report, console)
     return code
 
