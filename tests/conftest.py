@@ -13,6 +13,7 @@ heals them on the way out.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -22,6 +23,12 @@ from xpufleet.lab import Lab
 LAB_NODES = 4
 # no test reads the operator's ~/.ssh/config (tests that want one name their own file)
 os.environ["XPUFLEET_SSH_CONFIG"] = "none"
+# Tests press Ctrl-C (SIGINT) as an operator at a terminal does. A shell without job
+# control starts background commands (`make test &` in a CI script) with SIGINT ignored,
+# and an ignored signal stays ignored across exec: the tools under test would never see
+# it. Handling it here makes every child start with the default, as under a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
