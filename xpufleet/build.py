@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import shell
 from .config import PACKAGE_PARENT, PROJECT_ROOT
 from .errors import HostError, InputError
@@ -44,7 +42,7 @@ from .provision.transfer import fetch_file
 from .requirements import parse_requirement
 from .results import CHANGED, FAILED, HostReport, Result, TaskReport
 from .transport import Session, SSHOptions
-from .variables import render_value
+from .variables import load_mapping, render_value
 
 BUILD_ROLE = "build"
 RUNBOOK = "docs/runbooks/provision.md#build-failed"
@@ -78,17 +76,7 @@ class BuildPlan:
 
 
 def load_recipe_specs(roles_dir: Path = ROLES_DIR) -> dict[str, dict[str, Any]]:
-    path = roles_dir / BUILD_ROLE / "recipes.yaml"
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            f"YAML error: {exc}", file=str(path), line=mark.line + 1 if mark else None
-        ) from exc
-    if not isinstance(doc, dict):
-        raise InputError("recipes must be a mapping name -> recipe", file=str(path))
-    return doc
+    return load_mapping(roles_dir / BUILD_ROLE / "recipes.yaml", "a mapping name -> recipe")
 
 
 def plan_build(

@@ -280,20 +280,26 @@ def venv_python(venv: str) -> str:
 Source = tuple[str | None, int | None]
 
 
+def load_mapping(path: Path, what: str = "a mapping") -> dict[str, Any]:
+    """A YAML file of the roles that must hold a mapping; anything else is bad input."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(
+            f"YAML error: {exc}", file=str(path), line=mark.line + 1 if mark else None
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise InputError(f"must be {what}", file=str(path))
+    return loaded
+
+
 @functools.cache
 def role_defaults(roles_dir: Path = ROLES_DIR) -> dict[str, tuple[Any, Source]]:
     """Every shipped role's defaults.yaml merged: name -> (value, where it is written)."""
     merged: dict[str, tuple[Any, Source]] = {}
     for path in sorted(roles_dir.glob("*/defaults.yaml")):
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputError(
-                f"YAML error: {exc}", file=str(path), line=mark.line + 1 if mark else None
-            ) from exc
-        if not isinstance(loaded, dict):
-            raise InputError("defaults must be a mapping", file=str(path))
+        loaded = load_mapping(path, "a mapping of defaults")
         merged.update({name: (value, (str(path), None)) for name, value in loaded.items()})
     return merged
 
@@ -391,7 +397,12 @@ def resolve(host: Host) -> HostVars:
         if not pending:
             break
         for key in pending:
-            merged[key] = render_value(merged[key], merged, key, sources.get(key, (None,))[0])
+            file, line = sources.get(key, (None, None))
+            try:
+                merged[key] = render_value(merged[key], merged, key, file)
+            except InputError as exc:
+                message = f"host {host.name}: {exc.message}"
+                raise InputError(message, file=file, line=line, key=key) from exc
     typed: dict[str, Any] = {}
     for name, spec in VARIABLES.items():
         try:

@@ -68,60 +68,28 @@ all:
     assert plan.rendezvous_port == 29500
 
 
-def test_a_value_that_renders_to_the_wrong_type_names_file_line_and_key(tmp_path: Path) -> None:
-    path = inventory(
-        tmp_path,
-        """
-all:
-  hosts:
-    node1:
-      ansible_host: 10.0.0.1
-      sglang_port: "{{ 'http' }}"
-""",
-    )
+BAD_AFTER_RENDERING = [
+    # (the host's line, the error's key, words the message must hold)
+    ("sglang_port: \"{{ 'http' }}\"", "sglang_port", "'http'"),
+    ('device_hierarchy: "{{ hierarchy }}"', "device_hierarchy", "not one of: FLAT, COMPOSITE"),
+    ('venv: "{{ no_such_variable }}/venv"', "venv", "no_such_variable"),
+]
+
+
+@pytest.mark.parametrize(("line", "key", "words"), BAD_AFTER_RENDERING)
+def test_a_value_bad_once_rendered_names_file_line_and_key(
+    tmp_path: Path, line: str, key: str, words: str
+) -> None:
+    """Wrong type, a choice that is not one, an undefined name: bad input, exit 2."""
+    text = "all:\n  vars:\n    hierarchy: flat\n  hosts:\n    node1:\n"
+    path = inventory(tmp_path, text + f"      ansible_host: 10.0.0.1\n      {line}\n")
     (node1,) = hosts_of(path).values()
     with pytest.raises(InputError) as caught:
         node1.var  # noqa: B018
     error = caught.value
-    assert error.key == "sglang_port"
-    assert error.file == str(path) and error.line == 6
-    assert "node1" in str(error) and "'http'" in str(error)
-
-
-def test_choices_are_checked_after_rendering(tmp_path: Path) -> None:
-    path = inventory(
-        tmp_path,
-        """
-all:
-  vars:
-    hierarchy: flat
-  hosts:
-    node1:
-      ansible_host: 10.0.0.1
-      device_hierarchy: "{{ hierarchy }}"
-""",
-    )
-    (node1,) = hosts_of(path).values()
-    with pytest.raises(InputError, match="not one of: FLAT, COMPOSITE") as caught:
-        node1.var  # noqa: B018
-    assert caught.value.key == "device_hierarchy"
-
-
-def test_an_undefined_name_in_a_template_is_bad_input(tmp_path: Path) -> None:
-    path = inventory(
-        tmp_path,
-        """
-all:
-  hosts:
-    node1:
-      ansible_host: 10.0.0.1
-      venv: "{{ no_such_variable }}/venv"
-""",
-    )
-    (node1,) = hosts_of(path).values()
-    with pytest.raises(InputError, match="no_such_variable") as caught:
-        node1.var  # noqa: B018
-    assert caught.value.key == "venv" and caught.value.file == str(path)
+    assert error.key == key and error.exit_code == 2
+    assert error.file == str(path) and error.line == 7
+    assert words in str(error) and "node1" in str(error)
 
 
 def test_a_plain_wrong_type_is_still_refused_at_load(tmp_path: Path) -> None:
