@@ -318,7 +318,7 @@ def render_value(value: Any, context: dict[str, Any], where: str, file: str | No
     if isinstance(value, str) and "{{" in value:
         try:
             return _template(value).render(context)
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # the expression is input: `{{ 1 + 'x' }}` is a TypeError
             raise InputError(f"cannot render {value!r}: {exc}", file=file, key=where) from exc
     if isinstance(value, list):
         return [render_value(v, context, where, file) for v in value]

@@ -73,6 +73,7 @@ BAD_AFTER_RENDERING = [
     ("sglang_port: \"{{ 'http' }}\"", "sglang_port", "'http'"),
     ('device_hierarchy: "{{ hierarchy }}"', "device_hierarchy", "not one of: FLAT, COMPOSITE"),
     ('venv: "{{ no_such_variable }}/venv"', "venv", "no_such_variable"),
+    ("rendezvous_port: \"{{ 29000 + 'x' }}\"", "rendezvous_port", "unsupported operand"),
 ]
 
 
