@@ -7,8 +7,10 @@ Sent as `python3 -c SOURCE MODE` (never installed). Modes, each reading one JSON
 - `check`: which files of a manifest this node already holds. A file counts when its
   size matches and the node's own manifest records the same hash for the same size and
   mtime (stat only); with `verify`, or when the node has no record, the file is hashed
-  (blake2b-256, hashlib: present in every python3) and the record is written, so the
-  next check is stat only again.
+  (sha256, hashlib: present in every python3, and with the SHA extensions of current
+  CPUs 2.5-3.5x faster than hashlib's blake2b: the relay hashes every byte on every
+  node) and the record is written, so the next check is stat only again. Records made
+  with another hash (an older xpufleet's blake2b-256) count as no record.
 - `hash`: the manifest of a source directory (records reused while size+mtime hold).
 - `relay`: one link of the chain/tree. The stream is the files to send, concatenated
   in a fixed order; every node knows the order and sizes, so a position in the stream
@@ -31,7 +33,7 @@ import threading
 import time
 
 MANIFEST = ".xpufleet-manifest.json"
-HASH = "blake2b-256"
+HASH = "sha256"
 BLOCK = 1 << 20
 PART = ".xpufleet-part"
 
@@ -47,7 +49,7 @@ def emit(**event):
 
 
 def hasher():
-    return hashlib.blake2b(digest_size=32)
+    return hashlib.sha256()
 
 
 def hash_file(path):
@@ -66,6 +68,8 @@ def load_manifest(directory):
         with open(os.path.join(directory, MANIFEST)) as handle:
             doc = json.load(handle)
         if isinstance(doc, dict) and isinstance(doc.get("files"), dict):
+            if doc.get("hash") != HASH:  # recorded with another hash: rehash, then record
+                doc.update({"hash": HASH, "files": {}})
             return doc
     except (OSError, ValueError):
         pass
