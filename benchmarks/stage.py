@@ -176,7 +176,7 @@ def main() -> None:
 
 
 def model(size_mb: int, shards: int) -> Path:
-    source = Path(tempfile.gettempdir()) / f"xpufleet-bench-model-{size_mb}MB"
+    source = Path(tempfile.gettempdir()) / f"xpufleet-bench-model-{size_mb}MB-{shards}"
     write_model(source, shards=shards, shard_bytes=(size_mb << 20) // shards)
     return source
 
