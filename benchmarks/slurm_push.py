@@ -10,7 +10,7 @@ into /var/lib/xpufleet/bench-slurm-push on every node (each lab node has its own
 
 - `relay`: what provision does now: each host's thread asks the shared FileRelay,
   whose members are srun steps (ProcessChannel); the control node feeds the first node's
-  stdin, nodes forward over TCP while writing (blake2b checked on each node);
+  stdin, nodes forward over TCP while writing (sha256 checked on each node);
 - `direct`: what provision did before: `push_file` per node through its own srun
   step's stdin, all nodes at once (size + sha256 checked on each node);
 - `sbcast -F1`: Slurm's broadcast with fanout 1 (the only fanout at which the control

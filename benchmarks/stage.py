@@ -1,21 +1,32 @@
-"""Stage a model of S bytes to 4, 8 and 16 lab nodes under a per-node bandwidth cap:
+"""Stage a model of S bytes to 1, 4, 8 and 16 lab nodes under a per-node bandwidth cap:
 star (each node fed by the control node) versus relay (a pipelined chain).
 
     XPUFLEET_LAB_DIR=... XPUFLEET_LAB_NET=... XPUFLEET_LAB_PORT=... \
-        .venv/bin/python benchmarks/stage.py [--size-mb 64] [--cap-mbit 80] [--nodes 4,8,16]
+        .venv/bin/python benchmarks/stage.py [--size-mb 64] [--cap-mbit 80] \
+        [--nodes 1,4,8,16] [--modes star,relay] [--star-mb MB]
 
 Brings the lab up with max(N) nodes (left up unless --down). The caps (`tc` htb on lo,
 xpufleet/lab/shaping.py: every node's and the control node's sending rate, only this
 lab's addresses) are on only while the figures are taken and always removed. Prints per
-N and mode: wall time, control-node bytes, the ideal S/cap, then a no-op re-stage of
-all nodes next to a doctor run. Both modes run the same node script (relay/node.py),
-so only the topology differs. A shared 2-core machine: 16 python relays plus sshd are
-CPU-bound well before a real NIC would be, so keep S small here.
+N and mode: wall time, the ideal S/cap and the time against one node (the target:
+16 nodes <= 1.5 x one node), control-node bytes, the benchmark's own CPU seconds (the
+control node: paramiko and the event readers) and the load average; right after the
+relay to the most nodes, a no-op re-stage of them next to a doctor run. Both modes run
+the same node script (relay/node.py), so only the topology differs. The source is
+hashed before the first timed run (its manifest is kept), so no run pays for it.
+
+Star takes N x S/cap by construction (the control node's own link is capped): --star-mb
+runs it on a smaller model so 2 GB runs finish in the hour. The cap must leave CPU and
+disk to spare, or the figures measure the lab machine rather than the topology: every
+lab node runs on the same 2 cores and writes to the same disk, so 16 nodes at C each
+need 16 x C of disk writes and 16 x C x (node CPU per byte: benchmarks/relay_cpu.py)
+of CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import threading
@@ -108,45 +119,80 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--cap-mbit", type=float, default=80.0)
-    parser.add_argument("--nodes", default="4,8,16")
+    parser.add_argument("--nodes", default="1,4,8,16")
     parser.add_argument("--modes", default="star,relay")
+    parser.add_argument(
+        "--star-mb",
+        type=int,
+        default=None,
+        help="model size for star (default --size-mb): star takes N x S/cap by construction",
+    )
     parser.add_argument("--down", action="store_true")
     args = parser.parse_args()
     counts = [int(n) for n in args.nodes.split(",")]
     lab = Lab.from_env()
     lab.up(nodes=max(counts))
-    source = Path(tempfile.gettempdir()) / f"xpufleet-bench-model-{args.size_mb}MB"
-    write_model(source, shards=args.shards, shard_bytes=(args.size_mb << 20) // args.shards)
-    size = sum(p.stat().st_size for p in source.iterdir() if p.is_file())
-    ideal = size / (args.cap_mbit * 1e6 / 8)
-    print(f"model {size / 1e6:.1f} MB in {args.shards} shards; cap {args.cap_mbit:g} Mbit/s "
-          f"per node; ideal S/cap = {ideal:.1f} s")  # fmt: skip
-    print(f"{'nodes':>5} {'mode':>6} {'wall s':>8} {'x ideal':>8} {'control MB':>11} {'x S':>5}")
+    sources = {"relay": model(args.size_mb, args.shards)}
+    sources["star"] = model(args.star_mb, args.shards) if args.star_mb else sources["relay"]
+    rate = args.cap_mbit * 1e6 / 8
+    for source in set(sources.values()):
+        local_manifest(str(source))  # hashed once here, not inside the first timed run
+        size = size_of(source)
+        print(f"model {size / 1e6:.1f} MB in {args.shards} shards; cap {args.cap_mbit:g} "
+              f"Mbit/s per node; ideal S/cap = {size / rate:.1f} s")  # fmt: skip
+    print(f"{'nodes':>5} {'mode':>6} {'wall s':>8} {'x ideal':>8} {'x 1 node':>8} "
+          f"{'control MB':>11} {'x S':>5} {'ctl CPU-s':>9} {'load':>5}")  # fmt: skip
+    one: float | None = None
     try:
         with caps(lab, max(counts), args.cap_mbit):
             for count in counts:
                 hosts = hosts_with_dest(lab, count)
                 for mode in args.modes.split(","):
+                    if mode == "star" and count == 1:
+                        continue  # one node: the same single link as the relay
+                    source = sources[mode]
+                    size = size_of(source)
                     clean(lab, count)
+                    cpu = time.process_time()
                     if mode == "star":
                         seconds, sent = star(lab, hosts, source)
                     else:
                         seconds, sent, report = relay(lab, hosts, source)
-                    print(f"{count:>5} {mode:>6} {seconds:>8.1f} {seconds / ideal:>8.2f} "
-                          f"{sent / 1e6:>11.1f} {sent / size:>5.2f}", flush=True)  # fmt: skip
+                    cpu = time.process_time() - cpu
+                    if mode == "relay" and count == 1:
+                        one = seconds
+                    versus = f"{seconds / one:>8.2f}" if one and mode == "relay" else f"{'':>8}"
+                    print(f"{count:>5} {mode:>6} {seconds:>8.1f} {seconds / (size / rate):>8.2f} "
+                          f"{versus} {sent / 1e6:>11.1f} {sent / size:>5.2f} {cpu:>9.1f} "
+                          f"{os.getloadavg()[0]:>5.1f}", flush=True)  # fmt: skip
                     if mode != "star":
                         print(f"{'':>13}{report.extra['phases']}", flush=True)
-        hosts = hosts_with_dest(lab, max(counts))
-        noop, sent, _ = relay(lab, hosts, source)
-        began = time.monotonic()
-        run_doctor(hosts, lab.ssh_options())
-        doctor = time.monotonic() - began
-        print(f"no-op re-stage of {len(hosts)} nodes: {noop:.2f} s, {sent} bytes sent; "
-              f"doctor of the same nodes: {doctor:.2f} s")  # fmt: skip
+                    if mode == "relay" and count == max(counts):
+                        noop_vs_doctor(lab, hosts, source)
     finally:
         clean(lab, max(counts))
         if args.down:
             lab.down()
+
+
+def model(size_mb: int, shards: int) -> Path:
+    source = Path(tempfile.gettempdir()) / f"xpufleet-bench-model-{size_mb}MB-{shards}"
+    write_model(source, shards=shards, shard_bytes=(size_mb << 20) // shards)
+    return source
+
+
+def size_of(source: Path) -> int:
+    return sum(p.stat().st_size for p in source.iterdir() if p.is_file() and p.name[0] != ".")
+
+
+def noop_vs_doctor(lab: Lab, hosts: list[Host], source: Path) -> None:
+    """Every node holds the model: a re-stage next to a doctor run of the same nodes."""
+    noop, sent, _ = relay(lab, hosts, source)
+    began = time.monotonic()
+    run_doctor(hosts, lab.ssh_options())
+    doctor = time.monotonic() - began
+    print(f"no-op re-stage of {len(hosts)} nodes: {noop:.2f} s, {sent} bytes sent; "
+          f"doctor of the same nodes: {doctor:.2f} s", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

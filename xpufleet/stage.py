@@ -1,6 +1,6 @@
 """`invoke model.stage`: copy a model directory to `model_path` on every selected node.
 
-1. The source manifest (file, size, blake2b-256): computed by the node script's `hash`
+1. The source manifest (file, size, sha256): computed by the node script's `hash`
    mode on the control node (a local directory) or on the source node (`HOST:PATH`);
    records kept in the source directory are reused while size and mtime hold.
 2. One `check` round trip per node: which files it already holds (stat against its own

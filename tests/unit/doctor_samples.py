@@ -95,7 +95,7 @@ def model_raw(*, manifest: bool = True, source: str = "nfs0:/export/models") -> 
     if manifest:
         doc = {
             "format": 1,
-            "hash": "blake2b-256",
+            "hash": "sha256",
             "files": {
                 name: {"size": size, "hash": f"{i:064x}", "mtime_ns": MTIME}
                 for i, (name, size) in enumerate(sorted(files.items()))

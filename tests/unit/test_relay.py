@@ -21,11 +21,12 @@ from xpufleet.relay import (
     Member,
     RelayResult,
     StreamFile,
+    file_hash,
     parents_of,
     plan_tree,
     run_relay,
 )
-from xpufleet.relay.batch import FileRelay, blake2b_of
+from xpufleet.relay.batch import FileRelay
 from xpufleet.stage import local_manifest, parse_source, place_of
 
 
@@ -65,6 +66,26 @@ def test_check_trusts_records_by_stat_and_hashes_what_it_does_not_know(tmp_path:
     assert "config.json" in node_script("check", {"dir": str(target), "files": files})["need"]
 
 
+def test_records_of_another_hash_count_as_none_and_are_replaced(tmp_path: Path) -> None:
+    """A node staged by an older xpufleet (blake2b-256 records): hashed once with sha256,
+    recorded, then stat only again; nothing is sent for files that match."""
+    source = write_model(tmp_path / "src", shards=2, shard_bytes=4096)
+    files = local_manifest(str(source))["files"]
+    shard = next(n for n in files if n.endswith(".safetensors"))
+    assert files[shard]["hash"] == file_hash(source / shard)
+    target = write_model(tmp_path / "dst", shards=2, shard_bytes=4096)
+    node_script("check", {"dir": str(target), "files": files})
+    manifest = target / ".xpufleet-manifest.json"
+    doc = json.loads(manifest.read_text())
+    assert doc["hash"] == "sha256"
+    doc["hash"] = "blake2b-256"
+    manifest.write_text(json.dumps(doc))
+    old = node_script("check", {"dir": str(target), "files": files})
+    assert old["need"] == [] and sorted(old["hashed"]) == sorted(files)
+    assert json.loads(manifest.read_text())["hash"] == "sha256"
+    assert node_script("check", {"dir": str(target), "files": files})["hashed"] == []
+
+
 def test_source_parsing_refuses_bad_input(tmp_path: Path) -> None:
     hosts = [Host("node1", "10.0.0.1")]
     assert parse_source("node1:/models/R1", hosts).host is hosts[0]
@@ -80,7 +101,7 @@ def test_source_parsing_refuses_bad_input(tmp_path: Path) -> None:
 def blob(tmp_path: Path, size: int) -> tuple[Path, StreamFile]:
     path = tmp_path / "w-1.0-py3-none-any.whl"
     path.write_bytes(os.urandom(size))
-    return path, StreamFile(path.name, size, blake2b_of(path))
+    return path, StreamFile(path.name, size, file_hash(path))
 
 
 def members(tmp_path: Path, sessions: list[LocalSession], name: str) -> list[Member]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..facts.node import NodeFacts
-from ..facts.weights import MANIFEST_NAME, ModelDir, storage_key
+from ..facts.weights import HASH_NAME, MANIFEST_NAME, ModelDir, storage_key
 from ..facts.weights import verdict as files_verdict
 from ..nodeset import fold
 from ..results import Result
@@ -71,12 +71,15 @@ def shared_storage(models: Mapping[str, ModelDir]) -> str | None:
 def _signature(model: ModelDir) -> dict[str, tuple[int, str | None]]:
     """file -> (size, hash from the node's manifest or None); the manifest itself is left out."""
     manifest = model.manifest.files if model.manifest else {}
+    # a manifest of an older xpufleet (blake2b-256): its hashes compare with nothing
+    hashed_alike = model.manifest is not None and model.manifest.hash_name == HASH_NAME
     out = {}
     for name, (size, _mtime) in (model.files or {}).items():
         if name == MANIFEST_NAME or name.startswith("."):
             continue
         entry = manifest.get(name)
-        out[name] = (size, entry.hash if entry is not None and entry.size == size else None)
+        same = entry is not None and entry.size == size and hashed_alike
+        out[name] = (size, entry.hash if same and entry is not None else None)
     return out
 
 

@@ -10,7 +10,6 @@ Also the model faults: a missing, a truncated and a different shard on one node.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -19,6 +18,7 @@ import struct
 from pathlib import Path
 
 from ..facts.weights import HASH_NAME, INDEX_NAME, MANIFEST_NAME, Manifest, ManifestFile
+from ..relay import file_hash
 
 LAB_MODEL = "xpufleet-lab-tiny"
 #: the model faults: name -> what happens to shard 2 of the node's copy
@@ -171,14 +171,6 @@ def _write_if_different(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def file_hash(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=32)
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def install(source: Path, dest: Path) -> None:

@@ -16,6 +16,7 @@ them again (a new relay), they did not fail on their own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -35,6 +36,15 @@ PARENT_TIMEOUT_S = 120.0
 #: a node its parent gave up on that is still running after this is stopped (a dead one
 #: has ended by then, so its own cause is what gets reported)
 ORPHAN_GRACE_S = 2.0
+
+
+def file_hash(path: Path) -> str:
+    """The relay's hash (facts/weights.py HASH_NAME, node.py `hash_file`) of a file here."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def node_command(mode: str, python: str = "python3") -> str:
@@ -312,6 +322,7 @@ __all__ = [
     "NodeOutcome",
     "RelayResult",
     "StreamFile",
+    "file_hash",
     "node_command",
     "parents_of",
     "plan_tree",

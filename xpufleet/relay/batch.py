@@ -17,7 +17,6 @@ push would only fail the same way.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from ..errors import HostError, TransferFailed
 from ..transport import Session
-from . import Member, NodeOutcome, StreamFile, run_relay
+from . import Member, NodeOutcome, StreamFile, file_hash, run_relay
 
 #: how long the first host of a batch waits at most for the others
 WINDOW_S = 15.0
@@ -49,14 +48,6 @@ class _Batch:
     control_bytes: int = 0
     relays: int = 0
     error: str | None = None
-
-
-def blake2b_of(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=32)
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FileRelay:
@@ -147,7 +138,7 @@ class FileRelay:
             for name in sorted({n for m in batch.members for n in m.want}):
                 local = batch.sources[name]
                 if str(local) not in self._hashes:
-                    self._hashes[str(local)] = blake2b_of(local)
+                    self._hashes[str(local)] = file_hash(local)
                 items.append(StreamFile(name, local.stat().st_size, self._hashes[str(local)]))
             todo = list(batch.members)
             # the second round: the nodes stopped because their upstream died
