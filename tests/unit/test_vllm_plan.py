@@ -133,6 +133,10 @@ def test_launch_scripts_are_valid_bash_and_run_json_carries_the_patterns() -> No
     assert "export RAY_ADDRESS=10.0.0.1:6379" in head
     worker = render_launch_script(plan, plan.nodes[1], "r1", "/e")
     assert "/dev/tcp/10.0.0.1/6379" in worker and "--address 10.0.0.1:6379" in worker
+    # each connect attempt is bounded, and the node gives up only a minute after the
+    # head's preflight would have named it
+    assert "until timeout 3 /bin/bash -c" in worker
+    assert f"deadline=$((SECONDS + {int(plan.preflight_timeout) + 60}))" in worker
     ports = node_config(plan, plan.node0, "r1")["ports"]
     assert [p["what"] for p in ports] == ["vLLM HTTP", "Ray GCS", "supervisor hub"]
 
