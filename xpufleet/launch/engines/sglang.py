@@ -67,6 +67,7 @@ class SGLang:
     patterns = PATTERNS
     uniform_vars = ("sglang_port",)
     node_scripts = ("preflight.py",)
+    abort_grace_s = None
 
     def http(self, host: Host) -> tuple[str, int]:
         return str(var(host, "sglang_host")), int(var(host, "sglang_port"))
