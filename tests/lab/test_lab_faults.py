@@ -130,6 +130,31 @@ def test_blocked_port(lab: Lab) -> None:
     assert f"{lab.tag}:node" not in rules  # (the bastion's own rule may stay: not a fault)
 
 
+def test_blocked_egress(lab: Lab, on) -> None:
+    """The node's own processes (started through its sshd, before or after the fault)
+    cannot connect to the port anywhere; the other nodes and the control machine can."""
+    port = lab.launch_ports()["rendezvous_port"]
+    node1 = lab.node_address(1)
+    probe = (
+        "timeout 3 python3 -c 'import socket, sys; "
+        f"socket.create_connection((sys.argv[1], {port}), timeout=2)' {node1} && echo reached"
+    )
+    with _listeners([node1], port):
+        assert "reached" in on(2, probe).stdout
+        with lab.fault(2, "blocked_egress"):
+            rules = subprocess.run(["iptables", "-S", "OUTPUT"], capture_output=True, text=True)
+            assert any(
+                f"--dport {port}" in r and "--path" in r and f"{lab.tag}:node2" in r
+                for r in rules.stdout.splitlines()
+            )
+            assert "reached" not in on(2, probe).stdout
+            assert "reached" in on(3, probe).stdout
+            assert _reaches(node1, port)
+        assert "reached" in on(2, probe).stdout
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    assert f"{lab.tag}:node" not in rules
+
+
 def test_fault_names_are_checked(lab: Lab) -> None:
     from xpufleet.errors import InputError
 

@@ -8,7 +8,10 @@ What is not real: CPU instead of Intel GPUs, the lab-only platform plugin that l
 vLLM use Ray (xpufleet/lab/vllm_ray_cpu.py), the tiny model made at set-up
 (xpufleet/lab/tinymodel.py), and the lab's inventory settings for it (below).
 
-ONE launch serves the module (a vLLM start costs minutes on a loaded 2-core machine):
+First, before the module's launch exists (file order), a launch that never starts vLLM:
+node2 cannot connect to the head's Ray port (the lab fault `blocked_egress`), so the
+head's preflight names node2 and every node stops with no Ray process left.
+Then ONE launch serves the module (a vLLM start costs minutes on a loaded 2-core machine):
 while the Ray-backed server loads, a single-process vLLM (the reference) loads, answers a
 chat and stops; then the tests, in file order: the same greedy answer from the launch,
 status, logs, and last the fail-fast (a Ray worker killed on node2 stops every node and is
@@ -54,6 +57,8 @@ import openai  # noqa: E402
 
 #: a start of vLLM on a loaded 2-core machine: measured 40 s idle, several minutes busy
 READY_TIMEOUT = 600.0
+#: the never-joining node's test: enough for the head's `ray start` on a busy machine
+PREFLIGHT_TIMEOUT = 40
 PROMPT = "Hello! How are you today?"
 
 
@@ -134,10 +139,10 @@ def stop_group(proc: subprocess.Popen[Any]) -> None:
             return
 
 
-def vllm_inventory(lab: Lab, vllm_env: VllmEnv, directory: Path) -> Path:
+def vllm_inventory(lab: Lab, vllm_env: VllmEnv, directory: Path, **overrides: Any) -> Path:
     """The lab's inventory for vLLM on node1 + node2 (`vllmenv.launch_vars`), with a
     patient ready timeout and no provisioned environment file (the vLLM environment is
-    the lab's, not provisioned)."""
+    the lab's, not provisioned); `overrides` on top, for every node."""
     path = directory / "inventory.yaml"
     path.write_text(lab.inventory_path.read_text())
     common, per_node = launch_vars(
@@ -148,6 +153,7 @@ def vllm_inventory(lab: Lab, vllm_env: VllmEnv, directory: Path) -> Path:
         ready_timeout=READY_TIMEOUT,
         preflight_timeout=300,
     )
+    common.update(overrides)
     (directory / "group_vars").mkdir()
     (directory / "group_vars" / "all.yaml").write_text(yaml.safe_dump(common))
     (directory / "host_vars").mkdir()
@@ -161,6 +167,50 @@ def stop_ray_anyway(lab: Lab, vllm_env: VllmEnv) -> None:
     for node in (1, 2):
         with contextlib.suppress(Exception):
             run_on(lab, node, f"{shlex.quote(str(vllm_env.ray))} stop --force", timeout=120)
+
+
+def test_a_node_that_never_joins_is_named_by_the_preflight_and_nothing_is_left(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """node2's processes cannot connect to the head's Ray port (`blocked_egress`: its SYNs
+    dropped, as behind a firewall), so its launch script never reaches `ray start`. The
+    launch fails (exit 1) with node2 named by the head's preflight within its timeout,
+    vLLM never starts, and the supervisors' teardown alone leaves no Ray process on
+    either node (checked before any `ray stop`). Runs before the module's launch exists:
+    the `ray stop` of its clean-up reaches every Ray on the machine."""
+    vllm_env = ensure_vllm_env()
+    inventory = vllm_inventory(lab, vllm_env, tmp_path, preflight_timeout=PREFLIGHT_TIMEOUT)
+    common = yaml.safe_load((tmp_path / "group_vars" / "all.yaml").read_text())
+    try:
+        with lab.fault(2, "blocked_egress", common["ray_port"]):
+            started = time.monotonic()
+            code, doc = invoke(inventory, "launch", "--engine", "vllm", "--tp", "2",
+                               "--nnodes", "2", timeout=PREFLIGHT_TIMEOUT + 300)  # fmt: skip
+            took = time.monotonic() - started
+        print(f"launch failed after {took:.1f} s (preflight_timeout {PREFLIGHT_TIMEOUT} s)")
+        text = messages(doc)
+        assert code == 1, text + doc.get("stderr", "")[-3000:]
+        assert doc.get("ready") is False, text
+        verdict = {
+            host: next(r for r in body["results"] if r["id"] == "launch.preflight")
+            for host, body in doc["hosts"].items()
+        }
+        assert verdict["node2"]["status"] == "fail", text
+        assert "never joined the Ray cluster" in verdict["node2"]["message"], text
+        assert f"within {PREFLIGHT_TIMEOUT} s" in verdict["node2"]["message"], text
+        assert verdict["node1"]["status"] == "pass", text  # the head itself was up
+        assert "node2 (ranks 1) not ready" in text, text
+        assert "node1 (" not in text, text
+        left = lambda: leftovers(lab, vllm_env, 1) + leftovers(lab, vllm_env, 2)  # noqa: E731
+        assert wait_until(lambda: not left(), 60), f"Ray processes left: {left()}"
+        # vLLM never started: the head's log ends with the preflight's verdict
+        code, logs = invoke(inventory, "logs", "--limit", "node1,node2")
+        head = [x["line"] for x in logs.get("lines", []) if x["host"] == "node1"]
+        assert any("ray preflight: failed" in line for line in head), head[-20:]
+        assert not any("api_server" in line or "vLLM API server" in line for line in head)
+    finally:
+        invoke(inventory, "stop", "--limit", "node1,node2")
+        stop_ray_anyway(lab, vllm_env)
 
 
 @pytest.fixture(scope="module")

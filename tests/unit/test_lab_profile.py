@@ -53,8 +53,10 @@ def test_overrides_inherit_the_defaults() -> None:
 
 
 def test_fault_defaults_apply_without_a_parameter() -> None:
-    spec = parse_profile("defaults: {faults: [blocked_port, clock_skew, old_oneapi]}").node(1)
-    assert [f.param for f in spec.faults] == ["rendezvous_port", 300, "2023.2"]
+    spec = parse_profile(
+        "defaults: {faults: [blocked_port, clock_skew, old_oneapi, {blocked_egress: 6379}]}"
+    ).node(1)
+    assert [f.param for f in spec.faults] == ["rendezvous_port", 300, "2023.2", 6379]
 
 
 def test_versions_stay_strings() -> None:
@@ -85,6 +87,12 @@ def test_hardware_hash_ignores_faults() -> None:
         ("defaults:\n  faults: [dead_node, dead_node]\n", 2, "defaults.faults", "twice"),
         ("defaults:\n  faults: [{blocked_port: 0}]\n", 2, "defaults.faults.blocked_port", "port"),
         ("defaults:\n  faults: [{blocked_port: w}]\n", 2, "defaults.faults.blocked_port", "sglang"),
+        (
+            "defaults:\n  faults: [{blocked_egress: 0}]\n",
+            2,
+            "defaults.faults.blocked_egress",
+            "port",
+        ),
         ("defaults:\n  faults: [{clock_skew: 0}]\n", 2, "defaults.faults.clock_skew", "no fault"),
         ("defaults:\n  faults: [{full_disk: lots}]\n", 2, "defaults.faults.full_disk", "size"),
         ("defaults:\n  faults: [{old_oneapi: '1.1'}]\n", 2, "defaults.faults.old_oneapi", "oneAPI"),

@@ -133,6 +133,10 @@ def test_launch_scripts_are_valid_bash_and_run_json_carries_the_patterns() -> No
     assert "export RAY_ADDRESS=10.0.0.1:6379" in head
     worker = render_launch_script(plan, plan.nodes[1], "r1", "/e")
     assert "/dev/tcp/10.0.0.1/6379" in worker and "--address 10.0.0.1:6379" in worker
+    # each connect attempt is bounded, and the node gives up only a minute after the
+    # head's preflight would have named it
+    assert "until timeout 3 /bin/bash -c" in worker
+    assert f"deadline=$((SECONDS + {int(plan.preflight_timeout) + 60}))" in worker
     ports = node_config(plan, plan.node0, "r1")["ports"]
     assert [p["what"] for p in ports] == ["vLLM HTTP", "Ray GCS", "supervisor hub"]
 
@@ -179,3 +183,28 @@ def test_ray_workers_are_the_ranks_and_their_lines_name_their_pid() -> None:
     ]
     tags = [tag for tag, _ in supervisor.tag_lines(lines, patterns.log_prefix)]
     assert tags == ["main", "pid=13", "pid=13", "main", "pid=13", "pid=7", "main"]
+
+
+@pytest.mark.parametrize(("engine", "abort_grace"), [("vllm", 0.5), ("sglang", 3.0)])
+def test_an_abort_uses_the_engines_grace_and_a_stop_the_usual_one(
+    engine: str, abort_grace: float, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run.json carries the engine's abort grace; the supervisor uses it when something
+    died (state failed) and the stop grace when the operator stopped the run."""
+    import json
+
+    plan = plan_launch(cluster(2, engine=engine, device="cpu", dist_backend="gloo"), 2)
+    config = node_config(plan, plan.node0, "r1")
+    assert (config["grace_s"], config["abort_grace_s"]) == (3.0, abort_grace)
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    for state, wanted in (("failed", abort_grace), ("stopped", 3.0)):
+        graces: list[float] = []
+        node = supervisor.Supervisor(tmp_path)
+        monkeypatch.setattr(node, "teardown", graces.append)
+        node.end(state, "a rank died" if state == "failed" else "stopped by the operator")
+        assert graces == [wanted] and node.state["state"] == state
+
+
+def test_ray_start_stops_without_draining_for_ray_serve() -> None:
+    plan = plan_launch(cluster(2), 16)
+    assert all(n.env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0" for n in plan.nodes)

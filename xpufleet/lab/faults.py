@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import firewall, layout, sshd
 from . import model as labmodel
-from .processes import kill_nodes, ns_inode, nsenter, pid_alive
+from .processes import kill_nodes, node_processes, ns_inode, nsenter, pid_alive
 from .profile import LabError
 
 if TYPE_CHECKING:
@@ -153,7 +153,21 @@ def _blocked_port(node: FaultTarget) -> None:
     if node.on:
         firewall.block_port(node.lab, node.index, node.lab.fault_port(node.param))
     else:
-        firewall.remove_rules(node.lab, {node.index})
+        firewall.remove_rules(node.lab, {node.index}, chain="INPUT")
+
+
+@fault(
+    "blocked_egress",
+    "rendezvous_port",
+    "TCP port the node's processes cannot connect to, on any address (iptables OUTPUT, "
+    "matched by the node's cgroup): a number or one of the lab's launch ports",
+)
+def _blocked_egress(node: FaultTarget) -> None:
+    if node.on:
+        pids = node_processes(node.lab.dir).get(node.index, [])
+        firewall.block_egress(node.lab, node.index, node.lab.fault_port(node.param), pids)
+    else:
+        firewall.remove_rules(node.lab, {node.index}, chain="OUTPUT")
 
 
 @fault("dead_node", None, "sshd and every process of the node stopped", at_start=True)

@@ -300,7 +300,8 @@ class _Parser:
             if not _SIZE.match(size):
                 raise self.error(node, where, "a tmpfs size such as 1M")
             return size
-        if name == "blocked_port" and not node.tag.endswith(":int"):
+        ports = ("blocked_port", "blocked_egress")
+        if name in ports and not node.tag.endswith(":int"):
             port_name = self.scalar(node, where, str)
             if port_name not in LAUNCH_PORT_NAMES:
                 raise self.error(
@@ -308,7 +309,7 @@ class _Parser:
                 )
             return port_name
         value = self.scalar(node, where, int)
-        if name == "blocked_port" and not 1 <= value <= 65535:
+        if name in ports and not 1 <= value <= 65535:
             raise self.error(node, where, "a TCP port between 1 and 65535")
         if name == "clock_skew" and value == 0:
             raise self.error(node, where, "a clock skew of 0 seconds is no fault")

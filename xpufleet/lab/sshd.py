@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..host import Host
 from ..transport import known_hosts_name
-from . import bastion
+from . import bastion, firewall
 from .processes import (
     CLEAN_ENV,
     KILL_TIMEOUT,
@@ -105,6 +105,9 @@ def start(lab: Lab, index: int, holder: int) -> None:
         raise LabError(f"node{index}: sshd failed to start (exit {proc.returncode})")
     if not wait_for(lambda: read_pid(pid_file) is not None, START_TIMEOUT):
         raise LabError(f"node{index}: sshd did not come up")
+    pid = read_pid(pid_file)
+    if pid:
+        firewall.join_node_cgroup(lab, index, [pid])
 
 
 def stop(lab: Lab, index: int) -> None:

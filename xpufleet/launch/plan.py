@@ -66,6 +66,8 @@ ENV_REASONS: dict[str, str] = {
     "VLLM_HOST_IP": "vLLM: this node's address (else a route lookup, the wrong NIC on "
     "multi-homed nodes); Ray workers inherit it from `ray start`",
     "RAY_ADDRESS": "Ray: the cluster the OpenAI server's Ray executor joins (node 0's GCS)",
+    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "Ray 2.60 `ray start`: on SIGTERM it drains the "
+    "node for Ray Serve first (default up to 30 s, ray/_private/node.py); 0 = stop at once",
 }
 #: environment variables the planner owns; `ccl_env` may not override them
 PLANNED_ONLY = ("ZE_AFFINITY_MASK", "CCL_LOCAL_RANK", "CCL_LOCAL_SIZE")

@@ -128,6 +128,7 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
         "lock_path": lock_path(node.state_dir),  # provision's lock: the supervisor holds it
         "ports": ports,
         "grace_s": GRACE_S,
+        "abort_grace_s": GRACE_S if engine.abort_grace_s is None else engine.abort_grace_s,
         "heartbeat_s": HEARTBEAT_S,
         "peer_timeout_s": PEER_TIMEOUT_S,
         "hub_connect_timeout_s": HUB_CONNECT_TIMEOUT_S,

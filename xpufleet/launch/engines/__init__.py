@@ -100,6 +100,9 @@ class Engine(Protocol):
     uniform_vars: tuple[str, ...]
     #: node scripts shipped into each run directory besides supervisor.py
     node_scripts: tuple[str, ...]
+    #: seconds from SIGTERM to SIGKILL when the supervisors abort a run because something
+    #: died (None: the same grace as for a stop, render.GRACE_S)
+    abort_grace_s: float | None
 
     def http(self, host: Host) -> tuple[str, int]: ...
 

@@ -66,6 +66,7 @@ class SGLang:
     patterns = PATTERNS
     uniform_vars = ("sglang_port",)
     node_scripts = ("preflight.py",)
+    abort_grace_s = None
 
     def http(self, host: Host) -> tuple[str, int]:
         return host.var.sglang_host, host.var.sglang_port

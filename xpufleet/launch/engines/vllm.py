@@ -93,6 +93,15 @@ class Vllm:
     patterns = PATTERNS
     uniform_vars = ("vllm_port", "ray_port", "vllm_server")
     node_scripts = ("ray_preflight.py",)
+    #: An abort (a worker, a raylet or the server died) gives SIGTERM half a second, then
+    #: SIGKILL, as Ray does itself: `ray start --block`, when one of its processes dies,
+    #: SIGKILLs the node's others at once (`ray/scripts/scripts.py::start`:
+    #: `node.kill_all_processes(check_alive=False, allow_graceful=False)`), and so does
+    #: `ray stop --force`. With the cluster falling apart the GCS and the raylets do not
+    #: finish a graceful exit within the stop grace (seen in the lab: both SIGKILLed
+    #: after 3 s), and CPython's resource tracker of the server ignores SIGTERM
+    #: (`multiprocessing/resource_tracker.py::main`): with 3 s, an abort took 3.45 s.
+    abort_grace_s = 0.5
 
     def http(self, host: Host) -> tuple[str, int]:
         return host.var.vllm_host, host.var.vllm_port
@@ -131,6 +140,7 @@ class Vllm:
         env = {
             "LOCAL_WORLD_SIZE": str(ctx.per_node),
             "VLLM_HOST_IP": ctx.address,
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
         env.update(ctx.host.var.engine_env)
         return env

@@ -743,8 +743,8 @@ class Supervisor:
             entry.update(exit=status, died_at=died_at, cause=cause)
         else:
             self.state["server_exit"] = {**status, "died_at": died_at, "cause": cause}
-        self.save()
         if self.ending:
+            self.save()
             return
         if kind == "rank":
             who = f"rank {rank}"
@@ -761,12 +761,16 @@ class Supervisor:
             "what": who,
             "exit": status,
             "died_at": died_at,
-            "tail": tail_for(self.log, rank if kind == "rank" else None, self.patterns.log_prefix),
         }
-        self.state["first_death"] = death
         reason = f"{who} on {self.host} (pid {pid}) {status['text']}"
-        self.say(f"{reason}: stopping every rank on every node")
+        # the other nodes first (every millisecond here delays every node's stop); the
+        # log lines after (the first death's tail is read from this node's state)
         self.broadcast({"type": "abort", "reason": reason, "origin": death, "host": self.host})
+        death["tail"] = tail_for(
+            self.log, rank if kind == "rank" else None, self.patterns.log_prefix
+        )
+        self.state["first_death"] = death
+        self.say(f"{reason}: stopping every rank on every node")
         self.end("failed", reason)
 
     def reap(self) -> None:
@@ -785,11 +789,13 @@ class Supervisor:
             return
         self.ending = True
         self.state["state"] = "stopping"
+        self.state["stopping_at"] = time.time()
         self.state["reason"] = reason
         if remote:
             self.state["cause_elsewhere"] = remote
         self.save()
-        self.teardown()
+        grace = float(self.cfg.get("grace_s", 3))
+        self.teardown(float(self.cfg.get("abort_grace_s", grace)) if state == "failed" else grace)
         self.state["state"] = state
         self.state["ended_at"] = time.time()
         self.save()
@@ -800,19 +806,29 @@ class Supervisor:
         mine = [p for p in descendants_of(os.getpid()) if is_running(p)]
         return sorted(set(session_members(os.getsid(0))) | set(mine))
 
-    def teardown(self) -> None:
-        grace = float(self.cfg.get("grace_s", 3))
+    def teardown(self, grace: float) -> None:
+        """SIGTERM every process of the run, SIGKILL what is left after `grace` seconds
+        (run.json: `grace_s` for a stop, the engine's `abort_grace_s` when something died)."""
         victims = self.members()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        # when, and who needed SIGKILL (by comm): what an abort's duration is made of
+        self.state["teardown"] = {
+            "grace_s": grace,
+            "sigterm_at": time.time(),
+            "sigterm": len(victims),
+        }
         deadline = time.monotonic() + grace
         while self.members() and time.monotonic() < deadline:
             self.collect_exits()
             time.sleep(0.05)
-        for pid in self.members():
+        left = {pid: (process_names(pid) or ["?"])[0] for pid in self.members()}
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if left:
+            self.state["teardown"].update(sigkill_at=time.time(), sigkill=sorted(left.values()))
         deadline = time.monotonic() + 5
         while self.members() and time.monotonic() < deadline:
             self.collect_exits()
