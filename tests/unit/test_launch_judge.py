@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -246,6 +247,26 @@ def test_exit_statuses_read_like_waitpid() -> None:
         "text": "exited with code 3",
     }
     assert supervisor.describe_status(None)["code"] is None
+    reaped = supervisor.describe_status(None, (41, "raylet"))
+    assert reaped["text"] == "exit status unknown (reaped by its parent raylet (pid 41))"
+
+
+def test_the_parent_of_a_grandchild_is_named_for_when_it_reaps_it() -> None:
+    """A Ray worker's exit status is its raylet's to read: the supervisor names that
+    parent (recorded while the worker runs) instead of saying only "unknown"."""
+    shell = subprocess.Popen(["bash", "-c", "sleep 30 & wait"])
+    try:
+        for _ in range(200):
+            children = supervisor.children_of(shell.pid)
+            if children and supervisor.process_name(children[0]).startswith("sleep"):
+                break
+            time.sleep(0.02)
+        assert supervisor.parent_of(children[0]) == (shell.pid, "bash")
+        assert supervisor.parent_of(2**22 + 7) is None  # no such process
+    finally:
+        subprocess.run(["pkill", "-P", str(shell.pid)], check=False)
+        shell.kill()
+        shell.wait()
 
 
 def test_zombie_exit_status_comes_from_proc() -> None:
@@ -256,8 +277,6 @@ def test_zombie_exit_status_comes_from_proc() -> None:
         while supervisor.zombie_status(proc.pid) is None and deadline:
             deadline -= 1
             os.sched_yield()
-            import time
-
             time.sleep(0.02)
         assert supervisor.describe_status(supervisor.zombie_status(proc.pid))["signal"] == "SIGKILL"
     finally:
@@ -380,3 +399,14 @@ def test_status_rows_name_helpers_and_how_ranks_were_identified() -> None:
     wrong = judge.device_results({"identified_by": "rank by spawn order", "device_problem": "x"})
     assert [(r.id, r.status) for r in wrong] == [("status.devices", FAIL)]
     assert wrong[0].runbook and wrong[0].runbook.endswith("#rank-on-the-wrong-device")
+
+
+def test_a_recorded_process_is_told_by_its_start_ticks_not_the_wall_clock(monkeypatch) -> None:
+    """A rank is alive while its pid runs with the start it was recorded with; the
+    wall-clock start moves with /proc/stat's btime (a stepped clock), the ticks do not."""
+    me = os.getpid()
+    entry = {"start_ticks": supervisor.start_ticks(me), "started_at": supervisor.start_time(me)}
+    monkeypatch.setattr(supervisor, "boot_time", lambda: 12345.0)  # the clock was stepped
+    assert supervisor.still_running(me, entry)
+    assert not supervisor.still_running(me, {**entry, "start_ticks": entry["start_ticks"] - 1})
+    assert not supervisor.still_running(2**22 + 7, entry)

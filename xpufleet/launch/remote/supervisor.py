@@ -96,12 +96,27 @@ def boot_time() -> float:
     return 0.0
 
 
-def start_time(pid: int) -> float | None:
-    """Wall-clock start of a process (epoch seconds)."""
+def start_ticks(pid: int) -> int | None:
+    """A process's start, in clock ticks after boot: what tells it from a later process
+    with the same pid. Not the wall-clock start: that adds /proc/stat's btime, which moves
+    when the wall clock is stepped (seen in the lab: a rank taken for dead)."""
     stat = proc_stat(pid)
-    if stat is None:
-        return None
-    return boot_time() + int(stat[19]) / clock_ticks()
+    return None if stat is None else int(stat[19])
+
+
+def start_time(pid: int) -> float | None:
+    """Wall-clock start of a process (epoch seconds), for display and ordering."""
+    ticks = start_ticks(pid)
+    return None if ticks is None else boot_time() + ticks / clock_ticks()
+
+
+def still_running(pid: int | None, entry: dict[str, Any]) -> bool:
+    """The process recorded in `entry` runs (its pid not reused since)."""
+    if not is_running(pid):
+        return False
+    if "start_ticks" in entry:
+        return start_ticks(int(pid)) == entry["start_ticks"]  # type: ignore[arg-type]
+    return start_time(int(pid)) == entry.get("started_at")  # type: ignore[arg-type]
 
 
 def session_members(sid: int) -> list[int]:
@@ -147,9 +162,21 @@ def zombie_status(pid: int) -> int | None:
     return None
 
 
-def describe_status(status: int | None) -> dict[str, Any]:
+def parent_of(pid: int) -> tuple[int, str] | None:
+    """(parent pid, parent's comm) of a running process."""
+    stat = proc_stat(pid)
+    if stat is None:
+        return None
+    ppid = int(stat[1])
+    return ppid, (process_names(ppid) or ["?"])[0]
+
+
+def describe_status(status: int | None, reaper: tuple[int, str] | None = None) -> dict[str, Any]:
+    """waitpid status -> {code, signal, text}. None: its parent reaped it before we could
+    read it (a Ray worker's raylet, a raylet's `ray start`); `reaper` names that parent."""
     if status is None:
-        return {"code": None, "signal": None, "text": "exit status unknown (already reaped)"}
+        who = f"by its parent {reaper[1]} (pid {reaper[0]})" if reaper else "already"
+        return {"code": None, "signal": None, "text": f"exit status unknown (reaped {who})"}
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
@@ -466,6 +493,7 @@ class Supervisor:
         self.rank_pids: dict[int, int] = {}
         self.pidfds: dict[int, tuple[str, int, int]] = {}  # fd -> (kind, rank, pid)
         self.reaped: dict[int, int] = {}
+        self.parents: dict[int, tuple[int, str]] = {}  # watched pid -> (ppid, comm)
         self.links: dict[socket.socket, Link] = {}
         self.listener: socket.socket | None = None
         self.hub: Link | None = None
@@ -605,6 +633,9 @@ class Supervisor:
             self.on_exit(kind, rank, pid)
             return
         self.pidfds[fd] = (kind, rank, pid)
+        parent = parent_of(pid)
+        if parent and parent[0] != os.getpid():  # not ours to reap: say whose it was
+            self.parents[pid] = parent
 
     def server_children(self) -> list[tuple[int, list[str], float]]:
         assert self.server is not None
@@ -650,6 +681,7 @@ class Supervisor:
             self.state["ranks"][str(rank)] = {
                 "pid": pid,
                 "started_at": start_time(pid),
+                "start_ticks": start_ticks(pid),
                 "exit": None,
                 "died_at": None,
                 "cause": None,
@@ -675,7 +707,11 @@ class Supervisor:
         for pid, role in helpers.items():
             if role == "other" or str(pid) in self.state["helpers"]:
                 continue
-            self.state["helpers"][str(pid)] = {"role": role, "started_at": start_time(pid)}
+            self.state["helpers"][str(pid)] = {
+                "role": role,
+                "started_at": start_time(pid),
+                "start_ticks": start_ticks(pid),
+            }
             if role in self.patterns.watched_helpers:
                 self.watch("helper", -1, pid)
             added = True
@@ -733,7 +769,7 @@ class Supervisor:
 
     def on_exit(self, kind: str, rank: int, pid: int) -> None:
         died_at = time.time()
-        status = describe_status(self.exit_status(pid))
+        status = describe_status(self.exit_status(pid), self.parents.get(pid))
         cause = "stopped" if self.ending else "died"
         if kind == "rank":
             entry = self.state["ranks"][str(rank)]
@@ -979,7 +1015,7 @@ def status(run_dir: Path) -> dict[str, Any]:
     ranks = []
     for rank, entry in sorted(state.get("ranks", {}).items(), key=lambda kv: int(kv[0])):
         pid = entry.get("pid")
-        alive = is_running(pid) and start_time(pid) == entry.get("started_at")
+        alive = still_running(pid, entry)
         started = entry.get("started_at")
         ranks.append(
             {
@@ -997,7 +1033,7 @@ def status(run_dir: Path) -> dict[str, Any]:
     helpers = []
     for pid, entry in sorted(state.get("helpers", {}).items(), key=lambda kv: int(kv[0])):
         started = entry.get("started_at")
-        alive = is_running(int(pid)) and start_time(int(pid)) == started
+        alive = still_running(int(pid), entry)
         helpers.append(
             {
                 "pid": int(pid),
