@@ -434,6 +434,17 @@ def test_tp4_over_two_nodes_answers_the_same_and_a_killed_raylet_stops_every_nod
             for host, body in status["hosts"].items()
         }  # fmt: skip
         assert by_host == {"node1": [0, 1], "node2": [2, 3]}, messages(status)
+        # each worker's rank as vLLM logs it in the worker's own file in Ray's session logs
+        # (`worker-<id>-<job>-<pid>.out`), read here by file name: which process holds
+        # which rank is Ray's choice, so the supervisor must not guess it from start order
+        logged = {}
+        for pid in pids.values():
+            for out in Path("/tmp").glob(f"xfray-*-n*/session_latest/logs/worker-*-{pid}.out"):
+                found = re.search(r"world_size=4 rank=(\d+) ", out.read_text(errors="replace"))
+                if found:
+                    logged[int(found.group(1))] = pid
+        assert logged == pids, (logged, messages(status))
+        assert "ranks by the rank each worker logs in its own output" in messages(status)
         raylet = node_process(lab, 2, r"/raylet/raylet ")
         assert raylet, "no raylet on node2"
         assert run_on(lab, 2, f"kill -9 {raylet}").exit_status == 0

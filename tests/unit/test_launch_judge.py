@@ -410,3 +410,41 @@ def test_a_recorded_process_is_told_by_its_start_ticks_not_the_wall_clock(monkey
     assert supervisor.still_running(me, entry)
     assert not supervisor.still_running(me, {**entry, "start_ticks": entry["start_ticks"] - 1})
     assert not supervisor.still_running(2**22 + 7, entry)
+
+
+def test_ray_workers_take_the_rank_they_log_in_their_own_output(tmp_path: Path) -> None:
+    """Which Ray worker process holds which vLLM rank is Ray's choice: the rank comes from
+    the line vLLM writes to each worker's own stdout file, whatever their start order; a
+    worker whose output is not a file of its own (a pipe) tells nothing."""
+    from xpufleet.launch.engines.vllm import PATTERNS as VLLM_PATTERNS
+
+    line = supervisor.Patterns(VLLM_PATTERNS.to_json()).rank_line
+    assert line is not None
+    text = (
+        "(Worker pid=9) INFO 12-03 18:58:24 [parallel_state.py:1906] world_size=4 rank={} "
+        "local_rank=1 distributed_init_method=tcp://127.192.1.1:33433 backend=gloo"
+    )
+    procs = []
+    try:
+        for rank in (3, 2):  # started first: rank 3
+            out = (tmp_path / f"worker-{rank}.out").open("w")
+            procs.append(
+                subprocess.Popen(
+                    ["sh", "-c", f"echo '{text.format(rank)}'; exec sleep 30"], stdout=out
+                )  # fmt: skip
+            )
+        piped = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE)
+        procs.append(piped)
+        pids = [p.pid for p in procs[:2]]
+        for _ in range(200):
+            if all(supervisor.logged_rank(pid, line) is not None for pid in pids):
+                break
+            time.sleep(0.02)
+        assert supervisor.ranks_by_own_log(pids, [2, 3], line) == {3: pids[0], 2: pids[1]}
+        assert supervisor.ranks_by_own_log(pids, [0, 1], line) == {}  # not the plan's ranks
+        assert supervisor.logged_rank(piped.pid, line) is None
+        assert supervisor.ranks_by_own_log([*pids, piped.pid], [1, 2, 3], line) == {}
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

@@ -57,6 +57,9 @@ class ProcessPatterns:
     #: tie each rank process to its rank by the card `xpu-smi ps` shows it on (run.json
     #: `rank_devices`), not by spawn order
     by_device: bool = False
+    #: a line each rank process writes to its OWN output (its stdout file) naming its rank
+    #: (group `rank`): the ranks are taken from it, not from start order
+    rank_line: str = ""
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

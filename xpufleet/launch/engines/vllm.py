@@ -79,6 +79,16 @@ PATTERNS = ProcessPatterns(
     discovery="descendants",
     needs_log_tags=False,
     identified_by="title ray::RayWorkerWrapper / ray::RayWorkerProc (Ray actors), start order",
+    # Which worker process holds which rank is Ray's choice (an actor lands on whichever
+    # worker process is free; the executor then renumbers the workers by node and IP), so
+    # start order is a guess. Each worker writes its global rank to its OWN stdout, Ray's
+    # `worker-*-<pid>.out` (vllm/distributed/parallel_state.py::
+    # init_distributed_environment: "world_size=%d rank=%d local_rank=%d ..."): at INFO in
+    # vLLM 0.32, at DEBUG in the fork (there: start order unless VLLM_LOGGING_LEVEL=DEBUG).
+    # Not the driver's copy: Ray folds lines that differ only in numbers ("[repeated 3x
+    # across cluster]"); not "rank R in world size W is assigned as", logged by each
+    # node's first worker only (`info_once`, seen in the lab).
+    rank_line=r"\bworld_size=\d+ rank=(?P<rank>\d+) local_rank=\d+ ",
 )
 
 

@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -66,6 +67,7 @@ class Patterns:
         self.pending_roles = tuple(doc.get("pending_roles", ()))
         self.identified_by = str(doc.get("identified_by", ""))
         self.by_device = bool(doc.get("by_device", False))
+        self.rank_line = re.compile(doc["rank_line"]) if doc.get("rank_line") else None
 
 
 # -- /proc helpers ---------------------------------------------------------------------
@@ -253,6 +255,29 @@ def assign_ranks(
         return {}, helpers, f"no TP{missing[0]} log lines yet"
     ordered = [pid for _, pid in sorted(schedulers)]
     return dict(zip(sorted(ranks), ordered, strict=True)), helpers, None
+
+
+def logged_rank(pid: int, line: re.Pattern[str], limit: int = 1 << 20) -> int | None:
+    """The rank a process wrote to its own output (its stdout when that is a file of its
+    own, as Ray's worker-*.out), or None."""
+    path = Path(f"/proc/{pid}/fd/1")
+    try:
+        if not S_ISREG(path.stat().st_mode):
+            return None
+        with path.open("rb") as fh:
+            text = fh.read(limit).decode(errors="replace")
+    except OSError:
+        return None
+    match = line.search(text)
+    return int(match.group("rank")) if match else None
+
+
+def ranks_by_own_log(pids: list[int], ranks: list[int], line: re.Pattern[str]) -> dict[int, int]:
+    """{rank: pid} from each process's own rank line; {} until every planned rank is there
+    exactly once."""
+    found = {pid: logged_rank(pid, line) for pid in pids}
+    mapping = {rank: pid for pid, rank in found.items() if rank is not None}
+    return mapping if sorted(mapping) == sorted(ranks) and len(mapping) == len(pids) else {}
 
 
 def parse_xpu_smi_ps(text: str) -> dict[int, dict[int, int]]:
@@ -500,6 +525,7 @@ class Supervisor:
         self.hub_deadline = time.monotonic() + float(self.cfg["hub_connect_timeout_s"])
         self.stop_requested = False
         self.device_wait_until: float | None = None
+        self.rank_line_until: float | None = None
         self.next_ps = 0.0
         self.next_helpers = 0.0
         self.ending = False
@@ -671,6 +697,11 @@ class Supervisor:
             if by_device is None:
                 return
             found = by_device
+        elif self.patterns.rank_line:
+            by_log, how = self.ranks_by_own_log(found)
+            if by_log is None:
+                return
+            found = by_log
         else:
             how = self.patterns.identified_by
         # helpers are recorded (and the detokenizer watched) once the ranks are known: a
@@ -755,6 +786,22 @@ class Supervisor:
             return by_order, f"{ORDER_ONLY} (xpu-smi ps disagrees with the plan)"
         if now >= self.device_wait_until:
             return by_order, f"{ORDER_ONLY} ({why} in xpu-smi ps after {wait:g} s)"
+        return None, ""
+
+    def ranks_by_own_log(self, by_order: dict[int, int]) -> tuple[dict[int, int] | None, str]:
+        """The ranks each process logs in its own output (the engine's `rank_line`), asked
+        until every rank is there; start order after `rank_line_wait_s` without them.
+        (None, "") means: not decided yet."""
+        now = time.monotonic()
+        wait = float(self.cfg.get("rank_line_wait_s", DEVICE_WAIT_S))
+        if self.rank_line_until is None:
+            self.rank_line_until = now + wait
+        line = self.patterns.rank_line
+        mapping = line and ranks_by_own_log(list(by_order.values()), sorted(by_order), line)
+        if mapping:
+            return mapping, "the rank each worker logs in its own output"
+        if now >= self.rank_line_until:
+            return by_order, f"{ORDER_ONLY} (no rank line in the workers' output after {wait:g} s)"
         return None, ""
 
     def exit_status(self, pid: int) -> int | None:
