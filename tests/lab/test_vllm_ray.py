@@ -8,14 +8,17 @@ What is not real: CPU instead of Intel GPUs, the lab-only platform plugin that l
 vLLM use Ray (xpufleet/lab/vllm_ray_cpu.py), the tiny model made at set-up
 (xpufleet/lab/tinymodel.py), and the lab's inventory settings for it (below).
 
-First, before the module's launch exists (file order), a launch that never starts vLLM:
-node2 cannot connect to the head's Ray port (the lab fault `blocked_egress`), so the
-head's preflight names node2 and every node stops with no Ray process left.
+First, before the module's launch exists (file order), two launches that fail: node2
+cannot connect to the head's Ray port (the lab fault `blocked_egress`), so the head's
+preflight names node2 and every node stops with no Ray process left; and the head's server
+is killed while it loads, which is named and stops both nodes.
 Then ONE launch serves the module (a vLLM start costs minutes on a loaded 2-core machine):
 while the Ray-backed server loads, a single-process vLLM (the reference) loads, answers a
 chat and stops; then the tests, in file order: the same greedy answer from the launch,
-status, logs, and last the fail-fast (a Ray worker killed on node2 stops every node and is
-named) followed by `stop` (`ray stop` on every node, no Ray process left).
+status, logs, the real bench client, the fail-fast (a Ray worker killed on node2 stops
+every node and is named) followed by `stop` (`ray stop` on every node, no Ray process
+left). Last, `--tp 4 --nnodes 2`: two workers per node, the same answer, each worker's
+rank checked against what vLLM wrote in its own Ray log, then node2's raylet killed.
 Note: the lab's nodes share one process table, so `ray stop` on one node (it finds Ray
 processes by name, `ray/scripts/scripts.py::stop`) also reaches the other's.
 """
@@ -164,10 +167,31 @@ def vllm_inventory(lab: Lab, vllm_env: VllmEnv, directory: Path, **overrides: An
 
 
 def stop_ray_anyway(lab: Lab, vllm_env: VllmEnv) -> None:
-    """After the module, whatever happened: `ray stop --force` on both nodes."""
+    """After a launch, whatever happened: `ray stop --force` on both nodes."""
     for node in (1, 2):
         with contextlib.suppress(Exception):
             run_on(lab, node, f"{shlex.quote(str(vllm_env.ray))} stop --force", timeout=120)
+
+
+def clean_up(lab: Lab, vllm_env: VllmEnv, inventory: Path) -> None:
+    """`invoke stop` and `ray stop` on both nodes, unless nothing of a launch is left
+    there (no supervisor, no Ray or vLLM process): each costs seconds of Ray imports."""
+    running = [
+        line for node in (1, 2) for line in vllm_processes(lab.node_pids(node), vllm_env)
+    ] + [
+        pid for node in (1, 2) for pid in lab.node_pids(node)
+        if "supervisor.py supervise" in cmdline_of(pid)
+    ]  # fmt: skip
+    if running:
+        invoke(inventory, "stop", "--limit", "node1,node2")
+        stop_ray_anyway(lab, vllm_env)
+
+
+def cmdline_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 @contextlib.contextmanager
@@ -201,14 +225,7 @@ def ray_is_up(lab: Lab) -> bool:
 
 def node_process(lab: Lab, node: int, pattern: str) -> int | None:
     """The oldest process of node<i> whose command line matches `pattern`."""
-    for pid in lab.node_pids(node):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if re.search(pattern, argv):
-            return pid
-    return None
+    return next((pid for pid in lab.node_pids(node) if re.search(pattern, cmdline_of(pid))), None)
 
 
 def wait_all_down(inventory: Path) -> dict[str, Any]:
@@ -276,8 +293,7 @@ def test_a_node_that_never_joins_is_named_by_the_preflight_and_nothing_is_left(
         assert any("ray preflight: failed" in line for line in head), head[-20:]
         assert not any("api_server" in line or "vLLM API server" in line for line in head)
     finally:
-        invoke(inventory, "stop", "--limit", "node1,node2")
-        stop_ray_anyway(lab, vllm_env)
+        clean_up(lab, vllm_env, inventory)
 
 
 def test_the_server_killed_while_loading_stops_every_node_and_is_named(
@@ -306,8 +322,7 @@ def test_the_server_killed_while_loading_stops_every_node_and_is_named(
         assert f"vLLM OpenAI server on node1 (pid {pid}) killed by SIGKILL" in messages(after)
         stop_leaves_nothing(lab, inventory, vllm_env)
     finally:
-        invoke(inventory, "stop", "--limit", "node1,node2")
-        stop_ray_anyway(lab, vllm_env)
+        clean_up(lab, vllm_env, inventory)
 
 
 @pytest.fixture(scope="module")
@@ -318,8 +333,7 @@ def launched(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     directory = tmp_path_factory.mktemp("vllm-launch")
     inventory = vllm_inventory(lab, vllm_env, directory)
     with contextlib.ExitStack() as stack:
-        stack.callback(stop_ray_anyway, lab, vllm_env)
-        stack.callback(invoke, inventory, "stop", "--limit", "node1,node2")
+        stack.callback(clean_up, lab, vllm_env, inventory)
         launch = stack.enter_context(launching(inventory, "--tp", "2"))
         # Ray first, alone (the launch's own preflight: every node joined with its GPU):
         # a raylet that has not registered within 30 s fails `ray start` (hard-coded in
@@ -419,7 +433,7 @@ def test_tp4_over_two_nodes_answers_the_same_and_a_killed_raylet_stops_every_nod
     `ray start`, which notices a second later), and every node stops. After the module's
     TP 2 launch has been stopped (the previous test)."""
     vllm_env = launched["env"]
-    invoke(launched["inventory"], "stop", "--limit", "node1,node2")
+    clean_up(lab, vllm_env, launched["inventory"])  # (if the previous test left it)
     inventory = vllm_inventory(lab, vllm_env, tmp_path)
     try:
         with launching(inventory, "--tp", "4") as launch:
@@ -456,5 +470,4 @@ def test_tp4_over_two_nodes_answers_the_same_and_a_killed_raylet_stops_every_nod
         assert all(pid not in messages(after).split() for pid in map(str, pids.values()))
         stop_leaves_nothing(lab, inventory, vllm_env)
     finally:
-        invoke(inventory, "stop", "--limit", "node1,node2")
-        stop_ray_anyway(lab, vllm_env)
+        clean_up(lab, vllm_env, inventory)
