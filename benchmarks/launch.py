@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import signal
 import statistics
 import sys
@@ -199,7 +200,28 @@ def node_state(lab: Lab, node: int, run_id: str) -> dict[str, Any]:
         return {}
 
 
-def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path) -> dict:
+#: what a vLLM run kills: the highest rank's Ray worker, node2's raylet, node1's server
+VICTIMS = {
+    "worker": None,
+    "raylet": (2, r"/raylet/raylet "),
+    "server": (1, r"vllm\.entrypoints\.openai\.api_server|vllm serve"),
+}
+
+
+def victim_of(lab: Lab, env: Any, kill: str, pids: dict[int, tuple[str, int]]) -> tuple[Any, int]:
+    """(the rank it holds or None, pid) of the process a run kills."""
+    if VICTIMS[kill] is None:
+        rank = max(pids)
+        return rank, pids[rank][1]
+    node, pattern = VICTIMS[kill]
+    for line in vllm_processes(lab.node_pids(node), env):
+        pid, argv = line.split(":", 1)
+        if re.search(pattern, argv):
+            return None, int(pid)
+    raise SystemExit(f"no {kill} process on node{node}")
+
+
+def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path, kill: str = "worker") -> dict:
     options = lab.ssh_options(command_timeout=600.0)
     env = ensure_vllm_env()
     plan = plan_launch(hosts, 2, 2, engine="vllm")
@@ -210,8 +232,7 @@ def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path) -> dict:
         if not report.extra.get("ready"):
             raise SystemExit(f"launch failed: {json.dumps(report.to_json(), indent=1)[:3000]}")
         pids = rank_pids(run_status(hosts, options, forks=2))
-        victim_rank = max(pids)
-        victim = pids[victim_rank][1]
+        victim_rank, victim = victim_of(lab, env, kill, pids)
         alive = {int(p.split(":", 1)[0]): p for p in
                  vllm_processes(lab.node_pids(1) + lab.node_pids(2), env)}  # fmt: skip
         gone: dict[int, float] = {}
@@ -256,7 +277,7 @@ def one_vllm_run(lab: Lab, hosts: list[Host], runs_dir: Path) -> dict:
     finally:
         run_stop(hosts, options, forks=2, runs_dir=runs_dir)
     return {
-        "engine": "vllm", "nodes": 2, "tp": 2, "launch_s": round(launch_s, 3),
+        "engine": "vllm", "nodes": 2, "tp": 2, "killed": kill, "launch_s": round(launch_s, 3),
         "teardown_s": round(teardown_s, 3), "first_death_named": named,
         "death_exit": death.get("exit"), "supervisors": nodes,
         "last_gone": [[round(t, 3), alive[pid][:100]] for pid, t in last],
@@ -269,7 +290,11 @@ def vllm_main(args: argparse.Namespace) -> int:
     lab.up(nodes=max(2, len(lab.hosts())))
     runs_dir = Path(tempfile.mkdtemp(prefix="launch-bench-vllm-"))
     try:
-        rows = [one_vllm_run(lab, vllm_hosts(lab), runs_dir) for _ in range(args.runs)]
+        rows = [
+            one_vllm_run(lab, vllm_hosts(lab), runs_dir, kill)
+            for kill in args.kill.split(",")
+            for _ in range(args.runs)
+        ]
     finally:
         if not args.keep:
             lab.down()
@@ -285,6 +310,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--engine", default="sglang", choices=("sglang", "vllm"))
+    parser.add_argument(
+        "--kill",
+        default="worker",
+        help="vLLM: what runs kill (comma-separated): worker, raylet, server",
+    )
     args = parser.parse_args()
     if args.engine == "vllm":
         return vllm_main(args)
