@@ -46,6 +46,8 @@ from .transport import Session, SSHOptions
 STEP = "model.stage"
 RUNBOOK = "docs/runbooks/stage.md"
 MAX_ROUNDS = 3
+#: streams at most: each holds one SSH channel per node (OpenSSH's MaxSessions: 10)
+MAX_STREAMS = 8
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,12 @@ def streams_for(hosts: Sequence[Host], given: int | None) -> int:
     `stage_streams` of the hosts (every stream passes through every node: the weakest
     node bounds them all)."""
     value = given if given is not None else min((h.var.stage_streams for h in hosts), default=1)
-    if int(value) < 1:
-        raise InputError(f"--streams must be at least 1, got {value}", key="--streams")
+    if not 1 <= int(value) <= MAX_STREAMS:
+        raise InputError(
+            f"--streams must be 1 to {MAX_STREAMS}, got {value} (each stream is one SSH "
+            "channel per node at once, and OpenSSH allows 10 per connection: MaxSessions)",
+            key="--streams",
+        )
     return int(value)
 
 

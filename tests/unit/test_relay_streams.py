@@ -102,8 +102,9 @@ def test_streams_come_from_the_cli_or_the_weakest_host() -> None:
     assert streams_for(hosts, None) == 1  # b keeps the default
     assert streams_for(hosts[:1], None) == 4
     assert streams_for(hosts, 3) == 3
-    with pytest.raises(InputError):
-        streams_for(hosts, 0)
+    for bad in (0, 9):
+        with pytest.raises(InputError):
+            streams_for(hosts, bad)
 
 
 def model_dir(tmp_path: Path) -> tuple[Path, list[StreamFile]]:
