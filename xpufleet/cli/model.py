@@ -70,7 +70,8 @@ def stage(
         console.print(
             f"source {info.get('source')}: {info.get('files')} files, "
             f"{info.get('bytes', 0) / 1e6:.1f} MB; control node sent "
-            f"{info.get('control_bytes', 0) / 1e6:.1f} MB in {info.get('seconds')} s",
+            f"{info.get('control_bytes', 0) / 1e6:.1f} MB in {info.get('seconds')} s"
+            + (f" ({count} streams)" if count > 1 else ""),
             highlight=False,
         )
     return code
