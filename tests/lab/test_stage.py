@@ -81,22 +81,31 @@ def test_faults_caught_by_doctor_and_repaired_by_staging_then_noop(
         assert {r.status for r in by_id(again, "model.stage").values()} == {"ok"}
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 def test_relay_goes_around_a_node_killed_mid_transfer(
-    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path
+    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path, streams: int
 ) -> None:
     big = write_model(tmp_path / "big", shards=3, shard_bytes=6 << 20)
     hosts = hosts_for(lab, inventory_with, tmp_path / "inv", model_path=BIG)
-    pids: dict[str, int] = {}
+    pids: dict[str, list[int]] = {}
     killed: list[int] = []
     total = sum(p.stat().st_size for p in big.iterdir() if p.is_file())
+    links: list[str] = []
+    linked = threading.Event()
 
     def on_event(name: str, event: dict[str, Any]) -> None:
         if event.get("event") == "listen":
-            pids[name] = int(event["pid"])
+            pids.setdefault(name, []).append(int(event["pid"]))
+        if event.get("event") == "link":
+            links.append(name)
+            if len(links) == 3 * streams:  # node1 -> ... -> node4 in every stream
+                linked.set()
 
     def on_sent(sent: int) -> None:
-        if not killed and sent >= total // 2:
-            os.kill(pids["node2"], signal.SIGKILL)
+        if not killed and sent >= total // (2 * streams):  # every stream still flowing
+            assert linked.wait(60), f"links: {links}"
+            for pid in pids["node2"]:  # the node dies: its relay in every stream
+                os.kill(pid, signal.SIGKILL)
             killed.append(sent)
 
     try:
@@ -104,6 +113,7 @@ def test_relay_goes_around_a_node_killed_mid_transfer(
             hosts,
             lab.ssh_options(),
             parse_source(str(big), hosts),
+            streams=streams,
             on_sent=on_sent,
             on_event=on_event,
         )
@@ -114,6 +124,8 @@ def test_relay_goes_around_a_node_killed_mid_transfer(
         assert round0["tree"]["node1"] == ["node2"]
         assert round0["nodes"]["node1"]["lost"] == ["node2"]
         assert round0["nodes"]["node3"]["fed_by"] == "node1"  # fed by the one before
+        for chain in round0["chains"]:  # in every stream
+            assert chain["lost"] == {"node1": ["node2"]} and chain["fed_by"]["node3"] == "node1"
         for name in ("node1", "node3", "node4"):
             assert results[name].status == "changed", results[name].message
             assert len(results[name].data["received"]) == 7
