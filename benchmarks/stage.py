@@ -3,7 +3,7 @@ star (each node fed by the control node) versus relay (a pipelined chain).
 
     XPUFLEET_LAB_DIR=... XPUFLEET_LAB_NET=... XPUFLEET_LAB_PORT=... \
         .venv/bin/python benchmarks/stage.py [--size-mb 64] [--cap-mbit 80] \
-        [--nodes 1,4,8,16] [--modes star,relay] [--star-mb MB]
+        [--nodes 1,4,8,16] [--modes star,relay] [--star-mb MB] [--streams 1,2,4]
 
 Brings the lab up with max(N) nodes (left up unless --down). The caps (`tc` htb on lo,
 xpufleet/lab/shaping.py: every node's and the control node's sending rate, only this
@@ -14,6 +14,13 @@ control node: paramiko and the event readers) and the load average; right after 
 relay to the most nodes, a no-op re-stage of them next to a doctor run. Both modes run
 the same node script (relay/node.py), so only the topology differs. The source is
 hashed before the first timed run (its manifest is kept), so no run pays for it.
+
+`--streams 1,2,4` runs the relay with each number of parallel relays (model.stage
+--streams: each carries a share of the files) and prints the stream rate in MB/s
+(S / wall time); `--cap-mbit 0` runs uncapped (no `tc`), where the figures are what the
+machine's CPU, disk and SSH give. `--from-node` stages from a node instead of the control
+node (one more lab node, outside the targets, holding a copy of the model), so the head
+reads its disk and no byte goes through the control node's SSH channel.
 
 Star takes N x S/cap by construction (the control node's own link is capped): --star-mb
 runs it on a smaller model so 2 GB runs finish in the hour. The cap must leave CPU and
@@ -26,6 +33,7 @@ of CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
@@ -42,9 +50,11 @@ from xpufleet.lab import Lab
 from xpufleet.lab.model import write_model
 from xpufleet.lab.shaping import caps
 from xpufleet.relay import Member, StreamFile, run_relay
-from xpufleet.stage import local_manifest, parse_source, stage_model
+from xpufleet.stage import Source, local_manifest, parse_source, stage_model
 
 DEST = "/models/xpufleet-bench"
+#: where --from-node puts the model on the source node
+ON_NODE = "/models/xpufleet-bench-source"
 
 
 def hosts_with_dest(lab: Lab, count: int) -> list[Host]:
@@ -81,15 +91,25 @@ def star(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int]:
     return time.monotonic() - began, sum(sent.values())
 
 
-def relay(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int, Any]:
+def relay(
+    lab: Lab, hosts: list[Host], source: Path, streams: int = 1, origin: Host | None = None
+) -> tuple[float, int, Any]:
     began = time.monotonic()
     seen: dict[str, dict[str, float]] = {}
 
     def on_event(name: str, event: dict[str, Any]) -> None:
-        seen.setdefault(event.get("event", "?"), {}).setdefault(name, time.monotonic() - began)
+        kind, now = event.get("event", "?"), time.monotonic() - began
+        if kind == "done":  # a node is done when its last stream is
+            seen.setdefault(kind, {})[name] = now
+        else:
+            seen.setdefault(kind, {}).setdefault(name, now)
 
     report = stage_model(
-        hosts, lab.ssh_options(), parse_source(str(source), hosts), on_event=on_event
+        hosts,
+        lab.ssh_options(),
+        Source(ON_NODE, origin) if origin else parse_source(str(source), hosts),
+        streams=streams,
+        on_event=on_event,
     )
     seconds = time.monotonic() - began
     assert report.exit_code() == 0, report.to_json()
@@ -98,10 +118,10 @@ def relay(lab: Lab, hosts: list[Host], source: Path) -> tuple[float, int, Any]:
 
 
 def phases(seen: dict[str, dict[str, float]], total: float) -> str:
-    """Where a relay's wall time goes, from the node events' first arrival (control
-    node's clock): manifest+check+locks until the first node listens, every node
-    listening, bytes flowing until the first/last node is done, the rest (locks
-    released, report)."""
+    """Where a relay's wall time goes, from the node events' first arrival (a node's
+    `done`: its last stream's; control node's clock): manifest+check+locks until the
+    first node listens, every node listening, bytes flowing until the first/last node
+    is done, the rest (locks released, report)."""
     if "listen" not in seen or "done" not in seen:
         return "no relay"
     first_listen, all_listen = min(seen["listen"].values()), max(seen["listen"].values())
@@ -118,7 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mb", type=int, default=64)
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--cap-mbit", type=float, default=80.0)
+    parser.add_argument("--cap-mbit", type=float, default=80.0, help="0: no cap")
     parser.add_argument("--nodes", default="1,4,8,16")
     parser.add_argument("--modes", default="star,relay")
     parser.add_argument(
@@ -127,50 +147,68 @@ def main() -> None:
         default=None,
         help="model size for star (default --size-mb): star takes N x S/cap by construction",
     )
+    parser.add_argument("--streams", default="1", help="relays at once, e.g. 1,2,4")
+    parser.add_argument("--from-node", action="store_true", help="the source on a node")
     parser.add_argument("--down", action="store_true")
     args = parser.parse_args()
     counts = [int(n) for n in args.nodes.split(",")]
+    widths = [int(k) for k in args.streams.split(",")]
     lab = Lab.from_env()
-    lab.up(nodes=max(counts))
+    lab.up(nodes=max(counts) + (1 if args.from_node else 0))
     sources = {"relay": model(args.size_mb, args.shards)}
+    origin = None
+    if args.from_node:
+        origin = load_inventory(lab.inventory_path).select(None)[max(counts)]
+        on_node = lab.node_dir(max(counts) + 1) / "fs" / ON_NODE.lstrip("/")
+        shutil.copytree(sources["relay"], on_node, dirs_exist_ok=True)  # mtimes kept
+        print(f"source: {origin.name}:{ON_NODE}")
     sources["star"] = model(args.star_mb, args.shards) if args.star_mb else sources["relay"]
     rate = args.cap_mbit * 1e6 / 8
     for source in set(sources.values()):
         local_manifest(str(source))  # hashed once here, not inside the first timed run
         size = size_of(source)
+        ideal = f"ideal S/cap = {size / rate:.1f} s" if rate else "uncapped"
         print(f"model {size / 1e6:.1f} MB in {args.shards} shards; cap {args.cap_mbit:g} "
-              f"Mbit/s per node; ideal S/cap = {size / rate:.1f} s")  # fmt: skip
-    print(f"{'nodes':>5} {'mode':>6} {'wall s':>8} {'x ideal':>8} {'x 1 node':>8} "
-          f"{'control MB':>11} {'x S':>5} {'ctl CPU-s':>9} {'load':>5}")  # fmt: skip
-    one: float | None = None
+              f"Mbit/s per node; {ideal}")  # fmt: skip
+    print(f"{'nodes':>5} {'mode':>6} {'K':>2} {'wall s':>8} {'MB/s':>7} {'x ideal':>8} "
+          f"{'x 1 node':>8} {'control MB':>11} {'x S':>5} {'ctl CPU-s':>9} "
+          f"{'load':>5}")  # fmt: skip
+    one: dict[int, float] = {}
+    shaped = caps(lab, max(counts), args.cap_mbit) if rate else contextlib.nullcontext()
     try:
-        with caps(lab, max(counts), args.cap_mbit):
+        with shaped:
             for count in counts:
                 hosts = hosts_with_dest(lab, count)
                 for mode in args.modes.split(","):
                     if mode == "star" and count == 1:
                         continue  # one node: the same single link as the relay
-                    source = sources[mode]
-                    size = size_of(source)
-                    clean(lab, count)
-                    cpu = time.process_time()
-                    if mode == "star":
-                        seconds, sent = star(lab, hosts, source)
-                    else:
-                        seconds, sent, report = relay(lab, hosts, source)
-                    cpu = time.process_time() - cpu
-                    if mode == "relay" and count == 1:
-                        one = seconds
-                    versus = f"{seconds / one:>8.2f}" if one and mode == "relay" else f"{'':>8}"
-                    print(f"{count:>5} {mode:>6} {seconds:>8.1f} {seconds / (size / rate):>8.2f} "
-                          f"{versus} {sent / 1e6:>11.1f} {sent / size:>5.2f} {cpu:>9.1f} "
-                          f"{os.getloadavg()[0]:>5.1f}", flush=True)  # fmt: skip
-                    if mode != "star":
-                        print(f"{'':>13}{report.extra['phases']}", flush=True)
-                    if mode == "relay" and count == max(counts):
-                        noop_vs_doctor(lab, hosts, source)
+                    for width in widths if mode == "relay" else [1]:
+                        source = sources[mode]
+                        size = size_of(source)
+                        clean(lab, count)
+                        cpu = time.process_time()
+                        if mode == "star":
+                            seconds, sent = star(lab, hosts, source)
+                        else:
+                            seconds, sent, report = relay(lab, hosts, source, width, origin)
+                        cpu = time.process_time() - cpu
+                        if mode == "relay" and count == 1:
+                            one[width] = seconds
+                        base = one.get(width) if mode == "relay" else None
+                        versus = f"{seconds / base:>8.2f}" if base else f"{'':>8}"
+                        ideal = f"{seconds / (size / rate):>8.2f}" if rate else f"{'-':>8}"
+                        print(f"{count:>5} {mode:>6} {width:>2} {seconds:>8.1f} "
+                              f"{size / seconds / 1e6:>7.1f} {ideal} {versus} "
+                              f"{sent / 1e6:>11.1f} {sent / size:>5.2f} {cpu:>9.1f} "
+                              f"{os.getloadavg()[0]:>5.1f}", flush=True)  # fmt: skip
+                        if mode != "star":
+                            print(f"{'':>13}{report.extra['phases']}", flush=True)
+                        if mode == "relay" and count == max(counts) and width == widths[-1]:
+                            noop_vs_doctor(lab, hosts, source, width, origin)
     finally:
         clean(lab, max(counts))
+        if args.from_node:
+            shutil.rmtree(lab.node_dir(max(counts) + 1) / "fs" / ON_NODE.lstrip("/"))
         if args.down:
             lab.down()
 
@@ -185,9 +223,11 @@ def size_of(source: Path) -> int:
     return sum(p.stat().st_size for p in source.iterdir() if p.is_file() and p.name[0] != ".")
 
 
-def noop_vs_doctor(lab: Lab, hosts: list[Host], source: Path) -> None:
+def noop_vs_doctor(
+    lab: Lab, hosts: list[Host], source: Path, streams: int, origin: Host | None
+) -> None:
     """Every node holds the model: a re-stage next to a doctor run of the same nodes."""
-    noop, sent, _ = relay(lab, hosts, source)
+    noop, sent, _ = relay(lab, hosts, source, streams, origin)
     began = time.monotonic()
     run_doctor(hosts, lab.ssh_options())
     doctor = time.monotonic() - began

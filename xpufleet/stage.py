@@ -8,7 +8,8 @@
    `ok` and receives nothing; when every node is, nothing is sent at all.
 3. The nodes that lack something take the node lock and form a relay (chain, or tree
    with `fanout`): the source sends each missing file once, every node forwards while
-   writing. A node that fails is named; its parent feeds its children.
+   writing. A node that fails is named; its parent feeds its children. With `streams`
+   K > 1, K such relays run at once, each carrying a share of the files (by size).
 4. Nodes that did not finish (their upstream died too: the control node stopped them
    at once) get one more round.
 """
@@ -37,7 +38,7 @@ from .relay import (
     RelayResult,
     StreamFile,
     run_node_script,
-    run_relay,
+    run_relays,
 )
 from .results import CHANGED, FAILED, OK, HostReport, Result, TaskReport
 from .transport import Session, SSHOptions
@@ -45,6 +46,8 @@ from .transport import Session, SSHOptions
 STEP = "model.stage"
 RUNBOOK = "docs/runbooks/stage.md"
 MAX_ROUNDS = 3
+#: streams at most: each holds one SSH channel per node (OpenSSH's MaxSessions: 10)
+MAX_STREAMS = 8
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,20 @@ def parse_source(text: str, inventory_hosts: Sequence[Host]) -> Source:
             key="--source",
         )
     return Source(str(local.resolve()))
+
+
+def streams_for(hosts: Sequence[Host], given: int | None) -> int:
+    """How many relays stage at once (pure): `--streams` when given, else the smallest
+    `stage_streams` of the hosts (every stream passes through every node: the weakest
+    node bounds them all)."""
+    value = given if given is not None else min((h.var.stage_streams for h in hosts), default=1)
+    if not 1 <= int(value) <= MAX_STREAMS:
+        raise InputError(
+            f"--streams must be 1 to {MAX_STREAMS}, got {value} (each stream is one SSH "
+            "channel per node at once, and OpenSSH allows 10 per connection: MaxSessions)",
+            key="--streams",
+        )
+    return int(value)
 
 
 def local_manifest(directory: str) -> dict[str, Any]:
@@ -134,6 +151,7 @@ def stage_model(
     *,
     forks: int = 32,
     fanout: int = 1,
+    streams: int = 1,
     verify: bool = False,
     on_progress: Callable[[str, int], None] | None = None,
     on_sent: Callable[[int], None] | None = None,
@@ -164,6 +182,7 @@ def stage_model(
             "bytes": total,
             "hash": HASH_NAME,
             "fanout": fanout,
+            "streams": streams,
             "rounds": [],
             "control_bytes": 0,
         }
@@ -204,7 +223,7 @@ def stage_model(
                 files,
                 manifest,
                 source,
-                fanout,
+                (fanout, streams),
                 (on_progress, on_sent, on_plan, on_event),
             )
             stage["rounds"].append(_round_json(result, needs))
@@ -308,10 +327,11 @@ def _relay_round(
     files: dict[str, Any],
     manifest: dict[str, Any],
     source: Source,
-    fanout: int,
+    shape: tuple[int, int],
     hooks: tuple[Any, Any, Any, Any],
 ) -> RelayResult:
     on_progress, on_sent, on_plan, on_event = hooks
+    fanout, streams = shape
     names = sorted({f for need in needs.values() for f in need})
     stream = [StreamFile(n, int(files[n]["size"]), str(files[n]["hash"])) for n in names]
     if on_plan:
@@ -342,10 +362,11 @@ def _relay_round(
             members.append(
                 Member(pool.session(host), host.var.model_path, needs[host.name], upstream)
             )
-        result = run_relay(
+        result = run_relays(
             members,
             stream,
             manifest,
+            streams=streams,
             fanout=fanout,
             source=Path(source.path) if source.host is None else None,
             on_progress=on_progress,
@@ -384,10 +405,22 @@ def _round_json(result: RelayResult, needs: dict[str, list[str]]) -> dict[str, A
             }
             for name, node in result.nodes.items()
         },
+        "chains": [
+            {
+                "files": chain.files,
+                "bytes": chain.stream_bytes,
+                "tree": chain.tree,
+                "control_bytes": chain.control_bytes,
+                "seconds": round(chain.seconds, 3),
+                "fed_by": {n: o.fed_by for n, o in chain.nodes.items() if o.fed_by},
+                "lost": {n: o.lost for n, o in chain.nodes.items() if o.lost},
+            }
+            for chain in result.chains
+        ],
     }
 
 
-__all__ = ["Source", "index_shards", "parse_source", "stage_model"]
+__all__ = ["Source", "index_shards", "parse_source", "stage_model", "streams_for"]
 
 
 def runbook_links() -> list[str]:

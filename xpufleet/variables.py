@@ -142,6 +142,12 @@ class HostVars:
     install_dir: str = variable("/opt/xpufleet", "scripts and environment files xpufleet renders")
     # model and serving
     model_path: str = variable("/models/DeepSeek-R1", "model weights directory on the node")
+    stage_streams: int = variable(
+        1,
+        "model.stage's parallel relays, each carrying a share of the files by size (K files "
+        "written and forwarded at once per node; the smallest of the selected hosts' wins; "
+        "--streams overrides)",
+    )
     model_name: str = variable("deepseek-ai/DeepSeek-R1", "served model id")
     model_size_gb: float = variable(690, "weights size on disk, for the fit check")
     tile_memory_gb: float = variable(

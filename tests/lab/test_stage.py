@@ -1,6 +1,6 @@
 """model.stage on the lab: from the control node and from a node, the relay order with a
 node killed mid-transfer, resume after a cut, a no-op rerun, the three model faults
-caught by doctor and repaired by staging, and the shared file system."""
+caught by doctor and repaired by staging, the shared file system, and two streams."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from xpufleet.doctor import run_doctor
 from xpufleet.inventory import load_inventory
 from xpufleet.lab import Lab
 from xpufleet.lab.model import LAB_MODEL, write_model
-from xpufleet.stage import parse_source, stage_model
+from xpufleet.relay import file_hash
+from xpufleet.stage import parse_source, stage_model, streams_for
 
 BIG = "/models/xpufleet-stage-big"
 
@@ -80,22 +81,31 @@ def test_faults_caught_by_doctor_and_repaired_by_staging_then_noop(
         assert {r.status for r in by_id(again, "model.stage").values()} == {"ok"}
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 def test_relay_goes_around_a_node_killed_mid_transfer(
-    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path
+    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path, streams: int
 ) -> None:
     big = write_model(tmp_path / "big", shards=3, shard_bytes=6 << 20)
     hosts = hosts_for(lab, inventory_with, tmp_path / "inv", model_path=BIG)
-    pids: dict[str, int] = {}
+    pids: dict[str, list[int]] = {}
     killed: list[int] = []
     total = sum(p.stat().st_size for p in big.iterdir() if p.is_file())
+    links: list[str] = []
+    linked = threading.Event()
 
     def on_event(name: str, event: dict[str, Any]) -> None:
         if event.get("event") == "listen":
-            pids[name] = int(event["pid"])
+            pids.setdefault(name, []).append(int(event["pid"]))
+        if event.get("event") == "link":
+            links.append(name)
+            if len(links) == 3 * streams:  # node1 -> ... -> node4 in every stream
+                linked.set()
 
     def on_sent(sent: int) -> None:
-        if not killed and sent >= total // 2:
-            os.kill(pids["node2"], signal.SIGKILL)
+        if not killed and sent >= total // (2 * streams):  # every stream still flowing
+            assert linked.wait(60), f"links: {links}"
+            for pid in pids["node2"]:  # the node dies: its relay in every stream
+                os.kill(pid, signal.SIGKILL)
             killed.append(sent)
 
     try:
@@ -103,6 +113,7 @@ def test_relay_goes_around_a_node_killed_mid_transfer(
             hosts,
             lab.ssh_options(),
             parse_source(str(big), hosts),
+            streams=streams,
             on_sent=on_sent,
             on_event=on_event,
         )
@@ -113,6 +124,8 @@ def test_relay_goes_around_a_node_killed_mid_transfer(
         assert round0["tree"]["node1"] == ["node2"]
         assert round0["nodes"]["node1"]["lost"] == ["node2"]
         assert round0["nodes"]["node3"]["fed_by"] == "node1"  # fed by the one before
+        for chain in round0["chains"]:  # in every stream
+            assert chain["lost"] == {"node1": ["node2"]} and chain["fed_by"]["node3"] == "node1"
         for name in ("node1", "node3", "node4"):
             assert results[name].status == "changed", results[name].message
             assert len(results[name].data["received"]) == 7
@@ -172,18 +185,20 @@ def test_resume_after_a_cut_sends_only_files_not_yet_complete(
         cleanup(lab, BIG)
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 def test_stage_from_a_node_sends_nothing_from_the_control_node(
-    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path
+    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path, streams: int
 ) -> None:
     hosts = hosts_for(lab, inventory_with, tmp_path, model_path="/models/xpufleet-copy")
     try:
         source = parse_source(f"node1:/models/{LAB_MODEL}", hosts)
-        report = stage_model(hosts, lab.ssh_options(), source, fanout=2)
+        report = stage_model(hosts, lab.ssh_options(), source, fanout=2, streams=streams)
         assert report.exit_code() == 0, report.to_json()
         info = report.extra["stage"]
         assert info["control_bytes"] == 0
-        tree = info["rounds"][0]["tree"]
-        assert tree["node1"] == ["node2", "node3"] and tree["node2"] == ["node4"]
+        assert len(info["rounds"][0]["chains"]) == streams
+        for tree in [info["rounds"][0]["tree"]] + [c["tree"] for c in info["rounds"][0]["chains"]]:
+            assert tree["node1"] == ["node2", "node3"] and tree["node2"] == ["node4"]
         for name in ("node1", "node2", "node3", "node4"):
             assert by_id(report, "model.stage")[name].status == "changed"
         doctor = run_doctor(hosts, lab.ssh_options())
@@ -221,3 +236,42 @@ def test_shared_file_system_is_recognised_and_nothing_is_staged(
             assert "staged once through node1" in results[name].message
     finally:
         os.system(f"rm -rf {target}")
+
+
+def test_two_streams_bring_every_file_to_every_node_each_byte_sent_once(
+    lab: Lab, inventory_with: Callable[..., Path], tmp_path: Path
+) -> None:
+    """stage_streams: 2 in the inventory: two relays at once, each carrying a share of
+    the files (by size); every node ends with every file, hash for hash, and the control
+    node sends each byte once; a rerun sends nothing."""
+    big = write_model(tmp_path / "big", shards=4, shard_bytes=3 << 20)
+    hosts = hosts_for(lab, inventory_with, tmp_path / "inv", model_path=BIG, stage_streams=2)
+    files = {p.name: p for p in big.iterdir() if p.is_file() and not p.name.startswith(".")}
+    total = sum(p.stat().st_size for p in files.values())
+    streams = streams_for(hosts, None)
+    assert streams == 2
+    try:
+        report = stage_model(hosts, lab.ssh_options(), parse_source(str(big), hosts), streams=2)
+        assert report.exit_code() == 0, report.to_json()
+        info = report.extra["stage"]
+        assert info["streams"] == 2 and info["control_bytes"] == total  # each byte once
+        chains = info["rounds"][0]["chains"]
+        assert len(chains) == 2 and sum(c["control_bytes"] for c in chains) == total
+        first, second = (set(c["files"]) for c in chains)
+        assert first.isdisjoint(second) and first | second == set(files)
+        for chain in chains:
+            assert chain["tree"] == {"node1": ["node2"], "node2": ["node3"], "node3": ["node4"],
+                                     "node4": []}  # fmt: skip
+        results = by_id(report, "model.stage")
+        for i in range(1, 5):
+            item = results[f"node{i}"]
+            assert item.status == "changed" and sorted(item.data["received"]) == sorted(files)
+            staged = lab.node_dir(i) / f"fs{BIG}"
+            for name, path in files.items():
+                assert file_hash(staged / name) == file_hash(path), (i, name)
+            assert list(staged.glob(".*part")) == []
+        rerun = stage_model(hosts, lab.ssh_options(), parse_source(str(big), hosts), streams=2)
+        assert rerun.extra["stage"]["control_bytes"] == 0 and rerun.extra["stage"]["rounds"] == []
+        assert {r.status for r in by_id(rerun, "model.stage").values()} == {"ok"}
+    finally:
+        cleanup(lab, BIG)

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..provision.progress import TransferBars
-from ..stage import parse_source, stage_model
+from ..stage import parse_source, stage_model, streams_for
 from .common import TaskContext, console, node_task
 
 
@@ -14,17 +14,25 @@ from .common import TaskContext, console, node_task
     help={
         "source": "the model directory: a path on the control node, or HOST:PATH on a node",
         "fanout": "children per node in the relay (1 = a pipelined chain, default)",
+        "streams": "relays at once, each with a share of the files (default: stage_streams, 1)",
         "verify": "re-hash every file on the nodes instead of trusting size+mtime records",
     }
 )
 def stage(
-    c: Any, source: str = "", fanout: int = 1, verify: bool = False, *, ctx: TaskContext
+    c: Any,
+    source: str = "",
+    fanout: int = 1,
+    streams: int | None = None,
+    verify: bool = False,
+    *,
+    ctx: TaskContext,
 ) -> int:
     """Copy a model directory to model_path on every selected node: each file is sent
     once and relayed node to node; files a node already holds are not sent."""
     if int(fanout) < 1:
         raise InputError(f"--fanout must be at least 1, got {fanout}", key="--fanout")
     where = parse_source(source, ctx.inventory.select(None))
+    count = streams_for(ctx.hosts, None if streams is None else int(streams))
     bars = TransferBars(console, enabled=not ctx.as_json)
     advances: dict[str, Any] = {}
     seen: dict[str, int] = {}
@@ -49,6 +57,7 @@ def stage(
             where,
             forks=ctx.settings.forks,
             fanout=int(fanout),
+            streams=count,
             verify=verify,
             on_progress=on_progress,
             on_plan=on_plan,
@@ -61,7 +70,8 @@ def stage(
         console.print(
             f"source {info.get('source')}: {info.get('files')} files, "
             f"{info.get('bytes', 0) / 1e6:.1f} MB; control node sent "
-            f"{info.get('control_bytes', 0) / 1e6:.1f} MB in {info.get('seconds')} s",
+            f"{info.get('control_bytes', 0) / 1e6:.1f} MB in {info.get('seconds')} s"
+            + (f" ({count} streams)" if count > 1 else ""),
             highlight=False,
         )
     return code

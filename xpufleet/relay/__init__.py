@@ -12,17 +12,22 @@ a dead hop: when the head dies nobody can adopt its children, so every node stil
 running is stopped at once (their channels closed); a node its parent gave up on is
 stopped too (nobody else will feed it). Stopped nodes are `stopped`: the caller may run
 them again (a new relay), they did not fail on their own.
+
+`run_relays` runs `streams` such relays at once over the same nodes, each carrying a
+disjoint share of the files (`split_files`, by size): K streams per node, each file
+still sent once. One stream is one relay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +130,9 @@ class RelayResult:
     control_bytes: int = 0
     stream_bytes: int = 0
     seconds: float = 0.0
+    #: the files this relay carried (run_relay), or each stream's relay (run_relays)
+    files: list[str] = field(default_factory=list)
+    chains: list[RelayResult] = field(default_factory=list)
 
     @property
     def failed(self) -> list[str]:
@@ -151,15 +159,19 @@ def run_relay(
     on_sent: Callable[[int], None] | None = None,
     parent_timeout: float = PARENT_TIMEOUT_S,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    on_channel: Callable[[Channel], None] | None = None,
 ) -> RelayResult:
-    """Run one relay over `members` (the first is the head) and wait for every node."""
+    """Run one relay over `members` (the first is the head) and wait for every node.
+    `on_channel` sees each node's channel as it opens (closing one stops that node)."""
     began = time.monotonic()
     names = [m.name for m in members]
     tree = plan_tree(names, fanout)
     token = secrets.token_hex(16)
     stream = [{"name": f.name, "size": f.size, "hash": f.hash} for f in files]
     outcomes = {n: NodeOutcome(n) for n in names}
-    result = RelayResult(tree, outcomes, stream_bytes=sum(f.size for f in files))
+    result = RelayResult(
+        tree, outcomes, stream_bytes=sum(f.size for f in files), files=[f.name for f in files]
+    )
     for child, parent in parents_of(tree).items():
         outcomes[child].fed_by = parent
     channels: dict[str, Channel] = {}
@@ -259,6 +271,8 @@ def run_relay(
                 outcomes[member.name].error = exc.message
                 continue
             channels[member.name] = channel
+            if on_channel:
+                on_channel(channel)
             thread = threading.Thread(target=read_events, args=(member, channel), daemon=True)
             thread.start()
             readers.append(thread)
@@ -294,6 +308,175 @@ def run_relay(
     return result
 
 
+def split_files(files: Sequence[StreamFile], streams: int) -> list[list[StreamFile]]:
+    """`files` as `streams` disjoint shares of about equal bytes (pure): biggest first,
+    each to the share with the fewest bytes so far (ties: the first); each share in name
+    order, empty shares dropped. One stream: every file, in name order."""
+    count = max(1, int(streams))
+    shares: list[list[StreamFile]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for item in sorted(files, key=lambda f: (-f.size, f.name)):
+        least = min(range(count), key=lambda k: (loads[k], k))
+        shares[least].append(item)
+        loads[least] += item.size
+    return [sorted(share, key=lambda f: f.name) for share in shares if share] or [[]]
+
+
+def chain_members(members: Sequence[Member], names: set[str]) -> list[Member]:
+    """The members of the relay carrying `names` (pure): those that want any of them,
+    each wanting only those; the head stays when it is the source (it reads its disk),
+    else the first member left takes its upstream."""
+    head = members[0].upstream if members else "socket"
+    kept = [
+        m
+        for i, m in enumerate(members)
+        if (i == 0 and m.upstream == "disk") or names.intersection(m.want)
+    ]
+    return [
+        replace(m, want=[w for w in m.want if w in names], upstream=head if i == 0 else "socket")
+        for i, m in enumerate(kept)
+    ]
+
+
+def merge_outcomes(name: str, parts: Sequence[NodeOutcome]) -> NodeOutcome:
+    """One node's outcome over the streams it took part in (pure): done when done in
+    every one; `stopped` when every stream it did not finish stopped it; its own error
+    first."""
+    unfinished = [o for o in parts if not o.done]
+    errors = [o.error for o in unfinished if o.error and not o.stopped]
+    errors += [o.error for o in unfinished if o.error and o.stopped]
+    feeders = [o.fed_by for o in parts if o.fed_by]
+    return NodeOutcome(
+        name,
+        received=[f for o in parts for f in o.received],
+        bad=[f for o in parts for f in o.bad],
+        written=sum(o.written for o in parts),
+        done=not unfinished,
+        error=errors[0] if errors else None,
+        lost=list(dict.fromkeys(c for o in parts for c in o.lost)),
+        fed_by=", ".join(dict.fromkeys(feeders)) or None,
+        replayed=sum(o.replayed for o in parts),
+        write_errors={k: v for o in parts for k, v in o.write_errors.items()},
+        stopped=bool(unfinished) and all(o.stopped for o in unfinished),
+    )
+
+
+def run_relays(
+    members: Sequence[Member],
+    files: Sequence[StreamFile],
+    manifest: Mapping[str, Any],
+    *,
+    streams: int = 1,
+    fanout: int = 1,
+    source: Path | Mapping[str, Path] | None = None,
+    on_progress: Progress | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    parent_timeout: float = PARENT_TIMEOUT_S,
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+) -> RelayResult:
+    """`streams` relays at once (one thread each), each over the members that want its
+    share of `files` (split_files, chain_members): every file is still sent once, every
+    node writes K files at a time. The result merges the streams (each node's outcome:
+    merge_outcomes; bytes summed; `tree` the plan over every member) and keeps each in
+    `chains`. Progress is summed over the streams: per node, and the control node's
+    bytes. One stream fails or is interrupted: every other stream's channels are closed
+    (its nodes stop) and the error is raised once all have ended."""
+    began = time.monotonic()
+    lock = threading.Lock()
+    sending = threading.Lock()  # on_sent one at a time (apart: it may wait on events)
+    written: dict[tuple[int, str], int] = {}
+    sent: dict[int, int] = {}
+    channels: list[Channel] = []
+    chains: list[RelayResult | None] = []
+    raised: list[BaseException] = []
+
+    def stop_all() -> None:
+        with lock:
+            opened = list(channels)
+        for channel in opened:
+            with contextlib.suppress(Exception):
+                channel.close()
+
+    def run(index: int, chain: list[Member], share: list[StreamFile]) -> None:
+        def progress(host: str, value: int) -> None:
+            with lock:
+                written[index, host] = value
+                total = sum(v for (_, h), v in written.items() if h == host)
+                if on_progress:
+                    on_progress(host, total)
+
+        def fed(value: int) -> None:
+            with sending:
+                sent[index] = value
+                if on_sent:
+                    on_sent(sum(sent.values()))
+
+        def opened(channel: Channel) -> None:
+            with lock:
+                channels.append(channel)
+                late = bool(raised)
+            if late:
+                channel.close()
+
+        try:
+            chains[index] = run_relay(
+                chain,
+                share,
+                manifest,
+                fanout=fanout,
+                source=source,
+                on_progress=progress,
+                on_sent=fed,
+                parent_timeout=parent_timeout,
+                on_event=on_event,
+                on_channel=opened,
+            )
+        except BaseException as exc:  # re-raised in the caller's thread
+            with lock:
+                raised.append(exc)
+            stop_all()
+
+    plan = []
+    for share in split_files(files, streams):
+        chain = chain_members(members, {f.name for f in share})
+        if chain:
+            plan.append((chain, share))
+    chains.extend([None] * len(plan))
+    threads = [
+        threading.Thread(target=run, args=(i, chain, share), daemon=True)
+        for i, (chain, share) in enumerate(plan)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C while waiting: stop every node, then let it through
+        with lock:
+            raised.append(KeyboardInterrupt())
+        stop_all()
+        for thread in threads:
+            thread.join(timeout=30)
+        raise
+    if raised:
+        raise raised[0]
+    done = [c for c in chains if c is not None]
+    names = list(dict.fromkeys(m.name for m in members))
+    parts: dict[str, list[NodeOutcome]] = {n: [] for n in names}
+    for chain_result in done:
+        for name, outcome in chain_result.nodes.items():
+            parts.setdefault(name, []).append(outcome)
+    return RelayResult(
+        plan_tree(names, fanout),
+        {n: merge_outcomes(n, p) for n, p in parts.items() if p},
+        control_bytes=sum(c.control_bytes for c in done),
+        stream_bytes=sum(c.stream_bytes for c in done),
+        seconds=time.monotonic() - began,
+        files=[f for c in done for f in c.files],
+        chains=done,
+    )
+
+
 def _feed(
     channel: Channel,
     source: Path | Mapping[str, Path],
@@ -322,10 +505,14 @@ __all__ = [
     "NodeOutcome",
     "RelayResult",
     "StreamFile",
+    "chain_members",
     "file_hash",
+    "merge_outcomes",
     "node_command",
     "parents_of",
     "plan_tree",
     "run_node_script",
     "run_relay",
+    "run_relays",
+    "split_files",
 ]

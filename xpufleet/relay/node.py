@@ -22,6 +22,7 @@ Sent as `python3 -c SOURCE MODE` (never installed). Modes, each reading one JSON
   the missing bytes are replayed from this node's disk, then the stream goes on.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -425,6 +426,12 @@ class Background(object):
         return getattr(self.writer, name)
 
 
+def stdin_closed():
+    """The control node closed this head's channel (seen without taking stream bytes)."""
+    ready, _, _ = select.select([sys.stdin.buffer], [], [], 0)
+    return bool(ready) and not sys.stdin.buffer.peek(1)
+
+
 def recv_line(sock, limit=4096):
     data = b""
     while not data.endswith(b"\n"):
@@ -460,6 +467,9 @@ class Relay(object):
         self.children = []
         self.lost = []
         self.last_report = 0.0
+        # a head fed by the control node has no stdin watcher (stdin is its stream): it
+        # looks for the channel's end itself while it waits on a child
+        self.cut = stdin_closed if config["upstream"] == "stdin" else (lambda: False)
 
     # children ---------------------------------------------------------------
     def connect(self, name, deadline):
@@ -482,7 +492,7 @@ class Relay(object):
                 break
             except (OSError, ValueError):
                 sock.close()
-                if time.time() > deadline:
+                if time.time() > deadline or self.cut():
                     raise
                 time.sleep(0.2)
         sock.settimeout(120)
@@ -630,9 +640,24 @@ class Relay(object):
 
 
 def write_manifest(stream, source):
-    """The node's record of every file of the source manifest it now holds."""
+    """The node's record of every file of the source manifest it now holds. Several
+    relays (streams) may write into one directory at once: each updates the record
+    under a lock on the directory (flock), so none drops another's files."""
     if not stream.want and not stream.done or not source.get("files"):
         return
+    directory = stream.directory
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        update_manifest(stream, source)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_manifest(stream, source):
     directory = stream.directory
     doc = load_manifest(directory)
     files = {}
@@ -664,8 +689,14 @@ def relay(config):
     try:
         if not os.path.isdir(directory):
             os.makedirs(directory)
-        for name in os.listdir(directory):  # parts of a cut transfer: files not yet complete
-            if name.endswith(PART):
+        # parts of a cut transfer (files not yet complete): those of this relay's files
+        # and of files the source manifest no longer has; another stream's (a relay
+        # writing into this directory at the same time) are its own
+        mine = set(f["name"] for f in config["files"])
+        known = (config.get("manifest") or {}).get("files") or {}
+        for name in os.listdir(directory):
+            base = name[1 : -len(PART)]
+            if name.endswith(PART) and (base in mine or known and base not in known):
                 os.unlink(os.path.join(directory, name))
     except OSError:
         pass  # each wanted file then fails with the node's own error; forwarding goes on
