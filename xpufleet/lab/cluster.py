@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -69,6 +71,7 @@ from .profile import (
     load_profile,
 )
 from .slurm import LabSlurm, render_slurm_inventory
+from .vllmenv import ray_temp_dir
 
 DEFAULT_DIR = LabSettings.dir
 DEFAULT_NET = LabSettings.net
@@ -518,6 +521,8 @@ class Lab:
                 if match:
                     layout.wipe_node(self, int(match.group(1)))
         self.state_path.unlink(missing_ok=True)
+        for ray_dir in glob.glob(str(ray_temp_dir(self.net))):  # Ray's session dirs
+            shutil.rmtree(ray_dir, ignore_errors=True)
         return killed
 
     def status(self) -> LabStatus:

@@ -90,15 +90,20 @@ def launch_vars(env: VllmEnv, net: str, http_port: int, ray_port: int) -> tuple[
         "vllm_extra_args": list(SERVE_FLAGS),
         "engine_env": dict(SERVE_ENV),
     }
-    last = net.rsplit(".", 1)[-1]
     per_node = {}
     for node in (1, 2):
         ray = ["--num-cpus", "1", "--object-store-memory", "100000000",
-               "--temp-dir", f"/tmp/xfray-{last}-n{node}"]  # fmt: skip
+               "--temp-dir", str(ray_temp_dir(net, node))]  # fmt: skip
         if node == 1:
             ray += ["--include-dashboard", "false"]
         per_node[node] = {"ray_extra_args": ray}
     return common, per_node
+
+
+def ray_temp_dir(net: str, node: int | str = "*") -> Path:
+    """Ray's temp dir of a lab node (short: Ray's socket paths live in it); "*": a glob of
+    all of the lab's. The nodes share /tmp, so `lab.down` removes them."""
+    return Path(f"/tmp/xfray-{net.rsplit('.', 1)[-1]}-n{node}")
 
 
 def vllm_processes(pids: list[int], env: VllmEnv) -> list[str]:
