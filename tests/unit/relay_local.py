@@ -19,14 +19,14 @@ from xpufleet.host import Host
 
 
 class LocalChannel:
-    def __init__(self, host: str, command: str, fsize: int | None) -> None:
+    def __init__(self, host: str, command: str, fsize: int | None, delay: float = 0) -> None:
         def cap() -> None:
             if fsize is not None:  # writes beyond it fail (EFBIG) like a full disk
                 resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         self.host = host
         self.proc = subprocess.Popen(
-            ["sh", "-c", command],
+            ["sh", "-c", f"sleep {delay}; {command}" if delay else command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -71,13 +71,14 @@ class LocalChannel:
 
 
 class LocalSession:
-    def __init__(self, name: str, fsize: int | None = None) -> None:
+    def __init__(self, name: str, fsize: int | None = None, delay: float = 0) -> None:
         self.host = Host(name, "127.0.0.1")
         self.fsize = fsize
+        self.delay = delay  # seconds before the command starts (a node slow to start)
         self.channels: list[LocalChannel] = []
 
     def open_channel(self, command: str, *, bulk: bool = False) -> LocalChannel:
-        channel = LocalChannel(self.host.name, command, self.fsize)
+        channel = LocalChannel(self.host.name, command, self.fsize, self.delay)
         self.channels.append(channel)
         return channel
 

@@ -143,6 +143,22 @@ def relay_killing(
     return result, sessions, path, item
 
 
+def test_a_node_not_listening_in_time_is_stopped_and_gone_around(tmp_path: Path) -> None:
+    """A node whose relay script starts after the listen timeout (a loaded node) would get
+    no topology and wait for one forever, and the relay with it: it is stopped (to be run
+    again), and its child is fed by the node before it."""
+    path, item = blob(tmp_path, 1 << 20)
+    sessions = [LocalSession("n1"), LocalSession("n2", delay=3), LocalSession("n3")]
+    chain = members(tmp_path, sessions, item.name)
+    result = run_relay(chain, [item], {}, source={item.name: path}, listen_timeout=1)
+    assert result.stopped == ["n2"], result.nodes
+    assert "not listening after 1 s" in str(result.nodes["n2"].error)
+    for name in ("n1", "n3"):
+        assert (tmp_path / name / item.name).read_bytes() == path.read_bytes()
+    for channel in sessions[1].channels:
+        assert channel.exit_status(30) is not None  # it ended, nothing waits on it
+
+
 def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
     """Nobody can adopt the head's children: the control node stops them (no waiting on
     `parent_timeout`), marked `stopped`, so the caller can run them again."""

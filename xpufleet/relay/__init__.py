@@ -38,6 +38,8 @@ from ..transport import CHUNK, Channel, Session
 NODE_SCRIPT = (Path(__file__).resolve().parent / "node.py").read_text()
 #: how long a node waits for a (new) parent before it gives up
 PARENT_TIMEOUT_S = 120.0
+#: how long the nodes' relay scripts get to start and listen (a loaded node is slow)
+LISTEN_TIMEOUT_S = 120.0
 #: a node its parent gave up on that is still running after this is stopped (a dead one
 #: has ended by then, so its own cause is what gets reported)
 ORPHAN_GRACE_S = 2.0
@@ -160,6 +162,7 @@ def run_relay(
     parent_timeout: float = PARENT_TIMEOUT_S,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     on_channel: Callable[[Channel], None] | None = None,
+    listen_timeout: float = LISTEN_TIMEOUT_S,
 ) -> RelayResult:
     """Run one relay over `members` (the first is the head) and wait for every node.
     `on_channel` sees each node's channel as it opens (closing one stops that node)."""
@@ -280,13 +283,18 @@ def run_relay(
             aborted.append(f"the relay's head {names[0]} failed ({outcomes[names[0]].error})")
         for name in names if aborted else ():
             stop(name, aborted[0])  # the head died while the others were starting
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + listen_timeout
         with ready:
             while any(
                 n not in listening and outcomes[n].error is None and n in channels for n in names
             ):
                 if not ready.wait(timeout=max(0.1, deadline - time.monotonic())):
                     break
+        # a node that was not listening in time gets no topology: it would wait for one
+        # forever (and this relay on it); it is stopped, and the others go around it
+        for name in names:
+            if name in channels and name not in listening:
+                stop(name, f"its relay was not listening after {listen_timeout:g} s")
         endpoints = {n: list(listening[n]) for n in listening}
         topology = json.dumps({"tree": tree, "endpoints": endpoints}) + "\n"
         for name, channel in channels.items():
