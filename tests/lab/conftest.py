@@ -8,14 +8,16 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from xpufleet.host import Host
 from xpufleet.lab import Lab
+from xpufleet.lab.model import LAB_MODEL
 from xpufleet.transport import CommandResult, Session
 
 #: the invoke of the venv running the tests
@@ -136,3 +138,78 @@ def _inventory_with(lab: Lab, directory: Path, **overrides: object) -> Path:
 def inventory_with() -> Callable[..., Path]:
     """`inventory_with(lab, directory, **overrides)`: see _inventory_with."""
     return _inventory_with
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_bench.py runs right before test_launch.py: the two share the session's one
+    tp 8 launch over two nodes (`tp8_two_nodes`), which test_launch.py ends with its stop
+    test, so no other module runs while it is up (doctor would name its processes as
+    leftovers, a fault could kill them)."""
+    bench = [item for item in items if item.path.name == "test_bench.py"]
+    rest = [item for item in items if item.path.name != "test_bench.py"]
+    at = next((n for n, item in enumerate(rest) if item.path.name == "test_launch.py"), None)
+    if bench and at is not None:
+        items[:] = rest[:at] + bench + rest[at:]
+
+
+@pytest.fixture(scope="session")
+def launch_inventory(provisioned_lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's inventory (with this lab's own launch ports) for the SGLang launches of
+    test_bench.py and test_launch.py: the lab's model directory (the real bench client
+    loads its tokenizer) served as test_launch.MODEL, a patient ready timeout, and the
+    node's devices in reverse card order (test_launch.DEVICE_IDS), so neither start
+    order nor device order equals rank order."""
+    from test_launch import DEVICE_IDS, MODEL
+
+    return _inventory_with(
+        provisioned_lab,
+        tmp_path_factory.mktemp("launch-inventory"),
+        model_path=f"/models/{LAB_MODEL}",
+        model_name=MODEL,
+        device_ids=DEVICE_IDS,
+        ready_timeout=240,
+    )
+
+
+class SharedLaunch:
+    """`invoke launch --tp 8 --nnodes 2` on `inventory`, started at the first `get()`
+    and kept until `stop()`: tests that only read from a running server share it."""
+
+    FLAGS = ("--tp", "8", "--nnodes", "2")
+
+    def __init__(self, inventory: Path) -> None:
+        self.inventory = inventory
+        self.result: tuple[int, dict[str, Any]] | None = None
+        #: a launch was started (maybe half-way) and not stopped since
+        self.live = False
+
+    def get(self) -> tuple[int, dict[str, Any]]:
+        """The launch's exit code and JSON document (launched now if not running)."""
+        from test_launch import invoke
+
+        if self.result is None:
+            self.live = True
+            self.result = invoke(self.inventory, "launch", *self.FLAGS)
+        return self.result
+
+    def stop(self) -> tuple[int, dict[str, Any]]:
+        """`invoke stop`: its exit code and JSON document; a later `get()` launches anew."""
+        from test_launch import invoke
+
+        self.result = None
+        self.live = False
+        return invoke(self.inventory, "stop")
+
+
+@pytest.fixture(scope="session")
+def tp8_two_nodes(launch_inventory: Path) -> Iterator[SharedLaunch]:
+    """The session's ONE SGLang launch of tp 8 over two nodes: test_bench.py measures
+    against it, test_launch.py checks it and stops it (see pytest_collection_modifyitems);
+    stopped at the end whatever happened."""
+    shared = SharedLaunch(launch_inventory)
+    try:
+        yield shared
+    finally:
+        if shared.live:
+            code, doc = shared.stop()
+            assert code == 0, json.dumps(doc)[:4000]

@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ import pytest
 
 from xpufleet.bench.parsers import parse_serving
 from xpufleet.lab import Lab
-from xpufleet.lab.model import LAB_MODEL
 from xpufleet.lab.standin import build_wheel, version
 from xpufleet.lab.upstream_sglang import SGLANG, ensure_upstream_sglang
 
@@ -34,7 +32,6 @@ pytestmark = pytest.mark.lab
 
 INVOKE = str(Path(sys.executable).parent / "invoke")
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "lab-tiny"
 #: the tp 8 config measured through bench_serving (small: 2 prompts of 64 tokens, 8 out)
 SERVING_FLAGS = ("--tp", "8", "--batch-size", "2", "--input", "64", "--output", "8")
 SERVING_CONFIG = "bs2-in64-out8-tp8"
@@ -73,23 +70,6 @@ def run_dirs(runs_dir: Path) -> set[Path]:
 
 
 @pytest.fixture(scope="module")
-def launch_inventory(
-    provisioned_lab: Lab,
-    tmp_path_factory: pytest.TempPathFactory,
-    inventory_with: Callable[..., Path],
-) -> Path:
-    """The lab's inventory (with this lab's own launch ports) and this module's model."""
-    return inventory_with(
-        provisioned_lab,
-        tmp_path_factory.mktemp("bench-inventory"),
-        # the lab's model directory: the real client loads its tokenizer
-        model_path=f"/models/{LAB_MODEL}",
-        model_name=MODEL,
-        ready_timeout=240,
-    )
-
-
-@pytest.fixture(scope="module")
 def single_tile(provisioned_lab: Lab, runs_dir: Path) -> tuple[Invocation, Path]:
     """`invoke bench --config single-tile` on the provisioned lab, human output."""
     before = run_dirs(runs_dir)
@@ -106,40 +86,36 @@ class ServingRuns:
     bench: Invocation
     run_dir: Path
     wrong_tp: Invocation
-    launch: Invocation
 
 
 @pytest.fixture(scope="module")
-def serving(launch_inventory: Path, runs_dir: Path) -> Iterator[ServingRuns]:
-    """`invoke launch --tp 8 --nnodes 2`, then `invoke bench` of single-tile plus a tp 8
+def serving(tp8_two_nodes: Any, runs_dir: Path) -> ServingRuns:
+    """The session's `invoke launch --tp 8 --nnodes 2` (tests/lab/conftest.py: shared
+    with test_launch.py, which stops it), then `invoke bench` of single-tile plus a tp 8
     config with --nnodes 2 (bench_serving against that server), and a tp 16 config that
-    the server cannot serve; `invoke stop` whatever happens."""
-    hosts = ("--hosts", str(launch_inventory))
+    the server cannot serve."""
+    hosts = ("--hosts", str(tp8_two_nodes.inventory))
     ensure_upstream_sglang()  # the lab inventory's bench_python (built once per machine)
-    try:
-        launch = invoke(runs_dir, "launch", "--tp", "8", "--nnodes", "2", *hosts, "--json")
-        assert launch.code == 0, launch.stdout + launch.stderr
-        before = run_dirs(runs_dir)
-        bench = invoke(
-            runs_dir,
-            "bench",
-            "--config",
-            "single-tile",
-            *SERVING_FLAGS,
-            "--nnodes",
-            "2",
-            *hosts,
-            "--json",
-        )
-        new = run_dirs(runs_dir) - before
-        assert len(new) == 1, bench.stdout + bench.stderr
-        wrong_tp = invoke(
-            runs_dir, "bench", "--tp", "16", "--input", "16", "--output", "4", *hosts, "--json"
-        )
-        yield ServingRuns(bench, new.pop(), wrong_tp, launch)
-    finally:
-        stop = invoke(runs_dir, "stop", *hosts, "--json")
-        assert stop.code == 0, stop.stdout + stop.stderr
+    code, launch = tp8_two_nodes.get()
+    assert code == 0, json.dumps(launch)[:4000]
+    before = run_dirs(runs_dir)
+    bench = invoke(
+        runs_dir,
+        "bench",
+        "--config",
+        "single-tile",
+        *SERVING_FLAGS,
+        "--nnodes",
+        "2",
+        *hosts,
+        "--json",
+    )
+    new = run_dirs(runs_dir) - before
+    assert len(new) == 1, bench.stdout + bench.stderr
+    wrong_tp = invoke(
+        runs_dir, "bench", "--tp", "16", "--input", "16", "--output", "4", *hosts, "--json"
+    )
+    return ServingRuns(bench, new.pop(), wrong_tp)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +32,11 @@ DEVICE_IDS = [6, 4, 2, 0]
 
 
 @pytest.fixture(scope="module")
-def inventory(
-    provisioned_lab: Lab,
-    tmp_path_factory: pytest.TempPathFactory,
-    inventory_with: Callable[..., Path],
-) -> Path:
-    """The lab's inventory with this module's model name, a patient ready timeout, and
-    the node's devices in reverse card order (ZE_AFFINITY_MASK 6,4,2,0 on FLAT Max 1550
-    nodes: local rank l on tile 6-2l, one card each), so neither start order nor device
-    order equals rank order."""
-    return inventory_with(
-        provisioned_lab,
-        tmp_path_factory.mktemp("launch-inventory"),
-        model_path=f"/models/{MODEL}",
-        model_name=MODEL,
-        device_ids=DEVICE_IDS,
-        ready_timeout=240,
-    )
+def inventory(launch_inventory: Path) -> Path:
+    """The session's launch inventory (tests/lab/conftest.py): model MODEL, a patient
+    ready timeout, the node's devices in reverse card order (ZE_AFFINITY_MASK 6,4,2,0 on
+    FLAT Max 1550 nodes: local rank l on tile 6-2l, one card each)."""
+    return launch_inventory
 
 
 def invoke(inventory: Path, *args: str, timeout: float = 600) -> tuple[int, dict[str, Any]]:
@@ -119,6 +107,17 @@ def launched(inventory: Path) -> Iterator[Any]:
         invoke(inventory, "stop")
 
 
+@pytest.fixture
+def shared_launch(tp8_two_nodes: Any) -> Iterator[Any]:
+    """The session's tp 8 launch over two nodes (tests/lab/conftest.py), which test_bench.py
+    measured against first; the test that takes it ends it, whatever happens."""
+    try:
+        yield tp8_two_nodes
+    finally:
+        if tp8_two_nodes.live:
+            tp8_two_nodes.stop()
+
+
 def chat_matches_tp1(base_url: str) -> None:
     client = openai.OpenAI(base_url=base_url, api_key="lab", timeout=120)
     chat = [{"role": "user", "content": "Which ranks answer this?"}]
@@ -127,25 +126,10 @@ def chat_matches_tp1(base_url: str) -> None:
     assert [m.id for m in client.models.list().data] == [MODEL]
 
 
-def test_plan_prints_and_starts_nothing(provisioned_lab: Lab, inventory: Path) -> None:
-    code, doc = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2", "--plan")
-    assert code == 0, doc["stderr"]
-    plan = doc["plan"]
-    assert [n["node_rank"] for n in plan["nodes"]] == [0, 1]
-    # the lab's own ports: other labs on this machine may launch at the same time
-    ports = provisioned_lab.launch_ports()
-    assert plan["dist_init_addr"].endswith(f":{ports['rendezvous_port']}")
-    assert plan["base_url"].endswith(f":{ports['sglang_port']}/v1")
-    assert "--node-rank" in plan["nodes"][1]["argv"]
-    code, status = invoke(inventory, "status")
-    assert code in (0, 1)  # an earlier, ended run may be on record
-    assert not [line for line in messages(status).splitlines() if " pass running" in line]
-
-
 def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
-    provisioned_lab: Lab, inventory: Path, launched: Any, follow_then_interrupt: Any
+    provisioned_lab: Lab, inventory: Path, shared_launch: Any, follow_then_interrupt: Any
 ) -> None:
-    code, doc = launched("--tp", "8", "--nnodes", "2")
+    code, doc = shared_launch.get()
     assert code == 0, messages(doc) + doc["stderr"]
     assert doc["ready"] is True
     chat_matches_tp1(doc["base_url"])
@@ -174,7 +158,7 @@ def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
 
     follow_then_interrupt(inventory)
 
-    code, stopped = invoke(inventory, "stop")
+    code, stopped = shared_launch.stop()
     assert code == 0, messages(stopped)
     assert not any(pid_alive(pid) for pid in pids.values())
     addresses = [n["http_address"] for n in doc["plan"]["nodes"]]
@@ -188,6 +172,21 @@ def test_tp8_over_two_nodes_serves_the_openai_api_and_stops_clean(
     ready = [ln for ln in logs["lines"] if "The server is fired up" in ln["line"]]
     assert [(ln["host"], ln["rank"]) for ln in ready] == [("node1", "main")]
     assert any(ln["host"] == "node2" and ln["rank"] == "7" for ln in logs["lines"])
+
+
+def test_plan_prints_and_starts_nothing(provisioned_lab: Lab, inventory: Path) -> None:
+    code, doc = invoke(inventory, "launch", "--tp", "8", "--nnodes", "2", "--plan")
+    assert code == 0, doc["stderr"]
+    plan = doc["plan"]
+    assert [n["node_rank"] for n in plan["nodes"]] == [0, 1]
+    # the lab's own ports: other labs on this machine may launch at the same time
+    ports = provisioned_lab.launch_ports()
+    assert plan["dist_init_addr"].endswith(f":{ports['rendezvous_port']}")
+    assert plan["base_url"].endswith(f":{ports['sglang_port']}/v1")
+    assert "--node-rank" in plan["nodes"][1]["argv"]
+    code, status = invoke(inventory, "status")
+    assert code in (0, 1)  # an earlier, ended run may be on record
+    assert not [line for line in messages(status).splitlines() if " pass running" in line]
 
 
 def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
