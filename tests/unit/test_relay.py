@@ -159,6 +159,22 @@ def test_a_node_not_listening_in_time_is_stopped_and_gone_around(tmp_path: Path)
         assert channel.exit_status(30) is not None  # it ended, nothing waits on it
 
 
+@pytest.mark.timeout(120)
+def test_a_stalled_relay_is_stopped_not_waited_on_forever(tmp_path: Path) -> None:
+    """The head waits for bytes the control node will never send (here: the file is 10
+    bytes shorter than announced): no node says anything more, so after `stall_timeout`
+    every unfinished node is stopped (to be run again) and every node process ends."""
+    path, item = blob(tmp_path, 1 << 20)
+    short = StreamFile(item.name, item.size + 10, item.hash)
+    sessions = [LocalSession(n) for n in ("n1", "n2", "n3")]
+    chain = members(tmp_path, sessions, item.name)
+    result = run_relay(chain, [short], {}, source={item.name: path}, stall_timeout=2)
+    assert sorted(result.stopped) == ["n1", "n2", "n3"], result.nodes
+    assert "no word from any node for 2 s" in str(result.nodes["n1"].error)
+    for channel in (c for s in sessions for c in s.channels):
+        assert channel.exit_status(30) is not None  # nothing left running
+
+
 def test_the_head_dying_stops_the_others_at_once(tmp_path: Path) -> None:
     """Nobody can adopt the head's children: the control node stops them (no waiting on
     `parent_timeout`), marked `stopped`, so the caller can run them again."""

@@ -40,6 +40,10 @@ NODE_SCRIPT = (Path(__file__).resolve().parent / "node.py").read_text()
 PARENT_TIMEOUT_S = 120.0
 #: how long the nodes' relay scripts get to start and listen (a loaded node is slow)
 LISTEN_TIMEOUT_S = 120.0
+#: no event from any node and no byte sent for this long: the relay is stuck, its
+#: unfinished nodes are stopped (run again by the caller's next round). Longer than any
+#: wait a node reports on its own (`parent_timeout`, its 60 s of connect retries).
+STALL_TIMEOUT_S = PARENT_TIMEOUT_S + 60.0
 #: a node its parent gave up on that is still running after this is stopped (a dead one
 #: has ended by then, so its own cause is what gets reported)
 ORPHAN_GRACE_S = 2.0
@@ -163,6 +167,7 @@ def run_relay(
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     on_channel: Callable[[Channel], None] | None = None,
     listen_timeout: float = LISTEN_TIMEOUT_S,
+    stall_timeout: float = STALL_TIMEOUT_S,
 ) -> RelayResult:
     """Run one relay over `members` (the first is the head) and wait for every node.
     `on_channel` sees each node's channel as it opens (closing one stops that node)."""
@@ -182,11 +187,18 @@ def run_relay(
     ready = threading.Condition()
     readers: list[threading.Thread] = []
     aborted: list[str] = []
+    last_word = [time.monotonic()]  # the last event from a node or byte sent
+
+    def sent(count: int) -> None:
+        last_word[0] = time.monotonic()
+        if on_sent:
+            on_sent(count)
 
     def read_events(member: Member, channel: Channel) -> None:
         outcome = outcomes[member.name]
         try:
             for line in channel.lines():
+                last_word[0] = time.monotonic()
                 if not line.startswith("{"):
                     continue
                 event = json.loads(line)
@@ -306,9 +318,19 @@ def run_relay(
         head = members[0] if members else None
         if head is not None and head.upstream == "stdin" and head.name in channels:
             assert source is not None
-            result.control_bytes = _feed(channels[head.name], source, files, on_sent)
+            result.control_bytes = _feed(channels[head.name], source, files, sent)
         for thread in readers:
-            thread.join()
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+                silent = time.monotonic() - last_word[0]
+                if thread.is_alive() and silent > stall_timeout:
+                    # a node waiting for bytes nobody will send (seen: a head reading
+                    # stdin after the control node's last byte) would hold this forever
+                    for name in names:
+                        stop(name, f"no word from any node for {stall_timeout:g} s")
+                    for channel in channels.values():  # a finished node's too
+                        channel.close()
+                    last_word[0] = time.monotonic()  # give them time to exit
     finally:
         for channel in channels.values():
             channel.close()
