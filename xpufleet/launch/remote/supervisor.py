@@ -101,7 +101,8 @@ def boot_time() -> float:
 def start_ticks(pid: int) -> int | None:
     """A process's start, in clock ticks after boot: what tells it from a later process
     with the same pid. Not the wall-clock start: that adds /proc/stat's btime, which moves
-    when the wall clock is stepped (seen in the lab: a rank taken for dead)."""
+    when the wall clock is stepped (once in the lab every rank of a healthy run read as
+    dead by that comparison; the cause was not pinned down)."""
     stat = proc_stat(pid)
     return None if stat is None else int(stat[19])
 
