@@ -224,7 +224,7 @@ def ray_is_up(lab: Lab) -> bool:
 
 
 def node_process(lab: Lab, node: int, pattern: str) -> int | None:
-    """The oldest process of node<i> whose command line matches `pattern`."""
+    """The lowest-pid process of node<i> whose command line matches `pattern`."""
     return next((pid for pid in lab.node_pids(node) if re.search(pattern, cmdline_of(pid))), None)
 
 

@@ -86,8 +86,9 @@ PATTERNS = ProcessPatterns(
     # init_distributed_environment: "world_size=%d rank=%d local_rank=%d ..."): at INFO in
     # vLLM 0.32, at DEBUG in the fork (there: start order unless VLLM_LOGGING_LEVEL=DEBUG).
     # Not the driver's copy: Ray folds lines that differ only in numbers ("[repeated 3x
-    # across cluster]"); not "rank R in world size W is assigned as", logged by each
-    # node's first worker only (`info_once`, seen in the lab).
+    # across cluster]", ray/_private/ray_logging/__init__.py::_canonicalise_log_line);
+    # not "rank R in world size W is assigned as", logged by each node's first worker
+    # only (`info_once`, seen in the lab).
     rank_line=r"\bworld_size=\d+ rank=(?P<rank>\d+) local_rank=\d+ ",
 )
 
