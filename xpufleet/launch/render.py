@@ -29,6 +29,8 @@ from .plan import LaunchPlan, NodePlan
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REMOTE = Path(__file__).resolve().parent / "remote"
 SCRIPT = "launch.sh"
+#: in the run dir: one JSON line per process the engine's server started (preflight.py)
+SPAWN_RECORD = "spawned.jsonl"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: how the supervisors keep each other honest (seconds)
@@ -110,8 +112,10 @@ def node_config(plan: LaunchPlan, node: NodePlan, run_id: str) -> dict[str, Any]
         "nnodes": plan.nnodes,
         "hosts": [n.host for n in plan.nodes],
         "ranks": [r.rank for r in node.ranks],
-        # what ties a scheduler process to its rank: the card `xpu-smi ps` shows it on
+        # the card `xpu-smi ps` must show each rank's process on
         "rank_devices": [{"rank": r.rank, "device": r.device, "card": r.card} for r in node.ranks],
+        # where the preflight wrapper records the processes the engine starts (preflight.py)
+        "spawn_record": SPAWN_RECORD if engine.patterns.spawned_rank[0] else None,
         "hub": {"address": hub_address, "port": plan.supervisor_port},
         "engine": {
             "name": engine.name,

@@ -60,6 +60,11 @@ class ProcessPatterns:
     #: a line each rank process writes to its OWN output (its stdout file) naming its rank
     #: (group `rank`): the ranks are taken from it, not from start order
     rank_line: str = ""
+    #: (function, parameter): the engine's server starts each rank process with
+    #: multiprocessing, `function` as target and the rank as `parameter`; the preflight
+    #: wrapper records every such start (run.json `spawn_record`) and the ranks are taken
+    #: from that record, the parent's own word, not from start order
+    spawned_rank: tuple[str, str] = ("", "")
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)

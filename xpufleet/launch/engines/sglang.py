@@ -52,6 +52,9 @@ PATTERNS = ProcessPatterns(
     pending_roles=("starting",),
     identified_by="title sglang::scheduler, the fork's spawn order, TP<n> log prefixes",
     by_device=True,
+    # entrypoints/engine.py: `mp.Process(target=run_scheduler_process, args=(server_args,
+    # port_args, gpu_id, tp_rank, None, writer))`, managers/scheduler.py's signature
+    spawned_rank=("run_scheduler_process", "tp_rank"),
 )
 
 

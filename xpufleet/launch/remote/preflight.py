@@ -14,8 +14,10 @@ ranks that never joined and the likely cause instead of hanging like SGLang (sgl
 
 Run by the launch script as `preflight.py run.json --then -m sglang.launch_server ARGS`:
 the engine then starts in the same process (one torch import, not two) only if the
-preflight passed; the per-rank report is in `preflight.json` either way. Standalone on
-purpose: Python standard library plus the node's torch; no xpufleet import.
+preflight passed; the per-rank report is in `preflight.json` either way. In that process
+every child the engine starts with multiprocessing is recorded with the arguments it
+was given (`record_spawns`): the supervisor ties each scheduler to its rank by it.
+Standalone on purpose: Python standard library plus the node's torch; no xpufleet import.
 """
 
 from __future__ import annotations
@@ -310,6 +312,66 @@ def _log(message: str) -> None:
     print(f"[{stamp}] xpufleet preflight: {message}", file=sys.stderr, flush=True)
 
 
+def _start_ticks(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def spawn_entry(
+    pid: int, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What the spawn record says of one started `multiprocessing.Process`: its pid, its
+    start (clock ticks, against pid reuse), its target and the target's integer
+    arguments by parameter name -- for the fork's `mp.Process(target=
+    run_scheduler_process, args=(server_args, port_args, gpu_id, tp_rank, None, writer))`
+    (entrypoints/engine.py) that is {"gpu_id": g, "tp_rank": r}."""
+    import inspect
+
+    named: dict[str, int] = {}
+    if target is not None:
+        try:
+            bound = inspect.signature(target).bind_partial(*args, **kwargs)
+            named = {k: v for k, v in bound.arguments.items() if type(v) is int}
+        except (TypeError, ValueError):
+            pass  # a target whose signature does not take these arguments: no names
+    return {
+        "pid": pid,
+        "start": _start_ticks(pid),
+        "target": f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}",
+        "args": named,
+    }
+
+
+def record_spawns(path: str) -> None:
+    """From now on, every process this process starts with multiprocessing is appended to
+    `path` (one JSON line, `spawn_entry`) as soon as it has a pid: the parent's own word
+    for which child got which rank, which neither start order nor the fork's process
+    title (`sglang::scheduler`, no index) gives. Recording never stops the engine."""
+    from multiprocessing.process import BaseProcess
+
+    original = BaseProcess.start
+
+    def start(self: BaseProcess) -> None:
+        # start() drops _target/_args/_kwargs (CPython multiprocessing/process.py): read first
+        given = (getattr(self, "_target", None), getattr(self, "_args", ()))
+        kwargs = getattr(self, "_kwargs", {})
+        original(self)
+        try:
+            line = json.dumps(spawn_entry(int(self.pid or 0), *given, kwargs)) + "\n"
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except Exception as exc:  # noqa: BLE001 - never break the engine's start
+            _log(f"could not record the process just started: {exc!r}")
+
+    BaseProcess.start = start  # type: ignore[method-assign]
+
+
 def run_preflight(run_json: str) -> dict[str, Any]:
     """Fork one process per planned rank of this node and collect their reports."""
     with open(run_json) as fh:
@@ -413,6 +475,10 @@ def main(argv: list[str]) -> int:
     timings = (doc["ranks"][0].get("timings") or []) if doc["ranks"] else []
     detail = ", ".join(f"{t['bytes']} B busbw {t['busbw_gbps']:.3f} GB/s" for t in timings)
     _log(f"passed ({detail or 'all_reduce correct'}); starting {then[2]}")
+    with open(run_json) as fh:
+        record = json.load(fh).get("spawn_record")
+    if record:
+        record_spawns(os.path.join(os.path.dirname(os.path.abspath(run_json)), record))
     import runpy
 
     sys.argv = [then[2], *then[3:]]

@@ -47,7 +47,10 @@ PS_LIST_KEYS = ("device_util_by_proc_list", "process_list")
 #: how often, and for how long after the schedulers are up, `xpu-smi ps` is asked
 PS_INTERVAL_S = 1.0
 DEVICE_WAIT_S = 120.0
+#: how long the ranks wait for the spawn record to name them all before spawn order
+SPAWN_RECORD_WAIT_S = 15.0
 ORDER_ONLY = "rank by spawn order"
+SPAWNED = "the rank the server started each process for (its spawn record)"
 
 
 class Patterns:
@@ -68,6 +71,7 @@ class Patterns:
         self.identified_by = str(doc.get("identified_by", ""))
         self.by_device = bool(doc.get("by_device", False))
         self.rank_line = re.compile(doc["rank_line"]) if doc.get("rank_line") else None
+        self.spawned_rank = tuple(doc.get("spawned_rank") or ("", ""))
 
 
 # -- /proc helpers ---------------------------------------------------------------------
@@ -347,6 +351,60 @@ def ranks_by_device(
     return mapping, how, None
 
 
+def read_spawn_record(path: Path) -> list[dict[str, Any]]:
+    """The entries of the server's spawn record (preflight.py `record_spawns`) whose pid
+    is still the process recorded (same start ticks: a reused pid is another process)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            pid = int(entry["pid"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a crash mid-write
+        if entry.get("start") is not None and start_ticks(pid) == entry["start"]:
+            entries.append(entry)
+    return entries
+
+
+def ranks_by_spawn_record(
+    entries: list[dict[str, Any]], schedulers: list[int], ranks: list[int], target: str, param: str
+) -> dict[int, int] | None:
+    """{rank: pid}: each scheduler's rank as the server passed it when it started the
+    process (`param` of the function `target`); None unless the record names every
+    scheduler, each with its own planned rank."""
+    by_pid: dict[int, int] = {}
+    for entry in entries:
+        rank = (entry.get("args") or {}).get(param)
+        function = str(entry.get("target", "")).rsplit(".", 1)[-1]
+        if function == target and entry["pid"] in schedulers and isinstance(rank, int):
+            by_pid[int(entry["pid"])] = rank
+    if sorted(by_pid) != sorted(schedulers) or sorted(by_pid.values()) != sorted(ranks):
+        return None
+    return {rank: pid for pid, rank in by_pid.items()}
+
+
+def device_mismatches(
+    mapping: dict[int, int], usage: dict[int, dict[int, int]], planned: dict[int, int]
+) -> tuple[bool, str | None]:
+    """(every rank's process shows on a card, how the cards differ from the plan) for
+    ranks whose processes are known: rank r's process must work on the card the plan
+    gives rank r. xpu-smi ps reports cards, not tiles: two tiles of a card look alike."""
+    cards = {rank: device_of(usage.get(pid, {})) for rank, pid in mapping.items()}
+    if any(card is None for card in cards.values()):
+        return False, None
+    wrong = [
+        f"rank {rank} (pid {mapping[rank]}) works on device {cards[rank]}, "
+        f"the plan puts it on device {planned.get(rank)}"
+        for rank in sorted(mapping)
+        if cards[rank] != planned.get(rank)
+    ]
+    return True, "; ".join(wrong) or None
+
+
 def log_tags(log: Path, prefix: re.Pattern[str]) -> set[str]:
     """Rank tags (SGLang's `TP<n>` prefixes) seen in the first part of the node's log."""
     try:
@@ -527,6 +585,7 @@ class Supervisor:
         self.stop_requested = False
         self.device_wait_until: float | None = None
         self.rank_line_until: float | None = None
+        self.spawn_record_until: float | None = None
         self.next_ps = 0.0
         self.next_helpers = 0.0
         self.ending = False
@@ -691,13 +750,18 @@ class Supervisor:
         if waiting or not found:
             return
         title = self.patterns.rank_title
+        exact = self.ranks_by_spawn_record(found)
+        if exact is None and self.awaiting_spawn_record():
+            return
         if title and any(title.search(n) for _, names, _ in children for n in names):
             how = "process titles with the rank index"
         elif self.patterns.by_device:
-            by_device, how = self.ranks_by_device(found)
+            by_device, how = self.ranks_by_device(found, exact)
             if by_device is None:
                 return
             found = by_device
+        elif exact:
+            found, how = exact, SPAWNED
         elif self.patterns.rank_line:
             by_log, how = self.ranks_by_own_log(found)
             if by_log is None:
@@ -749,17 +813,53 @@ class Supervisor:
             added = True
         return added
 
-    def ranks_by_device(self, by_order: dict[int, int]) -> tuple[dict[int, int] | None, str]:
-        """The schedulers' ranks from the card each works on (`xpu-smi ps`), asked about
-        once a second until every scheduler shows on one; the fork's spawn order only when
-        the node has no xpu-smi, it never shows them all, or it disagrees with the plan
-        (then `device_problem` says how). (None, "") means: not decided yet."""
+    def ranks_by_spawn_record(self, by_order: dict[int, int]) -> dict[int, int] | None:
+        """{rank: pid} from the server's spawn record, if it names every rank process."""
+        target, param = self.patterns.spawned_rank
+        record = self.cfg.get("spawn_record")
+        if not (target and record):
+            return None
+        entries = read_spawn_record(self.run_dir / record)
+        return ranks_by_spawn_record(
+            entries, list(by_order.values()), sorted(by_order), target, param
+        )
+
+    def awaiting_spawn_record(self) -> bool:
+        """True while a spawn record is expected but does not name every rank yet (the
+        server appends each line just after the start; the child may be quicker)."""
+        if not (self.patterns.spawned_rank[0] and self.cfg.get("spawn_record")):
+            return False
+        now = time.monotonic()
+        if self.spawn_record_until is None:
+            self.spawn_record_until = now + SPAWN_RECORD_WAIT_S
+        if now < self.spawn_record_until:
+            return True
+        if not self.state.get("spawn_record_missing"):
+            self.state["spawn_record_missing"] = True
+            self.say(f"the spawn record does not name every rank after {SPAWN_RECORD_WAIT_S:g} s")
+        return False
+
+    def ranks_by_device(
+        self, by_order: dict[int, int], exact: dict[int, int] | None
+    ) -> tuple[dict[int, int] | None, str]:
+        """The ranks, and the check that each works on the card the plan gives it
+        (`xpu-smi ps`, asked once a second until every rank process shows on one). With
+        the spawn record (`exact`) the ranks are its; without it, each process takes the
+        rank the plan puts on its card, tiles of one card in spawn order. A card the plan
+        did not give a rank is recorded as `device_problem`. (None, "") means: not
+        decided yet."""
+
+        def unchecked(why: str) -> tuple[dict[int, int], str]:
+            if exact:
+                return exact, f"{SPAWNED}; devices: {why}"
+            return by_order, f"{ORDER_ONLY} ({why})"
+
         planned = {int(d["rank"]): int(d["card"]) for d in self.cfg.get("rank_devices", [])}
         if sorted(planned) != sorted(by_order) or min(planned.values(), default=-1) < 0:
-            return by_order, f"{ORDER_ONLY} (the plan names no device per rank)"
+            return unchecked("the plan names no device per rank")
         smi = shutil.which("xpu-smi")
         if smi is None:
-            return by_order, f"{ORDER_ONLY} (no xpu-smi on this node)"
+            return unchecked("not checked, no xpu-smi on this node")
         now = time.monotonic()
         wait = float(self.cfg.get("device_wait_s", DEVICE_WAIT_S))
         if self.device_wait_until is None:
@@ -767,26 +867,32 @@ class Supervisor:
         if now < self.next_ps:
             return None, ""
         self.next_ps = now + PS_INTERVAL_S
-        schedulers = [by_order[rank] for rank in sorted(by_order)]  # spawn order
-        why = "not every scheduler shows on a device"
+        why = "not every rank process shows on a device"
+        mapping: dict[int, int] | None = None
+        how: str | None = None
+        problem: str | None = None
         try:
             out = subprocess.run(
                 [smi, "ps", "-j"], capture_output=True, text=True, timeout=30, check=False
             )
-            mapping, how, problem = ranks_by_device(
-                schedulers, parse_xpu_smi_ps(out.stdout), planned
-            )
+            usage = parse_xpu_smi_ps(out.stdout)
+            if exact:
+                seen, problem = device_mismatches(exact, usage, planned)
+                if seen and not problem:
+                    mapping, how = exact, f"{SPAWNED}; each on its planned card (xpu-smi ps)"
+            else:
+                schedulers = [by_order[rank] for rank in sorted(by_order)]  # spawn order
+                mapping, how, problem = ranks_by_device(schedulers, usage, planned)
         except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError) as exc:
-            mapping, how, problem = None, None, None
             why = f"xpu-smi ps failed: {str(exc)[:200]}"
         if mapping is not None and how:
             return mapping, how
         if problem:
             self.state["device_problem"] = problem
             self.say(f"xpu-smi ps disagrees with the plan: {problem}")
-            return by_order, f"{ORDER_ONLY} (xpu-smi ps disagrees with the plan)"
+            return unchecked("xpu-smi ps disagrees with the plan")
         if now >= self.device_wait_until:
-            return by_order, f"{ORDER_ONLY} ({why} in xpu-smi ps after {wait:g} s)"
+            return unchecked(f"{why} in xpu-smi ps after {wait:g} s")
         return None, ""
 
     def ranks_by_own_log(self, by_order: dict[int, int]) -> tuple[dict[int, int] | None, str]:
