@@ -190,22 +190,36 @@ def test_plan_prints_and_starts_nothing(provisioned_lab: Lab, inventory: Path) -
 
 
 def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
-    inventory: Path, launched: Any
+    provisioned_lab: Lab, inventory: Path, launched: Any
 ) -> None:
-    code, doc = launched("--tp", "8", "--nnodes", "4")
+    """node3's stand-in starts its schedulers out of rank order (lab fault
+    `scheduler_spawn_order`): the supervisor must take each rank from what the server
+    started it for, not from when it started; the ranks are on the two tiles of one
+    card (FLAT), which xpu-smi ps cannot tell apart either. node4 has no xpu-smi."""
+    with (
+        provisioned_lab.fault(3, "scheduler_spawn_order", "reverse"),
+        provisioned_lab.fault(4, "missing_xpu_smi"),
+    ):
+        code, doc = launched("--tp", "8", "--nnodes", "4")
     assert code == 0, messages(doc) + doc["stderr"]
     chat_matches_tp1(doc["base_url"])
     code, status = invoke(inventory, "status")
     pids = rank_pids(status)
     assert sorted(pids) == list(range(8))
-    # ranks by the card each scheduler works on (the lab's xpu-smi ps answers from the
-    # stand-in's set_device), helpers named per node and never counted as ranks
+    # ranks by the server's spawn record, each rank's card checked in xpu-smi ps (the lab's
+    # xpu-smi ps answers from the stand-in's set_device); helpers named per node and
+    # never counted as ranks
     rows = {h: {r["id"]: r for r in status["hosts"][h]["results"]} for h in status["hosts"]}
-    for host in ("node1", "node2", "node3", "node4"):
+    spawned = "ranks by the rank the server started each process for (its spawn record); "
+    for host in ("node1", "node2", "node3"):
         assert rows[host]["status.ranks"]["message"] == (
-            "ranks by the device each scheduler works on (xpu-smi ps)"
+            spawned + "each on its planned card (xpu-smi ps)"
         ), messages(status)
         assert "status.devices" not in rows[host]
+    # node4 has no xpu-smi: its ranks are still known, its cards not checked
+    assert rows["node4"]["status.ranks"]["message"] == (
+        spawned + "devices: not checked, no xpu-smi on this node"
+    )
     helpers = {h: sorted(i for i in rows[h] if i.startswith("status.helper.")) for h in rows}
     assert helpers["node1"] == ["status.helper.detokenizer", "status.helper.resource_tracker"]
     assert helpers["node3"] == ["status.helper.resource_tracker"]
@@ -220,10 +234,11 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     titles = [cmdline(pid) for pid in children]
     assert "multiprocessing.resource_tracker" in titles[0]
     assert titles[1:] == ["sglang::scheduler", "sglang::scheduler"]
-    # what start order would call "rank 5" is the second child; the LAST scheduler
-    # started is rank 5, the one a start-order launcher would leave unwatched
+    assert children[0] == tracker
+    # the scheduler started last is rank 4 (started in reverse); start order would call
+    # it rank 5 and blame rank 5 for its death
     victim = children[-1]
-    assert pids[5] == victim and children[0] == tracker
+    assert pids[4] == victim, (pids, children)
     os.kill(victim, signal.SIGKILL)
     assert wait_until(lambda: not any(pid_alive(p) for p in pids.values()), 30), (
         "ranks still running after a rank died"
@@ -231,9 +246,9 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     code, status = invoke(inventory, "status")
     assert code == 1
     death = status["first_death"]
-    assert (death["host"], death["rank"], death["pid"]) == ("node3", 5, victim)
+    assert (death["host"], death["rank"], death["pid"]) == ("node3", 4, victim)
     assert death["exit"]["signal"] == "SIGKILL"
-    assert "first to die: rank 5 on node3" in messages(status)
+    assert "first to die: rank 4 on node3" in messages(status)
 
 
 def test_blocked_rendezvous_port_fails_preflight_naming_the_node(

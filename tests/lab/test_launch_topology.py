@@ -79,6 +79,40 @@ def test_composite_ranks_select_their_cards_in_mask_order(
         invoke(composite, "stop")
 
 
+def test_ranks_on_other_cards_than_planned_fail_the_launch_and_stop_it(
+    provisioned_lab: Lab, composite: Path
+) -> None:
+    """node2's stand-in schedulers select the device one past SGLang's gpu_id (lab fault
+    `scheduler_device_shift`): with ZE_AFFINITY_MASK=3,1, rank 2 lands on card 1 and
+    rank 3 on card 3, the other way round from the plan. The supervisor knows each rank's
+    process from the spawn record and reads its card in the lab's xpu-smi ps."""
+    try:
+        with provisioned_lab.fault(2, "scheduler_device_shift", 1):
+            code, doc = invoke(composite, "launch", "--tp", "4", "--nnodes", "2")
+    finally:
+        invoke(composite, "stop")
+    assert code == 1, messages(doc)
+    rows = {h: {r["id"]: r for r in d["results"]} for h, d in doc["hosts"].items()}
+    wrong = rows["node2"]["launch.devices"]
+    assert wrong["status"] == "fail", messages(doc)
+    message = wrong["message"]
+    assert (
+        "rank 2 (pid " in message and "works on device 1, the plan puts it on device 3" in message
+    )
+    assert (
+        "rank 3 (pid " in message and "works on device 3, the plan puts it on device 1" in message
+    )
+    assert rows["node1"]["launch.ranks"]["status"] == "ok"
+    cluster = {r["id"]: r for r in doc["cluster"]}
+    assert cluster["launch.devices"]["status"] == "fail"
+    assert "every rank was stopped" in cluster["launch.devices"]["message"]
+    assert not doc.get("ready") and "launch.endpoint" not in cluster
+    code, status = invoke(composite, "status")
+    assert not [line for line in messages(status).splitlines() if " pass running" in line], (
+        messages(status)
+    )
+
+
 def test_wrong_nic_is_caught_by_doctor_and_by_the_preflight(
     provisioned_lab: Lab, tmp_path_factory: pytest.TempPathFactory, inventory_with: Callable
 ) -> None:

@@ -194,6 +194,21 @@ fault("model_short_shard", 2, "this shard of the lab model is truncated to half 
 fault("model_other_shard", 2, "this shard is another revision: same size, other bytes")(_model)
 
 
+# the stand-in SGLang's departures from the fork (lab/layout.py ENGINE_FAULTS, read by
+# the stand-in's srt/utils.py `lab_fault`): a launcher that assumes the fork's happy path
+# (schedulers in rank order, each on the device SGLang gives it) is caught
+fault(
+    "scheduler_spawn_order",
+    "reverse",
+    "the stand-in SGLang starts its schedulers in this order (reverse), not in rank order",
+)(rerender)
+fault(
+    "scheduler_device_shift",
+    2,
+    "the stand-in's schedulers select the device this many indices past SGLang's gpu_id",
+)(rerender)
+
+
 def initial_faults(spec: NodeSpec) -> dict[str, Any]:
     """The node's faults that are part of how it starts (its files and its sshd)."""
     return {f.name: f.param for f in spec.faults if FAULTS[f.name].at_start}

@@ -39,6 +39,8 @@ NODE_DIRS: tuple[tuple[str, str], ...] = (
 DRI_GROUP = bastion.DRI_GROUP
 #: where a node sees its oneAPI release (a read-only bind of the lab's shared copy)
 ONEAPI_MOUNT = "/opt/intel/oneapi"
+#: faults the stand-in SGLang reads itself, from /opt/intel/.lab/engine_faults.json
+ENGINE_FAULTS = ("scheduler_spawn_order", "scheduler_device_shift")
 #: mount points that must exist on the host (empty directories there)
 HOST_MOUNT_POINTS = ("/opt/intel", "/opt/xpufleet", "/var/lib/xpufleet", "/models",
                      "/etc/OpenCL/vendors", "/dev/dri")  # fmt: skip
@@ -122,6 +124,9 @@ def render_node(lab: Lab, index: int, spec: NodeSpec, faults: dict[str, Any]) ->
             json.dumps(generate.node_description(name, spec), indent=2) + "\n"
         ),
         "torch.json": generate.file(json.dumps(torch_info, indent=2) + "\n"),
+        "engine_faults.json": generate.file(
+            json.dumps({k: v for k, v in faults.items() if k in ENGINE_FAULTS}) + "\n"
+        ),
     }
     generate.write_tree(fs / "opt_intel" / ".lab", lab_files, prune=True)
     # where the simulated torch.xpu.set_device notes each process's card (xpu-smi ps):

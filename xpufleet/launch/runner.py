@@ -376,10 +376,35 @@ class Launcher:
 
     def on_ready(self, seconds: float) -> None:
         plan = self.plan
+        devices = {
+            node.host: [
+                replace(result, id=result.id.replace("status.", "launch."))
+                for result in judge.device_results(self.runs[node.host].state)
+            ]
+            for node in plan.nodes
+            if node.host in self.runs
+        }
+        for host, results in devices.items():
+            for result in results:
+                self.add(host, result)
+        wrong = [h for h, results in devices.items() if any(r.status == FAIL for r in results)]
+        if wrong:
+            # ranks sharing or missing devices serve, but not as planned (oneCCL leaves
+            # its IPC path, memory runs short): nothing is left running half-right
+            self.stop_everywhere()
+            self.collect_logs()
+            self.report.cluster.append(
+                Result(
+                    "launch.devices",
+                    FAIL,
+                    f"ranks on devices the plan did not give them on {judge.hosts_text(wrong)}; "
+                    "every rank was stopped",
+                    judge.RUNBOOK_DEVICE,
+                )
+            )
+            self.report.extra["ready"] = False
+            return
         for node in plan.nodes:
-            state = self.runs[node.host].state if node.host in self.runs else {}
-            for result in judge.device_results(state):
-                self.add(node.host, replace(result, id=result.id.replace("status.", "launch.")))
             what = self.engine.health_path(node.node_rank)
             where = (
                 f"{what} answers 200{self.engine.ready_note} on "

@@ -54,8 +54,8 @@ class ProcessPatterns:
     pending_roles: tuple[str, ...] = ()
     #: how the ranks were told apart (status shows it)
     identified_by: str = ""
-    #: tie each rank process to its rank by the card `xpu-smi ps` shows it on (run.json
-    #: `rank_devices`), not by spawn order
+    #: check the card `xpu-smi ps` shows each rank process on against the plan (run.json
+    #: `rank_devices`); without a spawn record, the ranks are tied to processes by it
     by_device: bool = False
     #: a line each rank process writes to its OWN output (its stdout file) naming its rank
     #: (group `rank`): the ranks are taken from it, not from start order

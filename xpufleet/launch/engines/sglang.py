@@ -6,7 +6,10 @@ total, `--node-rank` the node, `--device xpu` explicit (the default is cuda); ev
 serves HTTP, node 0 the API (`/health_generate` proves it generates), the others only
 `/health`; the schedulers are titled `sglang::scheduler` without an index
 (managers/scheduler.py) and spawned in rank order after the resource tracker and before
-the detokenizer (entrypoints/engine.py); rank lines carry `[time TP<n>]`.
+the detokenizer (entrypoints/engine.py), each as `mp.Process(target=run_scheduler_process,
+args=(server_args, port_args, gpu_id, tp_rank, None, writer))`: the preflight wrapper
+records those starts, and the supervisor takes each scheduler's rank from that record;
+rank lines carry `[time TP<n>]`.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ PATTERNS = ProcessPatterns(
     discovery="children",
     needs_log_tags=True,
     pending_roles=("starting",),
-    identified_by="title sglang::scheduler, the fork's spawn order, TP<n> log prefixes",
+    identified_by="title sglang::scheduler, the server's spawn record, TP<n> log prefixes",
     by_device=True,
     # entrypoints/engine.py: `mp.Process(target=run_scheduler_process, args=(server_args,
     # port_args, gpu_id, tp_rank, None, writer))`, managers/scheduler.py's signature

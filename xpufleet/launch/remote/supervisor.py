@@ -231,8 +231,9 @@ def assign_ranks(
     ranks; the k-th rank process created (start time, then pid) is the node's k-th rank;
     and, where the engine says so, the ranks are only taken once every planned rank's log
     tag is in the log, no process is still untitled, and the count matches. A title that
-    carries the index (later upstream) wins over all of that. vLLM: the Ray actors
-    `ray::RayWorkerWrapper` of the node, in start order."""
+    carries the index (later upstream) wins over all of that. The spawn order is what the
+    caller falls back on: the server's spawn record (`ranks_by_spawn_record`) comes first.
+    vLLM: the Ray actors `ray::RayWorkerWrapper` of the node, in start order."""
     helpers: dict[int, str] = {}
     schedulers: list[tuple[float, int]] = []
     named: dict[int, int] = {}

@@ -21,10 +21,10 @@ import urllib.request
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 
-from .srt.engine import Frontend, run_detokenizer_process, run_rank
+from .srt.engine import Frontend, PortArgs, run_detokenizer_process, run_scheduler_process
 from .srt.http_server import ServerState, make_server
 from .srt.server_args import ServerArgs, prepare_server_args
-from .srt.utils import configure_logger, free_port, kill_children
+from .srt.utils import configure_logger, free_port, kill_children, lab_fault
 
 logger = logging.getLogger("sglang.launch_server")
 
@@ -57,15 +57,20 @@ class Node:
         (`mp.set_start_method("spawn", force=True)` in `_set_envs_and_config`), so
         CPython's resource tracker becomes a child too (started by the first spawn,
         before any scheduler); one scheduler per local rank in rank order with
-        `gpu_id = base_gpu_id + tp_rank % tp_size_per_node`; on node 0 a detokenizer
-        process after them; then wait for every scheduler's "ready"."""
+        `gpu_id = base_gpu_id + tp_rank % tp_size_per_node`, `mp.Process(target=
+        run_scheduler_process, args=(server_args, port_args, gpu_id, tp_rank, None,
+        writer))`; on node 0 a detokenizer process after them; then wait for every
+        scheduler's "ready". The lab's fault `scheduler_spawn_order` reverses the order."""
         args = self.args
         init_addr = args.dist_init_addr or f"127.0.0.1:{free_port()}"
         multiprocessing.set_start_method("spawn", force=True)
         per_node = args.tp_per_node
         first = args.node_rank * per_node
+        ranks = list(range(first, first + per_node))
+        if lab_fault("scheduler_spawn_order") == "reverse":  # the lab's fault, not the fork
+            ranks.reverse()
         readers: dict[Connection, int] = {}
-        for rank in range(first, first + per_node):
+        for rank in ranks:
             reader, writer = multiprocessing.Pipe(duplex=False)
             requests = None
             if rank == 0:
@@ -73,7 +78,8 @@ class Node:
                 self.frontend = Frontend(mine)
             gpu_id = args.base_gpu_id + rank % per_node
             process = multiprocessing.Process(
-                target=run_rank, args=(args, gpu_id, rank, init_addr, writer, requests)
+                target=run_scheduler_process,
+                args=(args, PortArgs(init_addr, requests), gpu_id, rank, None, writer),
             )
             process.start()
             assert process.pid is not None
@@ -83,7 +89,9 @@ class Node:
                 requests.close()
             readers[reader] = rank
         if args.node_rank == 0:
-            detokenizer = multiprocessing.Process(target=run_detokenizer_process, args=(args,))
+            detokenizer = multiprocessing.Process(
+                target=run_detokenizer_process, args=(args, PortArgs(init_addr))
+            )
             detokenizer.start()
             assert detokenizer.pid is not None
             self.children.append(detokenizer.pid)

@@ -35,6 +35,7 @@ from .utils import (
     available_memory_gb,
     configure_logger,
     kill_itself_when_parent_died,
+    lab_fault,
     set_process_name,
 )
 
@@ -51,6 +52,16 @@ def context_length(args: ServerArgs) -> int:
 
 def max_total_num_tokens(args: ServerArgs) -> int:
     return args.max_total_tokens or 65536
+
+
+@dataclass
+class PortArgs:
+    """The stand-in's `PortArgs` (the fork's server_args.py: the zmq IPC names and the
+    nccl port every scheduler is given): here the group's init address and, for rank 0,
+    the pipe from the node-0 front end."""
+
+    dist_init_addr: str
+    requests: Connection | None = None
 
 
 @dataclass
@@ -174,27 +185,34 @@ def select_device(args: ServerArgs, gpu_id: int) -> None:
     """The fork's model_runner.py: `torch.get_device_module(self.device).set_device(
     self.gpu_id)` before init_process_group. The stand-in computes on the CPU, but where
     the node shows XPU devices (real, or the lab's simulated torch.xpu) it selects its
-    device the same way, so a wrong mapping fails here as it would on a Max node."""
+    device the same way, so a wrong mapping fails here as it would on a Max node. The
+    lab's fault `scheduler_device_shift` makes it select another one on purpose."""
     xpu = getattr(torch, "xpu", None)
     if args.device != "xpu" and not (xpu is not None and xpu.is_available()):
         return
     assert xpu is not None
+    shift = lab_fault("scheduler_device_shift")
+    if isinstance(shift, int):
+        gpu_id = (gpu_id + shift) % xpu.device_count()
     xpu.set_device(gpu_id)
     props = xpu.get_device_properties(gpu_id)
     logger.info(f"Selected device xpu:{gpu_id}: {props.name} uuid={getattr(props, 'uuid', '?')}")
 
 
-def run_rank(
-    args: ServerArgs,
+def run_scheduler_process(
+    server_args: ServerArgs,
+    port_args: PortArgs,
     gpu_id: int,
-    rank: int,
-    init_addr: str,
-    ready: Connection,
-    requests: Connection | None,
+    tp_rank: int,
+    dp_rank: int | None,
+    pipe_writer: Connection,
 ) -> None:
-    """Body of one scheduler process, spawned by the node's server process like the fork's
-    `run_scheduler_process(server_args, port_args, gpu_id, tp_rank, dp_rank, writer)`
-    (managers/scheduler.py): untitled-index process title, `TP<n>` log prefix."""
+    """Body of one scheduler process, spawned by the node's server process with the
+    fork's signature (managers/scheduler.py `run_scheduler_process(server_args,
+    port_args, gpu_id, tp_rank, dp_rank, pipe_writer)`): untitled-index process title,
+    `TP<n>` log prefix."""
+    args, rank, ready, requests = server_args, tp_rank, pipe_writer, port_args.requests
+    init_addr = port_args.dist_init_addr
     parent = os.getppid()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
@@ -221,7 +239,7 @@ def run_rank(
     os._exit(0)
 
 
-def run_detokenizer_process(args: ServerArgs) -> None:
+def run_detokenizer_process(server_args: ServerArgs, port_args: PortArgs) -> None:
     """The fork's detokenizer process (managers/detokenizer_manager.py: titled
     `sglang::detokenizer`, started on node 0 only, after the schedulers). The stand-in
     detokenizes inside its HTTP process; this process reproduces the layout a launcher
@@ -229,7 +247,7 @@ def run_detokenizer_process(args: ServerArgs) -> None:
     goes."""
     kill_itself_when_parent_died()
     set_process_name("sglang::detokenizer")
-    configure_logger(args.log_level)
+    configure_logger(server_args.log_level)
     while True:
         signal.pause()
 

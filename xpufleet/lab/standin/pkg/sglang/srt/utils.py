@@ -4,6 +4,7 @@ process names, parent-death signals, memory figures."""
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -11,6 +12,8 @@ import socket
 import sys
 
 _PR_SET_PDEATHSIG = 1
+#: the lab's faults for this stand-in (xpufleet/lab/faults.py, written by lab/layout.py)
+LAB_ENGINE_FAULTS = "/opt/intel/.lab/engine_faults.json"
 
 logger = logging.getLogger("sglang")
 
@@ -78,3 +81,14 @@ def kill_children(children: list[int], sig: int = signal.SIGKILL) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
+
+
+def lab_fault(name: str) -> object:
+    """A lab fault's parameter when the lab turned it on for this node (None otherwise):
+    departures from the fork's behaviour that the lab injects on purpose, so a launcher
+    built on the fork's happy path is caught. Never part of SGLang."""
+    try:
+        with open(LAB_ENGINE_FAULTS) as fh:
+            return json.load(fh).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
