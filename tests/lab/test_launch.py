@@ -193,12 +193,12 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     provisioned_lab: Lab, inventory: Path, launched: Any
 ) -> None:
     """node3's stand-in starts its schedulers out of rank order (lab fault
-    `scheduler_spawn_order`): the supervisor must take each rank from what the server
-    started it for, not from when it started; the ranks are on the two tiles of one
-    card (FLAT), which xpu-smi ps cannot tell apart either. node4 has no xpu-smi."""
+    `scheduler_spawn_order`) and node3 has no xpu-smi: the supervisor must take each rank
+    from what the server started it for, not from when it started (the cards would not
+    tell either; test_launch_topology.py has the tiles of one card)."""
     with (
         provisioned_lab.fault(3, "scheduler_spawn_order", "reverse"),
-        provisioned_lab.fault(4, "missing_xpu_smi"),
+        provisioned_lab.fault(3, "missing_xpu_smi"),
     ):
         code, doc = launched("--tp", "8", "--nnodes", "4")
     assert code == 0, messages(doc) + doc["stderr"]
@@ -211,13 +211,13 @@ def test_tp8_over_four_nodes_and_a_killed_rank_stops_every_rank(
     # never counted as ranks
     rows = {h: {r["id"]: r for r in status["hosts"][h]["results"]} for h in status["hosts"]}
     spawned = "ranks by the rank the server started each process for (its spawn record); "
-    for host in ("node1", "node2", "node3"):
+    for host in ("node1", "node2", "node4"):
         assert rows[host]["status.ranks"]["message"] == (
             spawned + "each on its planned card (xpu-smi ps)"
         ), messages(status)
         assert "status.devices" not in rows[host]
-    # node4 has no xpu-smi: its ranks are still known, its cards not checked
-    assert rows["node4"]["status.ranks"]["message"] == (
+    # node3 has no xpu-smi: its ranks are still known, its cards not checked
+    assert rows["node3"]["status.ranks"]["message"] == (
         spawned + "devices: not checked, no xpu-smi on this node"
     )
     helpers = {h: sorted(i for i in rows[h] if i.startswith("status.helper.")) for h in rows}

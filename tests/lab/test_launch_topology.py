@@ -5,15 +5,17 @@ and a wrong `nic` is caught by doctor and by the preflight, before any engine st
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_launch import invoke, messages
+from test_launch import children_of, invoke, messages, rank_pids, start_ticks, wait_until
 
-from xpufleet.lab import Lab
+from xpufleet.lab import Lab, pid_alive
 
 pytestmark = pytest.mark.lab
 
@@ -77,6 +79,52 @@ def test_composite_ranks_select_their_cards_in_mask_order(
         assert f"uuid={cards[1]}" in selected["3"]
     finally:
         invoke(composite, "stop")
+
+
+def test_two_tiles_of_one_card_started_out_of_order_keep_their_ranks(
+    provisioned_lab: Lab, tmp_path_factory: pytest.TempPathFactory, inventory_with: Callable
+) -> None:
+    """FLAT, both local ranks on the two tiles of card 0 (xpu:0 = tile 0, xpu:1 = tile 1),
+    node2's stand-in starting its schedulers in reverse (lab fault): xpu-smi ps shows both
+    on card 0, start order is wrong, only the server's spawn record tells them apart. The
+    scheduler started last is rank 2; killed, it is named as rank 2."""
+    inventory = inventory_with(
+        provisioned_lab,
+        tmp_path_factory.mktemp("one-card"),
+        model_name="lab-tiny",
+        device_ids=[0, 1],
+        ready_timeout=240,
+    )
+    try:
+        with provisioned_lab.fault(2, "scheduler_spawn_order", "reverse"):
+            code, doc = invoke(inventory, "launch", "--tp", "4", "--nnodes", "2")
+        assert code == 0, messages(doc) + doc["stderr"]
+        devices = preflight_devices(doc, "node2")
+        assert [(d["index"], d["physical"]) for d in devices] == [(0, 0), (1, 1)]
+        assert len({d["uuid"] for d in devices}) == 2  # two devices (tiles), not one
+        code, status = invoke(inventory, "status")
+        assert code == 0, messages(status)
+        pids = rank_pids(status)
+        rows = {r["id"]: r for r in status["hosts"]["node2"]["results"]}
+        assert rows["status.ranks"]["message"] == (
+            "ranks by the rank the server started each process for (its spawn record); "
+            "each on its planned card (xpu-smi ps)"
+        ), messages(status)
+        server = int(Path(f"/proc/{pids[2]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        schedulers = [
+            pid
+            for pid in sorted(children_of(server), key=lambda pid: (start_ticks(pid), pid))
+            if pid in (pids[2], pids[3])
+        ]
+        assert schedulers == [pids[3], pids[2]]  # started in reverse
+        os.kill(pids[2], signal.SIGKILL)
+        assert wait_until(lambda: not any(pid_alive(p) for p in pids.values()), 30)
+        code, status = invoke(inventory, "status")
+        assert code == 1
+        death = status["first_death"]
+        assert (death["host"], death["rank"], death["pid"]) == ("node2", 2, pids[2])
+    finally:
+        invoke(inventory, "stop")
 
 
 def test_ranks_on_other_cards_than_planned_fail_the_launch_and_stop_it(
