@@ -21,7 +21,8 @@ This module is the lab's API and its life cycle (up, down, status, inject, heal)
 concerns live beside it: layout.py (what a node is made of on disk), processes.py
 (finding, starting and killing a node's processes by namespace), sshd.py (keys, known
 hosts, each node's sshd), firewall.py and fabric.py (DROP rules, fabric NICs) and
-faults.py (one on/off handler per fault, declared with its profile entry).
+faults.py (one on/off handler per fault, declared with its profile entry), stale.py
+(what a lab killed without `down` left on the net, removed by the next `up`).
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ up): what it leaves, and `Lab.up` removing it before the next lab on the same ne
 Left by a killed lab (nodes and bastion are daemons in sessions of their own, so they
 outlive the process that started them):
 * its node processes (holder `xpufleet-lab:<dir>:node<i>`, sshd, whatever ran in the
-  node) and its bastion's sshd, still listening on the net's addresses at its port: the
-  next lab on the same net and port cannot bind them ("Address already in use");
+  node), its Slurm's daemons and its bastion's sshd, still listening on the net's
+  addresses at its port: the next lab on the same net and port cannot bind them
+  ("Address already in use": lab.up failed after 30 s);
 * what is named after the net and shared by every lab on it: the fabric NICs
   `hsn<X>-<Y>-<i>` (fabric.py), the accounts `xpflab<X>-<Y>-*`, their group, sudoers
   file and homes (bastion.py), tc caps on lo (shaping.py);
@@ -21,6 +22,10 @@ make is touched:
 * NICs, accounts, rules, tc filters: only names and addresses derived from this net, and
   only when this lab starts afresh (none of its nodes kept) and no other lab runs on the
   net: labs on one net with ports of their own (the lifecycle tests' labs) share them.
+
+The other way round, `Lab.down` keeps the net's NICs and accounts while another lab runs
+on the net: a second lab's down used to remove them under the running one (doctor's
+net.nic failed on every node, bastion logins failed, until the next lab.up/bastion_up).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from . import bastion, fabric, firewall, shaping
 from .processes import CLEAN_ENV, kill_all, kill_nodes, node_processes
+from .slurm import LabSlurm
 
 if TYPE_CHECKING:
     from .cluster import Lab
@@ -216,7 +222,9 @@ def remove(lab: Lab, *, fresh: bool) -> list[str]:
     others = other_labs(lab)
     for other in others:
         if other.collides(lab):
-            killed = kill_nodes(Path(other.dir))
+            # its Slurm too (slurmctld on <net>.254, found by its conf path like down does)
+            killed = LabSlurm(type(lab)(other.dir, lab.net, lab.port)).down()
+            killed += kill_nodes(Path(other.dir))
             nodes = ", ".join(f"node{i}" for i in sorted(other.nodes))
             removed.append(f"{killed} processes of {nodes} of the lab in {other.dir}")
     strays = stray_bastions(lab)
