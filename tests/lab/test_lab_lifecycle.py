@@ -17,7 +17,7 @@ import pytest
 from xpufleet.config import PROJECT_ROOT
 from xpufleet.executor import fan_out
 from xpufleet.inventory import load_inventory
-from xpufleet.lab import Lab, bastion, pid_alive
+from xpufleet.lab import Lab, LabError, bastion, pid_alive
 from xpufleet.lab.processes import wait_for
 from xpufleet.transport import Session
 
@@ -227,6 +227,18 @@ def test_a_killed_lab_does_not_poison_the_next_on_its_net(
         "node1": ["node1", login.ops],
         "node2": ["node2", login.ops],
     }
+
+
+def test_a_running_lab_with_its_directory_is_named_not_killed(
+    killed_and_next: tuple[Lab, Lab],
+) -> None:
+    """Another lab on the same net and port whose directory still holds its state may be
+    in use: the next lab.up refuses at once, naming it, and leaves it running."""
+    running, after = killed_and_next
+    running.up(nodes=1)
+    with pytest.raises(LabError, match=f"directory {running.dir} is still there"):
+        after.up(nodes=1)
+    assert running.status().all_up
 
 
 def test_down_after_a_kill_without_the_lab_dir(killed_and_next: tuple[Lab, Lab]) -> None:

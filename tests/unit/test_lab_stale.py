@@ -89,3 +89,13 @@ def test_another_labs_nodes_collide_only_on_this_net_and_port() -> None:
 
 def test_tc_matches_show_the_net_in_hex() -> None:
     assert net_hex(LAB) == "7f0009" and net_hex(Lab("/l", "127.1.255", 1)) == "7f01ff"
+
+
+def test_a_lab_whose_directory_still_describes_it_is_not_a_leftover() -> None:
+    sockets = {("127.0.9.1", 2209)}
+    state = {"net": "127.0.9", "port": 2209, "nodes": {"1": {"holder": 11}}}
+    assert OtherLab("/tmp/a/.lab", {1: [10, 11]}, state, sockets).intact
+    # its clone deleted (no state), or a state of other processes (written since)
+    assert not OtherLab("/tmp/a/.lab", {1: [10, 11]}, {}, sockets).intact
+    assert not OtherLab("/tmp/a/.lab", {1: [20, 21]}, state, sockets).intact
+    assert not OtherLab("/tmp/a/.lab", {2: [10, 11]}, state, sockets).intact

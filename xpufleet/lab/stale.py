@@ -18,7 +18,9 @@ make is touched:
 * processes: only a lab's (a node, found by its holder's name; an sshd run from a
   `<dir>/bastion/sshd_config`), only of another lab directory (or of this one, not in its
   state), and only when it listens on this lab's addresses at this lab's port, or its
-  state file says this net and port;
+  state file says this net and port. A lab whose directory still holds its state is
+  not a leftover but a lab someone may use: `up` refuses, naming it, at once (it failed
+  after 30 s before);
 * NICs, accounts, rules, tc filters: only names and addresses derived from this net, and
   only when this lab starts afresh (none of its nodes kept) and no other lab runs on the
   net: labs on one net with ports of their own (the lifecycle tests' labs) share them.
@@ -43,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from . import bastion, fabric, firewall, shaping
 from .processes import CLEAN_ENV, kill_all, kill_nodes, node_processes
+from .profile import LabError
 from .slurm import LabSlurm
 
 if TYPE_CHECKING:
@@ -120,6 +123,19 @@ class OtherLab:
     def on_net(self, lab: Lab) -> bool:
         """Whether it runs on this lab's net (any port)."""
         return self.state.get("net") == lab.net or any(on_net(lab, a) for a, _ in self.listening)
+
+    @property
+    def intact(self) -> bool:
+        """Whether its directory still describes it: a state file naming a running holder
+        (a lab someone may be using, not the remains of one whose clone is gone)."""
+        nodes = self.state.get("nodes")
+        if not isinstance(nodes, dict):
+            return False
+        return any(
+            isinstance(entry, dict) and entry.get("holder") in self.nodes.get(int(key), [])
+            for key, entry in nodes.items()
+            if str(key).isdigit()
+        )
 
     def collides(self, lab: Lab) -> bool:
         """Whether it holds (or would hold) this lab's addresses at this lab's port."""
@@ -220,6 +236,13 @@ def remove(lab: Lab, *, fresh: bool) -> list[str]:
     `fresh`: this lab keeps none of its nodes. Returns what was removed, one line each."""
     removed = []
     others = other_labs(lab)
+    busy = [other.dir for other in others if other.collides(lab) and other.intact]
+    if busy:
+        raise LabError(
+            f"another lab runs on {lab.net}.x port {lab.port} (its directory {busy[0]} is "
+            f"still there): bring it down (XPUFLEET_LAB_DIR={busy[0]} invoke lab.down) or "
+            "give this lab another net or port (XPUFLEET_LAB_NET / XPUFLEET_LAB_PORT)"
+        )
     for other in others:
         if other.collides(lab):
             # its Slurm too (slurmctld on <net>.254, found by its conf path like down does)
