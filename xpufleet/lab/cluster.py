@@ -379,7 +379,8 @@ class Lab:
             # a killed lab's leftovers on this net go first (all of them if none of this
             # lab's nodes can be kept; see stale.py)
             fresh = not (set(running) & {int(k) for k in state.get("nodes", {})})
-            removed = stale.remove(self, fresh=fresh)
+            others = stale.other_labs(self)
+            removed = stale.remove(self, others, fresh=fresh)
             if fresh and running:  # this directory's, not in its state (deleted with it?)
                 names = ", ".join(f"node{i}" for i in sorted(running))
                 killed = kill_nodes(self.dir, set(running))
@@ -457,7 +458,7 @@ class Lab:
                 if state["nodes"][str(i)].get("faults", {}) != before:
                     self.write_state(state)
             self._install_models(count, state)
-            fabric.up(self, count, shared=stale.nic_indexes_in_use(self))
+            fabric.up(self, count, shared=stale.shared_nics(self, others))
             sshd.write_known_hosts(self, count)
             self.inventory_path.write_text(
                 render_inventory(self, [prof.node(i) for i in range(1, count + 1)], env)
@@ -541,11 +542,10 @@ class Lab:
         """The bastion, firewall rules and fabric NICs; the net's NICs and accounts stay
         while another lab runs on the net (they are named after the net)."""
         others = [other for other in stale.other_labs(self) if other.on_net(self)]
-        shared = {index for other in others for index in other.nodes}
         kill_all(stale.stray_bastions(self))  # on this lab's address and port, pid file gone
         bastion.down(self, accounts=not others)
         firewall.remove_rules(self)
-        fabric.down(self, shared=shared)
+        fabric.down(self, shared={index for other in others for index in other.nodes})
 
     def status(self) -> LabStatus:
         """Per node: up (sshd answers) / down (namespace alive, sshd not) / gone."""

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import bastion, fabric, firewall, shaping
-from .processes import CLEAN_ENV, kill_all, kill_nodes, node_processes
+from .processes import CLEAN_ENV, kill_all, kill_nodes, ns_inode
 from .profile import LabError
 from .slurm import LabSlurm
 
@@ -191,24 +191,39 @@ def _sockets() -> dict[str, tuple[str, int]]:
 def other_labs(lab: Lab) -> list[OtherLab]:
     """Every other lab directory with a node running on this machine (found by its
     holders' names, so also when that directory is gone)."""
-    dirs = set()
+    holders: dict[int, tuple[str, int]] = {}
+    spaces: dict[int, list[int]] = {}  # mount namespace -> pids: ONE pass over /proc
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             found = parse_holder(_cmdline(entry.name).split(b"\0", 1)[0])
             if found and Path(found[0]) != lab.dir:
-                dirs.add(found[0])
+                holders[int(entry.name)] = found
+            inode = ns_inode(entry.name)
+            if inode is not None:
+                spaces.setdefault(inode, []).append(int(entry.name))
+    if not holders:
+        return []
+    by_dir: dict[str, dict[int, list[int]]] = {}
+    for pid, (directory, index) in holders.items():
+        space = ns_inode(pid)
+        pids = spaces.get(space, [pid]) if space is not None else [pid]
+        by_dir.setdefault(directory, {})[index] = pids
     sockets = _sockets()
-    others = []
-    for directory in sorted(dirs):
-        nodes = node_processes(Path(directory))
-        pids = [pid for group in nodes.values() for pid in group]
-        others.append(OtherLab(directory, nodes, _state(directory), _listening_of(pids, sockets)))
-    return others
+    return [
+        OtherLab(
+            directory,
+            nodes,
+            _state(directory),
+            _listening_of([pid for pids in nodes.values() for pid in pids], sockets),
+        )
+        for directory, nodes in sorted(by_dir.items())
+    ]
 
 
-def nic_indexes_in_use(lab: Lab) -> set[int]:
-    """Fabric NICs (by node index) that another running lab on this net uses."""
-    return {i for other in other_labs(lab) if other.on_net(lab) for i in other.nodes}
+def shared_nics(lab: Lab, others: list[OtherLab]) -> set[int]:
+    """Fabric NICs (by node index) that another lab running on this net uses (one that
+    collides with this lab is not running any more once `remove` is through)."""
+    return {i for o in others if o.on_net(lab) and not o.collides(lab) for i in o.nodes}
 
 
 def stray_bastions(lab: Lab) -> list[int]:
@@ -231,11 +246,11 @@ def stray_bastions(lab: Lab) -> list[int]:
     return found
 
 
-def remove(lab: Lab, *, fresh: bool) -> list[str]:
+def remove(lab: Lab, others: list[OtherLab], *, fresh: bool) -> list[str]:
     """Remove what killed labs left on this lab's net and port (see the module's rules);
-    `fresh`: this lab keeps none of its nodes. Returns what was removed, one line each."""
+    `others`: other_labs(lab); `fresh`: this lab keeps none of its nodes. Returns what was
+    removed, one line each."""
     removed = []
-    others = other_labs(lab)
     busy = [other.dir for other in others if other.collides(lab) and other.intact]
     if busy:
         raise LabError(
