@@ -1,10 +1,12 @@
 """lab.up / lab.down / lab.status on a lab of their own (next to the session's lab: same
 address prefix, SSH port + 1, a temporary directory), so the shared lab is never
-brought down by these tests."""
+brought down by these tests. The killed-lab tests take a net of their own (`_spare_net`):
+they remove what is named after a net, which labs on one net share."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -14,7 +16,8 @@ import pytest
 
 from xpufleet.config import PROJECT_ROOT
 from xpufleet.executor import fan_out
-from xpufleet.lab import Lab, pid_alive
+from xpufleet.inventory import load_inventory
+from xpufleet.lab import Lab, LabError, bastion, pid_alive
 from xpufleet.lab.processes import wait_for
 from xpufleet.transport import Session
 
@@ -150,3 +153,102 @@ def test_cli_refuses_a_bad_profile_before_starting_anything(
     assert proc.returncode == 2
     assert f"{profile}:3" in proc.stderr and "defaults.cards" in proc.stderr
     assert not own_lab.state_path.exists()
+
+
+def _spare_net(net: str) -> str:
+    """A net beside the session's, no other lab's: 127.X.Y -> 127.X.(Y xor 128)."""
+    prefix, y = net.rsplit(".", 1)
+    return f"{prefix}.{int(y) ^ 128}"
+
+
+def _net_left(lab: Lab) -> list[str]:
+    """What of lab's net is on the machine: fabric NICs, accounts, iptables rules."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    prefix = lab.fabric_nic(0)[3:-1]
+    left = [w.split("@")[0] for w in links.split() if w[3:].startswith(prefix) and w[:3] == "hsn"]
+    users = subprocess.run(["getent", "passwd"], capture_output=True, text=True).stdout
+    left += [
+        line.split(":")[0]
+        for line in users.splitlines()
+        if line.startswith(bastion.accounts(lab.net).group)
+    ]
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    return left + [
+        line for line in rules.splitlines() if f"{bastion.private_net(lab.net)}." in line
+    ]
+
+
+@pytest.fixture
+def killed_and_next(tmp_path: Path) -> Iterator[tuple[Lab, Lab]]:
+    """Two labs of one directory each on the same spare net and port: the first to be
+    killed (its directory deleted, as a fresh clone has none), the next one after it."""
+    session = Lab.from_env()
+    net = _spare_net(session.net)
+    killed = Lab(tmp_path / "killed", net, session.port + 2)
+    after = Lab(tmp_path / "next", net, session.port + 2)
+    try:
+        yield killed, after
+    finally:
+        after.down()
+        killed.down()
+    assert _net_left(after) == []
+
+
+def test_a_killed_lab_does_not_poison_the_next_on_its_net(
+    killed_and_next: tuple[Lab, Lab], tmp_path: Path
+) -> None:
+    """A test run SIGKILLed leaves its lab running (nodes and bastion are daemons), and a
+    fresh clone has no lab dir: the next lab.up on the same net takes it all away."""
+    killed, after = killed_and_next
+    killed.up(nodes=2)
+    killed.bastion_up()
+    holders = [n.holder for n in killed.status().nodes]
+    shutil.rmtree(killed.dir)
+
+    status = after.up(nodes=2)
+    assert status.all_up, status.to_json()
+    said = "\n".join(status.removed)
+    assert f"node1, node2 of the lab in {killed.dir}" in said
+    assert "bastion sshd" in said and "fabric NICs" in said and "iptables rule" in said
+    assert not any(pid_alive(pid) for pid in holders)
+    login = after.bastion_up()
+    # node1's fabric NIC carries its address (what doctor's net.nic reads)
+    with Session(after.hosts()[0], after.ssh_options()) as session:
+        shown = session.run(f"ip -o -4 addr show dev {after.fabric_nic(1)}").stdout
+    assert f"{after.fabric_address(1)}/24" in shown
+    # and the bastion lets the lab's sudo account through to every node
+    inventory = tmp_path / "bastion.yaml"
+    inventory.write_text(bastion.inventory(after, user=login.ops))
+    hosts = list(load_inventory(inventory).hosts.values())
+    outcomes = fan_out(
+        hosts, lambda s: s.run("hostname; id -un").stdout.split(), after.ssh_options()
+    )
+    assert {n: o.value for n, o in outcomes.items()} == {
+        "node1": ["node1", login.ops],
+        "node2": ["node2", login.ops],
+    }
+
+
+def test_a_running_lab_with_its_directory_is_named_not_killed(
+    killed_and_next: tuple[Lab, Lab],
+) -> None:
+    """Another lab on the same net and port whose directory still holds its state may be
+    in use: the next lab.up refuses at once, naming it, and leaves it running."""
+    running, after = killed_and_next
+    running.up(nodes=1)
+    with pytest.raises(LabError, match=f"directory {running.dir} is still there"):
+        after.up(nodes=1)
+    assert running.status().all_up
+
+
+def test_down_after_a_kill_without_the_lab_dir(killed_and_next: tuple[Lab, Lab]) -> None:
+    """lab.down of a lab whose directory went (its nodes' sshd have lower pids than their
+    holders) still stops every node and removes the net's NICs, accounts and rules."""
+    killed, _ = killed_and_next
+    killed.up(nodes=2)
+    killed.bastion_up()
+    pids = [pid for n in killed.status().nodes for pid in (n.holder, n.sshd)]
+    shutil.rmtree(killed.dir)
+    assert killed.down() >= 4
+    assert not any(pid_alive(pid) for pid in pids)
+    assert _net_left(killed) == []

@@ -100,6 +100,8 @@ def up(
     if bastion:
         lab.bastion_up()
     elapsed = time.monotonic() - started
+    for line in status.removed if not json else ():
+        console.print(f"lab up: removed, left by a lab killed without lab.down: {line}")
     _print_status(status, as_json=json)
     if not json:
         console.print(

@@ -186,7 +186,7 @@ def bastion_address(lab: Lab) -> str:
     return f"{private_net(lab.net)}.{BASTION_INDEX}"
 
 
-def _bastion_pid(lab: Lab) -> int | None:
+def running_pid(lab: Lab) -> int | None:
     """The bastion sshd's pid, if it runs with this lab's config."""
     from .processes import pid_alive, read_pid
 
@@ -221,7 +221,7 @@ def _start_bastion(lab: Lab, acc: Accounts) -> None:
         users=acc.users,
     )
     (where / "sshd_config").write_text(config)
-    if _bastion_pid(lab) is not None:
+    if running_pid(lab) is not None:
         return
     (where / "sshd.pid").unlink(missing_ok=True)
     _run(SSHD, "-f", str(where / "sshd_config"), "-E", str(where / "sshd.log"))
@@ -262,18 +262,26 @@ def up(lab: Lab) -> Accounts:
     return acc
 
 
-def down(lab: Lab) -> None:
-    """Stop the bastion and remove the lab's accounts, homes and sudoers file."""
-    pid = _bastion_pid(lab)
+def down(lab: Lab, *, accounts: bool = True) -> None:
+    """Stop the bastion; with `accounts`, remove the net's accounts, homes and sudoers file
+    (not while another lab on the net runs: they are named after the net, so shared)."""
+    pid = running_pid(lab)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     (bastion_dir(lab) / "sshd.pid").unlink(missing_ok=True)
     (lab.dir / "inventory-bastion.yaml").unlink(missing_ok=True)
+    if accounts:
+        remove_accounts(lab)
+
+
+def remove_accounts(lab: Lab) -> list[str]:
+    """Remove the accounts of the lab's net, their sessions, homes, group and sudoers file;
+    returns the names of those that existed."""
     try:
         acc = accounts(lab.net)
     except (IndexError, ValueError):
-        return
+        return []
     uids = set()
     for user in acc.users:
         with contextlib.suppress(KeyError):
@@ -284,13 +292,21 @@ def down(lab: Lab) -> None:
                 with contextlib.suppress(OSError):
                     if os.stat(entry.path).st_uid in uids:
                         os.kill(int(entry.name), signal.SIGKILL)
-    (SUDOERS_DIR / acc.group).unlink(missing_ok=True)
+    removed = []
+    sudoers = SUDOERS_DIR / acc.group
+    if sudoers.exists():
+        sudoers.unlink(missing_ok=True)
+        removed.append(str(sudoers))
     for user in acc.users:
         if _exists(user):
             _run("userdel", "-r", user, check=False)
+            removed.append(user)
+        if os.path.lexists(f"/home/{user}"):
             _run("rm", "-rf", "--one-file-system", f"/home/{user}", check=False)
     if _run("getent", "group", acc.group, check=False).returncode == 0:
         _run("groupdel", acc.group, check=False)
+        removed.append(f"group {acc.group}")
+    return removed
 
 
 def inventory(

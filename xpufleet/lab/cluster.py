@@ -21,7 +21,8 @@ This module is the lab's API and its life cycle (up, down, status, inject, heal)
 concerns live beside it: layout.py (what a node is made of on disk), processes.py
 (finding, starting and killing a node's processes by namespace), sshd.py (keys, known
 hosts, each node's sshd), firewall.py and fabric.py (DROP rules, fabric NICs) and
-faults.py (one on/off handler per fault, declared with its profile entry).
+faults.py (one on/off handler per fault, declared with its profile entry), stale.py
+(what a lab killed without `down` left on the net, removed by the next `up`).
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ from ..config import PROJECT_ROOT, LabSettings
 from ..errors import InputError
 from ..host import Host
 from ..transport import SSHOptions
-from . import bastion, fabric, firewall, layout, pybase, shaping, sshd, upstream_sglang
+from . import bastion, fabric, firewall, layout, pybase, shaping, sshd, stale, upstream_sglang
 from . import model as labmodel
 from .faults import FAULTS, initial_faults, reconcile, set_fault
 from .paths import Under
 from .processes import (
     START_TIMEOUT,
     holder_name,
+    kill_all,
     kill_nodes,
     node_processes,
     ns_inode,
@@ -115,6 +117,8 @@ class LabStatus:
     nodes: list[NodeStatus] = field(default_factory=list)
     #: namespaces of this lab's nodes that are not in the state file
     orphans: list[str] = field(default_factory=list)
+    #: what `up` removed of killed labs on this net before starting (stale.py)
+    removed: list[str] = field(default_factory=list)
 
     @property
     def running(self) -> bool:
@@ -133,6 +137,7 @@ class LabStatus:
             "all_up": self.all_up,
             "nodes": [n.to_json() for n in self.nodes],
             "orphans": self.orphans,
+            "removed": self.removed,
         }
 
 
@@ -371,6 +376,16 @@ class Lab:
                 state = {}
             had_slurm = bool(state.get("slurm"))
             running = node_processes(self.dir)
+            # a killed lab's leftovers on this net go first (all of them if none of this
+            # lab's nodes can be kept; see stale.py)
+            fresh = not (set(running) & {int(k) for k in state.get("nodes", {})})
+            others = stale.other_labs(self)
+            removed = stale.remove(self, others, fresh=fresh)
+            if fresh and running:  # this directory's, not in its state (deleted with it?)
+                names = ", ".join(f"node{i}" for i in sorted(running))
+                killed = kill_nodes(self.dir, set(running))
+                removed.insert(0, f"{killed} processes of {names} of an earlier lab in {self.dir}")
+                running = {}
             sshd.ensure_keys(self, count)
             layout.render_shared(self, count)
             old_nodes: dict[str, Any] = state.get("nodes", {})
@@ -443,7 +458,7 @@ class Lab:
                 if state["nodes"][str(i)].get("faults", {}) != before:
                     self.write_state(state)
             self._install_models(count, state)
-            fabric.up(self, count)
+            fabric.up(self, count, shared=stale.shared_nics(self, others))
             sshd.write_known_hosts(self, count)
             self.inventory_path.write_text(
                 render_inventory(self, [prof.node(i) for i in range(1, count + 1)], env)
@@ -453,7 +468,9 @@ class Lab:
             elif had_slurm or slurm is False:
                 self.slurm.down()
                 self.slurm_inventory_path.unlink(missing_ok=True)
-            return self.status()
+            status = self.status()
+            status.removed = removed
+            return status
 
     def stop_slurm(self) -> int:
         """Stop the lab's Slurm, keep its nodes (a later `up` does not restart it)."""
@@ -498,9 +515,7 @@ class Lab:
         self.validate()
         if not self.dir.is_dir():  # nothing to lock; still stop nodes found by name
             killed = self.slurm.down() + kill_nodes(self.dir)
-            bastion.down(self)
-            firewall.remove_rules(self)
-            fabric.down(self)
+            self._down_shared()
             return killed
         with self._locked():
             return self._down_locked()
@@ -511,9 +526,7 @@ class Lab:
         killed = self.slurm.down()
         self.slurm_inventory_path.unlink(missing_ok=True)
         killed += kill_nodes(self.dir)
-        bastion.down(self)
-        firewall.remove_rules(self)
-        fabric.down(self)
+        self._down_shared()
         nodes = self.dir / "nodes"
         if nodes.is_dir():
             for entry in nodes.iterdir():
@@ -524,6 +537,15 @@ class Lab:
         for ray_dir in glob.glob(str(ray_temp_dir(self.net))):  # Ray's session dirs
             shutil.rmtree(ray_dir, ignore_errors=True)
         return killed
+
+    def _down_shared(self) -> None:
+        """The bastion, firewall rules and fabric NICs; the net's NICs and accounts stay
+        while another lab runs on the net (they are named after the net)."""
+        others = [other for other in stale.other_labs(self) if other.on_net(self)]
+        kill_all(stale.stray_bastions(self))  # on this lab's address and port, pid file gone
+        bastion.down(self, accounts=not others)
+        firewall.remove_rules(self)
+        fabric.down(self, shared={index for other in others for index in other.nodes})
 
     def status(self) -> LabStatus:
         """Per node: up (sshd answers) / down (namespace alive, sshd not) / gone."""

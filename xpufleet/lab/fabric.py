@@ -5,6 +5,7 @@ come from the Lab (`fabric_nic`, `fabric_address`), derived from its net."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from .processes import CLEAN_ENV
@@ -33,11 +34,12 @@ def nics(lab: Lab) -> dict[int, str]:
     return found
 
 
-def up(lab: Lab, count: int) -> None:
-    """Node i gets `fabric_nic(i)` carrying `fabric_address(i)/24`; extra ones go."""
+def up(lab: Lab, count: int, *, shared: Collection[int] = ()) -> None:
+    """Node i gets `fabric_nic(i)` carrying `fabric_address(i)/24`; extra ones go, except
+    `shared` ones (used by another lab on the net: NIC names derive from the net)."""
     existing = nics(lab)
     for index, name in existing.items():
-        if index > count:
+        if index > count and index not in shared:
             ip("link", "del", name, check=False)
     for index in range(1, count + 1):
         name = lab.fabric_nic(index)
@@ -50,8 +52,9 @@ def up(lab: Lab, count: int) -> None:
             ip("addr", "add", wanted, "dev", name, "noprefixroute")
 
 
-def down(lab: Lab) -> int:
-    found = nics(lab)
+def down(lab: Lab, *, shared: Collection[int] = ()) -> int:
+    """Remove the net's fabric NICs but the `shared` ones; returns how many went."""
+    found = {i: name for i, name in nics(lab).items() if i not in shared}
     for name in found.values():
         ip("link", "del", name, check=False)  # takes its peer with it
     return len(found)

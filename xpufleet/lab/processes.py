@@ -147,11 +147,10 @@ def node_processes(lab_dir: Path) -> dict[int, list[int]]:
     holder_pids = holders(lab_dir)
     result: dict[int, list[int]] = {}
     for _inode, pids in namespaces().items():
-        index = None
-        for pid in pids:
-            if pid in holder_pids:
-                index = holder_pids[pid]
-                break
+        # the holder's name first: the node's sshd (started before its holder) has the
+        # lower pid, and its /opt/intel matches no identity once the lab dir is gone
+        index = next((holder_pids[pid] for pid in pids if pid in holder_pids), None)
+        for pid in pids if index is None else ():
             with contextlib.suppress(OSError):
                 st = os.stat(f"/proc/{pid}/root/opt/intel")
                 index = identities.get((st.st_dev, st.st_ino))

@@ -79,6 +79,18 @@ def remove(lab: _Lab, nodes: int = 255) -> None:
         _tc("qdisc", "del", "dev", DEVICE, "root", check=False)
 
 
+def net_hex(lab: _Lab) -> str:
+    """The lab's net as u32 matches show it: 127.0.9 -> `7f0009`."""
+    return "".join(f"{int(part):02x}" for part in lab.net.split("."))
+
+
+def present(lab: _Lab) -> bool:
+    """Whether filters of this lab's net are on lo (caps a killed benchmark left)."""
+    shown = _tc("filter", "show", "dev", DEVICE, "parent", ROOT, "prio", str(_prio(lab)),
+                check=False).stdout  # fmt: skip
+    return f"match {net_hex(lab)}" in shown
+
+
 @contextlib.contextmanager
 def caps(lab: _Lab, nodes: int, rate_mbit: float) -> Iterator[None]:
     """Caps on for the block, always removed after it (also on errors and Ctrl-C)."""
