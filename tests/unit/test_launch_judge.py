@@ -349,7 +349,7 @@ def test_ranks_follow_the_card_each_scheduler_works_on_not_the_spawn_order() -> 
     # the plan puts rank 4 on card 1 and rank 5 on card 0: 48213 (spawned first) is rank 5
     mapping, how, problem = supervisor.ranks_by_device([48213, 48214], usage, {4: 1, 5: 0})
     assert (mapping, problem) == ({5: 48213, 4: 48214}, None)
-    assert how == "the device each scheduler works on (xpu-smi ps)"
+    assert how == "the device each rank process works on (xpu-smi ps)"
     # FLAT: two tiles of one card; xpu-smi ps tells cards apart, tiles by spawn order
     shared = {10: {2: 100}, 11: {2: 100}, 12: {3: 100}}
     mapping, how, _ = supervisor.ranks_by_device([10, 11, 12], shared, {0: 2, 1: 2, 2: 3})
@@ -382,7 +382,7 @@ def test_the_plan_gives_each_rank_its_card_after_the_device_mask() -> None:
 
 def test_status_rows_name_helpers_and_how_ranks_were_identified() -> None:
     status = {
-        "identified_by": "the device each scheduler works on (xpu-smi ps)",
+        "identified_by": "the device each rank process works on (xpu-smi ps)",
         "helpers": [
             {"pid": 7, "role": "resource tracker", "alive": True, "uptime_s": 61},
             {"pid": 9, "role": "detokenizer", "alive": False, "exit": {"text": "exited 0"}},
@@ -395,7 +395,7 @@ def test_status_rows_name_helpers_and_how_ranks_were_identified() -> None:
         ("status.ranks", "ok"),
     ]
     assert rows[0].message == "resource tracker (helper, not a rank): running, pid 7, up 1m01s"
-    assert rows[2].message == "ranks by the device each scheduler works on (xpu-smi ps)"
+    assert rows[2].message == "ranks by the device each rank process works on (xpu-smi ps)"
     wrong = judge.device_results({"identified_by": "rank by spawn order", "device_problem": "x"})
     assert [(r.id, r.status) for r in wrong] == [("status.devices", FAIL)]
     assert wrong[0].runbook and wrong[0].runbook.endswith("#rank-on-the-wrong-device")

@@ -208,3 +208,55 @@ def test_an_abort_uses_the_engines_grace_and_a_stop_the_usual_one(
 def test_ray_start_stops_without_draining_for_ray_serve() -> None:
     plan = plan_launch(cluster(2), 16)
     assert all(n.env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0" for n in plan.nodes)
+
+
+def test_without_rank_lines_the_workers_card_names_its_rank(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fork logs vLLM's "world_size=.. rank=.." line at DEBUG: the supervisor then ties
+    each Ray worker to its rank by the card `xpu-smi ps` shows it on (the fork's worker
+    selects xpu:{local_rank}), not by start order; it waits for every worker to show, and
+    falls back to start order only after rank_line_wait_s."""
+    import json
+
+    plan = plan_launch(cluster(2, engine="vllm", device="cpu", dist_backend="gloo"), 4, 2)
+    config = node_config(plan, plan.nodes[1], "r1")
+    config["ranks"] = [2, 3]
+    config["rank_devices"] = [
+        {"rank": 2, "device": 0, "card": 3},
+        {"rank": 3, "device": 1, "card": 2},
+    ]
+    config["rank_line_wait_s"] = 3600
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    first, second = 4_000_001, 4_000_002  # no such processes: no rank line to read
+    shown: dict[str, list[dict[str, int]]] = {"device_util_by_proc_list": []}
+    smi = tmp_path / "bin" / "xpu-smi"
+    smi.parent.mkdir()
+    smi.write_text(f"#!/bin/sh\ncat {tmp_path / 'ps.json'}\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{smi.parent}:/usr/bin:/bin")
+
+    def ps(rows: list[tuple[int, int]]) -> None:
+        shown["device_util_by_proc_list"] = [
+            {"process_id": pid, "process_name": "ray::RayWorkerW", "device_id": card,
+             "engines": 0, "shared_mem_size": 0, "mem_size": 1 << 20}
+            for pid, card in rows
+        ]  # fmt: skip
+        (tmp_path / "ps.json").write_text(json.dumps(shown))
+
+    node = supervisor.Supervisor(tmp_path)
+    by_order = {2: first, 3: second}
+    ps([(first, 2)])  # the second worker shows on no card yet: not decided
+    assert node.ranks_by_own_log(by_order) == (None, "")
+    node.next_ps = 0.0
+    ps([(first, 2), (second, 3)])  # the worker started first works on rank 3's card
+    mapping, how = node.ranks_by_own_log(by_order)
+    assert mapping == {3: first, 2: second}
+    assert how == "the device each rank process works on (xpu-smi ps)"
+    # without xpu-smi and without rank lines: start order, once the wait is over
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    config["rank_line_wait_s"] = 0
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    late = supervisor.Supervisor(tmp_path)
+    mapping, how = late.ranks_by_own_log(by_order)
+    assert mapping == by_order and how.startswith("rank by spawn order (no rank line")

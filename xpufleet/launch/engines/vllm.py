@@ -90,6 +90,12 @@ PATTERNS = ProcessPatterns(
     # not "rank R in world size W is assigned as", logged by each node's first worker
     # only (`info_once`, seen in the lab).
     rank_line=r"\bworld_size=\d+ rank=(?P<rank>\d+) local_rank=\d+ ",
+    # Without that line, the card: the fork's worker/xpu_worker.py selects
+    # `xpu:{local_rank}`, local_rank being the worker's place among its node's ranks
+    # (executor/ray_distributed_executor.py `_init_workers_ray`), i.e. the plan's device
+    # of that rank (base 0); xpu-smi ps shows each worker's card (tiles of one card: start
+    # order). Only decides once every worker shows on a card.
+    by_device=True,
 )
 
 

@@ -346,7 +346,7 @@ def ranks_by_device(
     mapping: dict[int, int] = {}
     for card, ranks in want.items():
         mapping.update(zip(ranks, seen[card], strict=True))
-    how = "the device each scheduler works on (xpu-smi ps)"
+    how = "the device each rank process works on (xpu-smi ps)"
     if any(len(ranks) > 1 for ranks in want.values()):
         how += "; tiles of one card in spawn order"
     return mapping, how, None
@@ -756,6 +756,11 @@ class Supervisor:
             return
         if title and any(title.search(n) for _, names, _ in children for n in names):
             how = "process titles with the rank index"
+        elif self.patterns.rank_line:
+            by_log, how = self.ranks_by_own_log(found)
+            if by_log is None:
+                return
+            found = by_log
         elif self.patterns.by_device:
             by_device, how = self.ranks_by_device(found, exact)
             if by_device is None:
@@ -763,11 +768,6 @@ class Supervisor:
             found = by_device
         elif exact:
             found, how = exact, SPAWNED
-        elif self.patterns.rank_line:
-            by_log, how = self.ranks_by_own_log(found)
-            if by_log is None:
-                return
-            found = by_log
         else:
             how = self.patterns.identified_by
         # helpers are recorded (and the detokenizer watched) once the ranks are known: a
@@ -841,19 +841,19 @@ class Supervisor:
         return False
 
     def ranks_by_device(
-        self, by_order: dict[int, int], exact: dict[int, int] | None
+        self, by_order: dict[int, int], exact: dict[int, int] | None, fallback: bool = True
     ) -> tuple[dict[int, int] | None, str]:
         """The ranks, and the check that each works on the card the plan gives it
         (`xpu-smi ps`, asked once a second until every rank process shows on one). With
         the spawn record (`exact`) the ranks are its; without it, each process takes the
         rank the plan puts on its card, tiles of one card in spawn order. A card the plan
         did not give a rank is recorded as `device_problem`. (None, "") means: not
-        decided yet."""
+        decided yet -- and, without `fallback`, also: the cards cannot decide."""
 
-        def unchecked(why: str) -> tuple[dict[int, int], str]:
+        def unchecked(why: str) -> tuple[dict[int, int] | None, str]:
             if exact:
                 return exact, f"{SPAWNED}; devices: {why}"
-            return by_order, f"{ORDER_ONLY} ({why})"
+            return (by_order, f"{ORDER_ONLY} ({why})") if fallback else (None, "")
 
         planned = {int(d["rank"]): int(d["card"]) for d in self.cfg.get("rank_devices", [])}
         if sorted(planned) != sorted(by_order) or min(planned.values(), default=-1) < 0:
@@ -889,8 +889,9 @@ class Supervisor:
         if mapping is not None and how:
             return mapping, how
         if problem:
+            if self.state.get("device_problem") != problem:
+                self.say(f"xpu-smi ps disagrees with the plan: {problem}")
             self.state["device_problem"] = problem
-            self.say(f"xpu-smi ps disagrees with the plan: {problem}")
             return unchecked("xpu-smi ps disagrees with the plan")
         if now >= self.device_wait_until:
             return unchecked(f"{why} in xpu-smi ps after {wait:g} s")
@@ -898,7 +899,8 @@ class Supervisor:
 
     def ranks_by_own_log(self, by_order: dict[int, int]) -> tuple[dict[int, int] | None, str]:
         """The ranks each process logs in its own output (the engine's `rank_line`), asked
-        until every rank is there; start order after `rank_line_wait_s` without them.
+        until every rank is there; meanwhile, where the engine says so, the cards the
+        processes work on (`ranks_by_device`); start order after `rank_line_wait_s`.
         (None, "") means: not decided yet."""
         now = time.monotonic()
         wait = float(self.cfg.get("rank_line_wait_s", DEVICE_WAIT_S))
@@ -908,6 +910,12 @@ class Supervisor:
         mapping = line and ranks_by_own_log(list(by_order.values()), sorted(by_order), line)
         if mapping:
             return mapping, "the rank each worker logs in its own output"
+        if self.patterns.by_device and not self.state.get("device_problem"):
+            # no rank line (the fork logs it at DEBUG): the card each worker works on
+            # names its local rank, once every worker shows on one in xpu-smi ps
+            by_card, how = self.ranks_by_device(by_order, None, fallback=False)
+            if by_card is not None:
+                return by_card, how
         if now >= self.rank_line_until:
             return by_order, f"{ORDER_ONLY} (no rank line in the workers' output after {wait:g} s)"
         return None, ""
