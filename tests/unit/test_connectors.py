@@ -3,11 +3,12 @@ as bytes, CommandFailed on a nonzero exit)."""
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import pytest
 
-from xpufleet.errors import CommandFailed
+from xpufleet.errors import CommandFailed, ConnectionLost
 from xpufleet.host import Host
 from xpufleet.slurm import SlurmSession
 from xpufleet.transport import Connector, Session, SSHOptions
@@ -39,3 +40,55 @@ def test_the_slurm_session_runs_through_the_shared_run(monkeypatch: pytest.Monke
         session.run("false")
     assert err.value.exit_status == 3
     assert session.run("false", check=False).exit_status == 3
+
+
+class _Transport:
+    def __init__(self, dead: bool) -> None:
+        self.dead = dead
+        self.opened: list[str] = []
+
+    def is_active(self) -> bool:
+        return True  # a connection cut a moment ago may still look active
+
+    def open_session(self, **window: object) -> object:
+        if self.dead:
+            raise EOFError  # what paramiko raises on a socket the far side closed
+        channel = types.SimpleNamespace(exec_command=self.opened.append, sendall=None)
+        return channel
+
+
+class _Reconnecting(Session):
+    """A session whose first connection is already dead; later ones work."""
+
+    def open(self) -> Session:
+        if self._conn is None:
+            transport = _Transport(dead=not self.transports)
+            self.transports.append(transport)
+            client = types.SimpleNamespace(get_transport=lambda: transport)
+            self._conn = types.SimpleNamespace(client=client, close=lambda: None)  # type: ignore[assignment]
+        return self
+
+
+def test_a_connection_found_dead_between_commands_is_opened_again_once() -> None:
+    session = _Reconnecting(HOST, OPTIONS)
+    session.transports = []  # type: ignore[attr-defined]
+    session.open_channel("true", elevate=False)
+    first, second = session.transports  # type: ignore[attr-defined]
+    assert (first.opened, second.opened) == ([], ["true"]) and session.reconnects == 1
+    # nothing ran on the dead one; the next command uses the new connection, no reconnect
+    session.open_channel("date", elevate=False)
+    assert second.opened == ["true", "date"] and session.reconnects == 1
+
+
+def test_a_second_dead_connection_is_the_callers_connection_lost() -> None:
+    with pytest.raises(ConnectionLost, match="cannot open a channel"):
+        _DeadAlways(HOST, OPTIONS).open_channel("true", elevate=False)
+
+
+class _DeadAlways(Session):
+    def open(self) -> Session:
+        if self._conn is None:
+            transport = _Transport(dead=True)
+            client = types.SimpleNamespace(get_transport=lambda: transport)
+            self._conn = types.SimpleNamespace(client=client, close=lambda: None)  # type: ignore[assignment]
+        return self
