@@ -132,7 +132,12 @@ class JumpHub:
             key = _key(hops[:depth])
             with self._lock:
                 link = self._links.get(key)
-                if link is None or link.client is None:
+            if link is None:
+                continue
+            # the link's lock first, as in _link: a session taking the link right now
+            # either counts before this release or finds it closed and opens it anew
+            with link.lock, self._lock:
+                if link.client is None or self._links.get(key) is not link:
                     continue
                 link.users -= 1
                 if link.users > 0:
@@ -157,12 +162,15 @@ class JumpHub:
                 raise type(link.error)(node, link.error.message)
             transport = link.client.get_transport() if link.client else None
             if link.client is None or transport is None or not transport.is_active():
+                if link.client is not None:
+                    link.client.close()  # dead: its sessions are gone with it
                 try:
                     link.client = self._connect(hops[-1], parent, timeout)
                 except HostError as exc:
                     link.error = via(exc, hops[-1], node)
                     raise type(link.error)(node, link.error.message) from exc
-                link.users = 0
+                # the count is kept: the sessions of the dead connection still release
+                # theirs, and a reset would let them close this one under its new users
             with self._lock:
                 link.users += 1
                 self._links[key] = link
