@@ -814,13 +814,18 @@ class Supervisor:
             added = True
         return added
 
+    @property
+    def spawn_record(self) -> Path | None:
+        """The server's spawn record, when the engine starts its ranks with one."""
+        record = self.cfg.get("spawn_record")
+        return self.run_dir / record if record and self.patterns.spawned_rank[0] else None
+
     def ranks_by_spawn_record(self, by_order: dict[int, int]) -> dict[int, int] | None:
         """{rank: pid} from the server's spawn record, if it names every rank process."""
-        target, param = self.patterns.spawned_rank
-        record = self.cfg.get("spawn_record")
-        if not (target and record):
+        if self.spawn_record is None:
             return None
-        entries = read_spawn_record(self.run_dir / record)
+        target, param = self.patterns.spawned_rank
+        entries = read_spawn_record(self.spawn_record)
         return ranks_by_spawn_record(
             entries, list(by_order.values()), sorted(by_order), target, param
         )
@@ -828,7 +833,7 @@ class Supervisor:
     def awaiting_spawn_record(self) -> bool:
         """True while a spawn record is expected but does not name every rank yet (the
         server appends each line just after the start; the child may be quicker)."""
-        if not (self.patterns.spawned_rank[0] and self.cfg.get("spawn_record")):
+        if self.spawn_record is None:
             return False
         now = time.monotonic()
         if self.spawn_record_until is None:
